@@ -10,15 +10,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import save as st_save
 
-from .checkpoint import strip_tied
+from .checkpoint import CheckpointError, load_weights, strip_tied
 from .config import ModelConfig
 from .tokenizer import read_vocab
-from .utils import atomic_dir
+from .utils import atomic_dir, atomic_write, atomic_write_json, atomic_write_text, log, sha256_file
 
 SPECIAL_TOKENS_MAP = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
                       "mask_token": "[MASK]"}
@@ -64,4 +65,262 @@ def write_hf_dir(state_dict: dict[str, torch.Tensor], config: ModelConfig, vocab
     return output_dir
 
 
-__all__ = ["write_hf_dir", "tokenizer_config", "SPECIAL_TOKENS_MAP"]
+
+# ---------------------------------------------------------------------------------------------
+# Export from any checkpoint source, with a generated model card.
+
+EXPORT_TYPES = ("mlm", "bert", "cls")
+ARCHITECTURES = {"mlm": "BertForMaskedLM", "bert": "BertForPreTraining", "cls": "BertForSequenceClassification"}
+HF_WEIGHT_NAMES = ("model.safetensors", "pytorch_model.bin")
+HF_SIDE_FILES = ("config.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json", "README.md")
+_MLM_HEAD = ("cls.predictions.transform.dense.weight", "cls.predictions.transform.dense.bias",
+             "cls.predictions.transform.LayerNorm.weight", "cls.predictions.transform.LayerNorm.bias",
+             "cls.predictions.bias")
+_POOLER = ("bert.pooler.dense.weight", "bert.pooler.dense.bias")
+_NSP = ("cls.seq_relationship.weight", "cls.seq_relationship.bias")
+_CLASSIFIER = ("classifier.weight", "classifier.bias")
+
+
+def shared_data_dir() -> Path:
+    """``../shared/data`` relative to the repository root (where the package is checked out)."""
+    return Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+
+def default_vocab_candidates(input_path: str | os.PathLike | None) -> list[str]:
+    cands = []
+    if input_path is not None:
+        p = os.path.abspath(os.fspath(input_path))
+        d = p if os.path.isdir(p) else os.path.dirname(p)
+        cands.append(os.path.join(d, "vocab.txt"))
+    cands.append(os.path.join("..", "shared", "data", "vocab", "google_zh_vocab.txt"))
+    cands.append(str(shared_data_dir() / "vocab" / "google_zh_vocab.txt"))
+    return cands
+
+
+def resolve_vocab(input_path: str | os.PathLike | None, vocab_path: str | None = None,
+                  meta: dict[str, Any] | None = None) -> str:
+    """``--vocab_path`` if given; else ``vocab.txt`` beside (or inside) the input; else the vocab path
+    recorded in the checkpoint meta; else ``../shared/data/vocab/google_zh_vocab.txt``. When the
+    checkpoint recorded the vocab's SHA-256, the chosen file must match it."""
+    if vocab_path:
+        if not os.path.isfile(vocab_path):
+            raise FileNotFoundError(f"--vocab_path {vocab_path}: no such file")
+        chosen = vocab_path
+    else:
+        cands = default_vocab_candidates(input_path)
+        recorded = (meta or {}).get("vocab_path")
+        if isinstance(recorded, str):
+            cands.insert(1, recorded)
+        found = [c for c in cands if os.path.isfile(c)]
+        if not found:
+            raise FileNotFoundError(f"no vocab found for {input_path} (looked for {cands}); pass --vocab_path")
+        chosen = found[0]
+    want = (meta or {}).get("vocab_sha256")
+    if isinstance(want, str) and want and sha256_file(chosen) != want:
+        raise ValueError(f"{chosen}: SHA-256 differs from the vocab the checkpoint was trained with "
+                         f"({want[:12]}...); pass --vocab_path with that vocab")
+    return chosen
+
+
+def select_for_type(state_dict: dict[str, torch.Tensor], type: str = "mlm",
+                    source: str = "checkpoint") -> tuple[dict[str, torch.Tensor], str]:
+    """Keep the tensors an export of ``type`` needs and return ``(state_dict, architecture)``.
+
+    ``mlm``: encoder + MLM head (a pooler / NSP head / classifier is dropped, as UER's ``--type mlm``);
+    ``bert``: also the pooler and the NSP head (``BertForPreTraining``), both required;
+    ``cls``: encoder + pooler + classifier (``BertForSequenceClassification``)."""
+    if type not in EXPORT_TYPES:
+        raise ValueError(f"--type must be one of {EXPORT_TYPES}, got {type!r}")
+    need = {"mlm": _MLM_HEAD, "bert": _MLM_HEAD + _POOLER + _NSP, "cls": _POOLER + _CLASSIFIER}[type]
+    missing = [k for k in need if k not in state_dict]
+    if missing:
+        hint = {"mlm": "the input has no MLM head (is it a fine-tuned classifier? use --type cls)",
+                "bert": "the input has no pooler/NSP head (UER target.sp.*); use --type mlm",
+                "cls": "the input is not a sequence classifier"}[type]
+        raise CheckpointError(f"{source}: --type {type} needs tensors {missing}: {hint}")
+    drop = {"mlm": ("bert.pooler.", "cls.seq_relationship.", "classifier."),
+            "bert": ("classifier.",), "cls": ("cls.",)}[type]
+    return {k: v for k, v in state_dict.items() if not k.startswith(drop)}, ARCHITECTURES[type]
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, int) and not isinstance(v, bool) and abs(v) >= 10000:
+        return f"{v:,}"
+    return str(v)
+
+
+# meta keys rendered first (in this order, under these labels) when present
+_CARD_KEYS = (
+    ("corpus", "Training corpus"), ("corpus_path", "Training corpus"), ("dataset", "Dataset"),
+    ("dataset_path", "Dataset"), ("stage", "Stage"), ("seq_length", "Sequence length"),
+    ("step", "Steps"), ("steps", "Steps"), ("total_steps", "Total steps"), ("batch_size", "Batch size"),
+    ("tokens", "Tokens seen"), ("tokens_seen", "Tokens seen"), ("real_tokens", "Real (non-pad) tokens seen"),
+    ("loss", "Final MLM loss"), ("final_loss", "Final MLM loss"), ("mlm_loss", "Final MLM loss"),
+    ("mlm_acc", "Final MLM accuracy"), ("accuracy", "Final MLM accuracy"), ("learning_rate", "Learning rate"),
+    ("seed", "Seed"), ("vocab_sha256", "Vocab SHA-256"),
+)
+
+
+# conversion bookkeeping that says nothing about the model
+_CARD_SKIP = {"name", "has_mlm", "has_sp", "has_classifier", "has_decoder_weight", "segment_rows", "layers",
+              "converted_from", "source_format", "uer_vintage"}
+
+
+def model_card(config: ModelConfig, meta: dict[str, Any] | None = None, scores: dict[str, float] | None = None,
+               type: str = "mlm", name: str | None = None, extra: str | None = None) -> str:
+    """A Markdown model card: size table, parameter count, what the checkpoint meta records about
+    training (data, steps, tokens, final loss ...), optional fine-tuning ``scores`` (task -> dev
+    accuracy, as fraction or percent) and a usage snippet."""
+    meta = dict(meta or {})
+    title = name or meta.get("name") or f"miniroberta {config.name}"
+    params = config.num_parameters(mlm_head=type in ("mlm", "bert"), pooler=type in ("bert", "cls"))
+    enc = config.num_parameters(mlm_head=False, pooler=False)
+    lines = [
+        "---", "language: zh", "license: apache-2.0", "library_name: transformers",
+        f"pipeline_tag: {'fill-mask' if type in ('mlm', 'bert') else 'text-classification'}",
+        "tags: [bert, roberta, chinese, miniroberta]", "---", "",
+        f"# {title}", "",
+        f"A Chinese BERT/RoBERTa encoder ({config.num_hidden_layers} layers, hidden size {config.hidden_size}) "
+        f"written by [miniroberta](https://example.invalid/miniroberta), exported as a HuggingFace "
+        f"`{ARCHITECTURES.get(type, 'BertForMaskedLM')}`.", "",
+        "## Size", "",
+        "| layers | hidden | heads | FFN | vocab | max positions | parameters (total) | parameters (encoder) |",
+        "|---|---|---|---|---|---|---|---|",
+        f"| {config.num_hidden_layers} | {config.hidden_size} | {config.num_attention_heads} | "
+        f"{config.intermediate_size} | {config.vocab_size} | {config.max_position_embeddings} | "
+        f"{params / 1e6:.1f}M | {enc / 1e6:.1f}M |", "",
+    ]
+    if config.layer_norm_type == "uer":
+        lines += ["Trained with UER-py's LayerNorm (`gamma*(x-mean)/(std+eps)+beta`, unbiased std, eps 1e-6); "
+                  "transformers runs the standard LayerNorm, so its outputs differ slightly from miniroberta's.", ""]
+    rows, seen_labels = [], set()
+    for key, label in _CARD_KEYS:
+        if key in meta and label not in seen_labels and isinstance(meta[key], (str, int, float)):
+            rows.append((label, _fmt(meta[key])))
+            seen_labels.add(label)
+    if meta.get("source_format") == "uer":
+        rows.append(("Converted from", f"UER-py checkpoint ({meta.get('uer_vintage', '?')} key names)"))
+    known = {k for k, _ in _CARD_KEYS} | _CARD_SKIP
+    for k in sorted(meta):
+        v = meta[k]
+        if k not in known and isinstance(v, (str, int, float, bool)) and len(str(v)) <= 200:
+            rows.append((k, _fmt(v)))
+    lines += ["## Training", ""]
+    if rows:
+        lines += ["As recorded in the checkpoint:", "", "| | |", "|---|---|"]
+        lines += [f"| {a} | {str(b).replace('|', '/')} |" for a, b in rows]
+    else:
+        lines += ["The checkpoint records no training information."]
+    lines.append("")
+    if scores:
+        tasks = list(scores)
+        vals = [float(scores[t]) for t in tasks]
+        pct = [v * 100 if v <= 1.0 else v for v in vals]
+        lines += ["## Fine-tuning (dev accuracy, %)", "",
+                  "| model | " + " | ".join(tasks) + " |", "|---" * (len(tasks) + 1) + "|",
+                  f"| {title} | " + " | ".join(f"{v:.1f}" for v in pct) + " |", ""]
+    if type in ("mlm", "bert"):
+        lines += ["## Usage", "", "```python", "from transformers import pipeline",
+                  "unmasker = pipeline('fill-mask', model='PATH/TO/THIS/DIR')",
+                  "unmasker('中国的首都是[MASK]京。')", "```", "",
+                  "or `miniroberta fill-mask --model PATH/TO/THIS/DIR \"中国的首都是[MASK]京。\"`.", ""]
+    if type == "mlm":
+        lines += ["This export has no pooler (like the UER-py `--type mlm` conversion): `BertModel.from_pretrained` "
+                  "initialises `pooler.dense` randomly and reports the MLM head (`cls.*`) as unused.", ""]
+    if extra:
+        lines += [extra.rstrip(), ""]
+    return "\n".join(lines)
+
+
+def _torch_save_atomic(obj: dict[str, torch.Tensor], path: str) -> None:
+    with atomic_write(path, "wb") as f:
+        torch.save(obj, f)
+
+
+def write_hf_files(state_dict: dict[str, torch.Tensor], config: ModelConfig, vocab_path: str, weights_path: str,
+                   architecture: str = "BertForMaskedLM", card: str | None = None, overwrite: bool = False,
+                   lowercase: bool = True) -> str:
+    """Write HF weights to the file ``weights_path`` (``pytorch_model.bin`` = torch pickle of tensors,
+    ``model.safetensors``) and the other HF files beside it, each atomically. Existing files are an
+    error unless ``overwrite``; a stale weights file of the other name is removed (transformers
+    would prefer it)."""
+    vocab = read_vocab(vocab_path)
+    if len(vocab) != config.vocab_size:
+        raise ValueError(f"{vocab_path} has {len(vocab)} tokens but the model's vocab_size is {config.vocab_size}; "
+                         f"pass the vocab the model was trained with")
+    name = os.path.basename(weights_path)
+    if name not in HF_WEIGHT_NAMES:
+        raise ValueError(f"{weights_path}: an HF weights file must be named one of {HF_WEIGHT_NAMES}")
+    d = os.path.dirname(os.path.abspath(weights_path))
+    outputs = [name] + [f for f in HF_SIDE_FILES if f != "README.md" or card is not None]
+    other = [n for n in HF_WEIGHT_NAMES if n != name]
+    existing = [f for f in outputs + other if os.path.exists(os.path.join(d, f))]
+    if existing and not overwrite:
+        raise FileExistsError(f"{d}: {existing} already exist (pass --overwrite to replace them)")
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in strip_tied(state_dict).items()}
+    os.makedirs(d, exist_ok=True)
+    if name == "model.safetensors":
+        with atomic_write(weights_path, "wb") as f:
+            f.write(st_save(tensors, metadata={"format": "pt"}))
+    else:
+        _torch_save_atomic(tensors, weights_path)
+    for n in other:
+        if os.path.exists(os.path.join(d, n)):
+            os.unlink(os.path.join(d, n))
+    atomic_write_json(os.path.join(d, "config.json"), config.to_hf_dict(architecture))
+    if os.path.abspath(vocab_path) != os.path.join(d, "vocab.txt"):
+        with open(vocab_path, "rb") as src, atomic_write(os.path.join(d, "vocab.txt"), "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    atomic_write_json(os.path.join(d, "tokenizer_config.json"), tokenizer_config(lowercase))
+    atomic_write_json(os.path.join(d, "special_tokens_map.json"), SPECIAL_TOKENS_MAP)
+    if card is not None:
+        atomic_write_text(os.path.join(d, "README.md"), card)
+    return weights_path
+
+
+def export_checkpoint(input_path: str | os.PathLike, output_dir: str | os.PathLike, vocab_path: str | None = None,
+                      type: str = "mlm", overwrite: bool = True, card_extra: str | None = None,
+                      config_path: str | None = None, layers_num: int | None = None,
+                      scores: dict[str, float] | None = None, name: str | None = None) -> str:
+    """Export any checkpoint (native, HF dir/file, UER-py) to a complete HF directory with a model card.
+    Returns ``output_dir``. ``type``: ``mlm`` (default), ``bert`` (with pooler + NSP) or ``cls``."""
+    input_path = os.fspath(input_path)
+    cfg, sd, meta = load_weights(input_path, config_path=config_path, layers_num=layers_num)
+    if layers_num is not None and layers_num != cfg.num_hidden_layers:
+        raise CheckpointError(f"{input_path}: --layers_num {layers_num} but the model has {cfg.num_hidden_layers} layers")
+    vocab = resolve_vocab(input_path, vocab_path, meta)
+    sd, arch = select_for_type(sd, type, input_path)
+    _check_fits(sd, cfg, type, input_path)
+    card = model_card(cfg, meta, scores=scores, type=type, name=name, extra=card_extra)
+    if cfg.layer_norm_type == "uer":
+        log(f"note: {input_path} uses UER-py's LayerNorm; transformers will run the standard one "
+            f"(outputs differ by ~1e-2 in the logits)")
+    return write_hf_dir(sd, cfg, vocab, os.fspath(output_dir), architecture=arch, card=card, overwrite=overwrite)
+
+
+def _check_fits(sd: dict[str, torch.Tensor], cfg: ModelConfig, type: str, source: str) -> None:
+    """Strict: the exported tensors must load into our model of that type (names and shapes)."""
+    from .model import TIED_KEYS, BertForMaskedLM, BertForSequenceClassification
+    with torch.device("meta"):
+        model = (BertForSequenceClassification(cfg) if type == "cls"
+                 else BertForMaskedLM(cfg, add_pooling_layer=type == "bert"))
+    own = model.state_dict()  # meta tensors: names and shapes only, nothing allocated
+    fake = {k: v for k, v in sd.items() if k not in _NSP}
+    own_keys = {k for k in own if k not in TIED_KEYS}
+    missing = sorted(own_keys - set(fake))
+    unexpected = sorted(set(fake) - own_keys)
+    shapes = sorted(f"{k}: {tuple(fake[k].shape)} vs {tuple(own[k].shape)}"
+                    for k in own_keys & set(fake) if tuple(fake[k].shape) != tuple(own[k].shape))
+    if type == "bert":
+        for k, shp in zip(_NSP, ((2, cfg.hidden_size), (2,))):
+            if tuple(sd[k].shape) != shp:
+                shapes.append(f"{k}: {tuple(sd[k].shape)} vs {shp}")
+    if missing or unexpected or shapes:
+        raise CheckpointError(f"{source}: does not fit a {ARCHITECTURES[type]} of its config: "
+                              f"missing {missing}, unexpected {unexpected}, misshaped {shapes}")
+
+
+__all__ = ["write_hf_dir", "write_hf_files", "tokenizer_config", "SPECIAL_TOKENS_MAP", "export_checkpoint",
+           "model_card", "resolve_vocab", "select_for_type", "EXPORT_TYPES", "ARCHITECTURES", "shared_data_dir"]

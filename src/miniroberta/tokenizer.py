@@ -122,6 +122,10 @@ class BertTokenizer:
     def decode(self, ids: Iterable[int], skip_special_tokens: bool = True) -> str:
         return self._tok.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
 
+    def decode_batch(self, sequences: Sequence[Iterable[int]], skip_special_tokens: bool = True) -> list[str]:
+        return self._tok.decode_batch([[int(i) for i in ids] for ids in sequences],
+                                      skip_special_tokens=skip_special_tokens)
+
     # ------------------------------------------------------------ model input
     def build_inputs(self, ids_a: list[int], ids_b: list[int] | None = None,
                      max_length: int | None = None, truncation: str = "longest_first") -> Encoding:
