@@ -1,0 +1,154 @@
+"""Recipes of `miniroberta reproduce`: reference values, presets, overrides, model names, errors."""
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from miniroberta.config import preset_names
+from miniroberta.recipe import (PRESETS, TASKS, RecipeError, canonical_model, dumps_toml, load_recipe, parse_override,
+                                parse_tasks, read_recipe_file, reference_recipe)
+
+
+def test_reference_recipe_is_the_model_card():
+    r = load_recipe()
+    s1, s2, g = r["stage1"], r["stage2"], r["grid"]
+    assert (s1["seq_length"], s1["total_steps"], s1["batch_size"], s1["world_size"]) == (128, 1_000_000, 64, 8)
+    assert (s1["learning_rate"], s1["warmup"], s1["save_checkpoint_steps"]) == (1e-4, 0.1, 100_000)
+    assert (s2["seq_length"], s2["total_steps"], s2["batch_size"], s2["world_size"]) == (512, 250_000, 16, 8)
+    assert (s2["learning_rate"], s2["warmup"], s2["save_checkpoint_steps"]) == (5e-5, 0.1, 50_000)
+    assert g["epochs"] == [3, 5, 8] and g["batch_size"] == [32, 64] and g["learning_rate"] == [3e-5, 1e-4, 3e-4]
+    assert g["seq_length"] == 128 and g["tasks"] == list(TASKS)
+    assert r["models"] == preset_names() and len(r["models"]) == 24
+    assert r["export"]["type"] == "mlm" and r["seed"] == 7
+    assert r["preprocess"]["dynamic_masking"] is True and r["preprocess"]["full_sentences"] is False
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_presets_load_and_only_scale_down(name):
+    ref = load_recipe()
+    r = load_recipe(name)
+    assert r["sources"][0] == "reference"
+    for s in ("stage1", "stage2"):
+        assert r[s]["total_steps"] <= ref[s]["total_steps"]
+        # the learning-rate schedule of the reference is kept by every preset
+        assert r[s]["learning_rate"] == ref[s]["learning_rate"] and r[s]["warmup"] == ref[s]["warmup"]
+    assert r["stage2"]["seq_length"] == 512 and r["stage1"]["seq_length"] == 128
+
+
+def test_cpu_smoke_is_small():
+    r = load_recipe("cpu-smoke")
+    assert r["models"] == ["L2_H128"]
+    assert r["stage1"]["total_steps"] < 100 and r["stage2"]["total_steps"] < 100
+    g = r["grid"]
+    assert len(g["epochs"]) * len(g["batch_size"]) * len(g["learning_rate"]) * len(g["seeds"]) == 1
+    assert 0 < g["max_train_examples"] <= 1000 and 0 < g["max_dev_examples"] <= 1000
+    assert 0 < r["data"]["max_bytes"] <= 1_000_000
+
+
+def test_overrides_layer_in_order(tmp_path):
+    f = tmp_path / "mine.toml"
+    f.write_text('[stage1]\ntotal_steps = 77\nlearning_rate = 2e-4\n[grid]\ntasks = ["tnews"]\n', encoding="utf-8")
+    r = load_recipe("cpu-smoke", str(f), ["stage1.total_steps=5", "grid.epochs=2", "stage2.bf16=true",
+                                          "data.corpus=/some/dir/x.txt", 'grid.tasks=["ocnli", "lcqmc"]'])
+    assert r["stage1"]["total_steps"] == 5            # --set beats the file
+    assert r["stage1"]["learning_rate"] == 2e-4       # the file beats the preset
+    assert r["stage1"]["batch_size"] == load_recipe("cpu-smoke")["stage1"]["batch_size"]  # preset kept
+    assert r["grid"]["epochs"] == [2]                 # a scalar becomes a one-element list
+    assert r["grid"]["tasks"] == ["ocnli", "lcqmc"]
+    assert r["stage2"]["bf16"] is True and r["data"]["corpus"] == "/some/dir/x.txt"
+    assert r["sources"][:3] == ["reference", "preset:cpu-smoke", f"file:{f}"]
+
+
+def test_int_accepted_for_float_and_float_for_int():
+    r = load_recipe(overrides=["stage1.learning_rate=1", "stage1.total_steps=1e3"])
+    assert r["stage1"]["learning_rate"] == 1.0 and isinstance(r["stage1"]["learning_rate"], float)
+    assert r["stage1"]["total_steps"] == 1000 and isinstance(r["stage1"]["total_steps"], int)
+
+
+@pytest.mark.parametrize("override, words", [
+    ("stage1.total_step=5", "unknown setting 'stage1.total_step'"),
+    ("stage3.total_steps=5", "unknown setting"),
+    ("stage1.total_steps=fast", "must be an integer"),
+    ("stage1.total_steps=0", "must be positive"),
+    ("stage1.total_steps=1.5", "must be an integer"),
+    ("stage1.bf16=1", "must be a boolean"),
+    ("stage1.warmup=1.5", "warmup"),
+    ("stage1.seq_length=1024", "512"),
+    ("grid.tasks=[\"cmnli\"]", "unknown task"),
+    ("grid.epochs=[]", "empty"),
+    ("export.type=onnx", "export.type"),
+    ("stage1", "KEY=VALUE"),
+])
+def test_bad_overrides_fail_with_the_key(override, words):
+    with pytest.raises(RecipeError, match=words.replace("[", r"\[").replace("(", r"\(")):
+        load_recipe("cpu-smoke", overrides=[override])
+
+
+def test_bad_recipe_file(tmp_path):
+    f = tmp_path / "bad.toml"
+    f.write_text("[stage1]\nlearnin_rate = 1e-4\n", encoding="utf-8")
+    with pytest.raises(RecipeError, match=r"bad\.toml: unknown setting 'stage1\.learnin_rate'"):
+        load_recipe(recipe_path=str(f))
+    f.write_text("[stage1\n", encoding="utf-8")
+    with pytest.raises(RecipeError, match="invalid TOML"):
+        read_recipe_file(str(f))
+    with pytest.raises(FileNotFoundError):
+        load_recipe(recipe_path=str(tmp_path / "missing.toml"))
+    with pytest.raises(RecipeError, match="unknown preset"):
+        load_recipe("gpu-week")
+
+
+def test_all_24_sizes_and_aliases_accepted():
+    names = preset_names()
+    assert len(names) == 24
+    for n in names:
+        assert canonical_model(n) == n and canonical_model(n.lower()) == n
+    assert [canonical_model(a) for a in ("tiny", "mini", "small", "medium", "base")] == \
+        ["L2_H128", "L4_H256", "L4_H512", "L8_H512", "L12_H768"]
+    r = load_recipe("cpu-smoke", models=names)
+    assert r["models"] == names
+    for bad in ("L3_H128", "L2_H100", "huge", ""):
+        with pytest.raises(RecipeError, match="unknown model"):
+            canonical_model(bad)
+    with pytest.raises(RecipeError, match="duplicates"):
+        load_recipe(models=["tiny", "L2_H128"])
+
+
+def test_tasks_spec():
+    assert parse_tasks("all") == list(TASKS)
+    assert parse_tasks("tnews, ocnli") == ["tnews", "ocnli"]
+    with pytest.raises(RecipeError, match="unknown task"):
+        parse_tasks("tnews,afqmc")
+
+
+def test_parse_override_values():
+    assert parse_override("a.b=3") == ("a.b", 3)
+    assert parse_override("a.b=true") == ("a.b", True)
+    assert parse_override("a.b=[1, 2]") == ("a.b", [1, 2])
+    assert parse_override("a.b=../x/y.txt") == ("a.b", "../x/y.txt")
+    assert parse_override('a.b="quoted"') == ("a.b", "quoted")
+
+
+def test_resolved_recipe_round_trips(tmp_path):
+    r = load_recipe("cpu-hour", overrides=["grid.tasks=[\"tnews\"]", "data.corpus=C:\\\\x \"y\""])
+    f = tmp_path / "resolved.toml"
+    f.write_text(dumps_toml(r), encoding="utf-8")
+    again = load_recipe(recipe_path=str(f))
+    strip = lambda d: {k: v for k, v in d.items() if k != "sources"}  # noqa: E731
+    assert strip(again) == strip(r)
+    assert set(strip(reference_recipe())) == set(strip(r))
+
+
+def test_cli_flags_become_overrides():
+    from miniroberta.reproduce import configure, resolve_recipe
+    p = argparse.ArgumentParser()
+    configure(p)
+    args = p.parse_args(["--preset", "cpu-smoke", "--models", "tiny,L4_H512", "--tasks", "tnews,ocnli",
+                         "--corpus", "/c", "--vocab", "/v.txt", "--data_dir", "/d", "--jobs", "3",
+                         "--set", "stage1.time_budget_s=60"])
+    r = resolve_recipe(args)
+    assert r["models"] == ["L2_H128", "L4_H512"]
+    assert r["grid"]["tasks"] == ["tnews", "ocnli"] and r["grid"]["jobs"] == 3
+    assert (r["data"]["corpus"], r["data"]["vocab"], r["data"]["data_dir"]) == ("/c", "/v.txt", "/d")
+    assert r["stage1"]["time_budget_s"] == 60
