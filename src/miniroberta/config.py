@@ -127,6 +127,8 @@ class ModelConfig:
         if self.id2label is not None:
             d["id2label"] = {str(k): v for k, v in self.id2label.items()}
             d["label2id"] = {v: int(k) for k, v in self.id2label.items()}
+        else:
+            d["num_labels"] = self.num_labels  # transformers builds LABEL_i names from it
         if self.layer_norm_type == "uer":
             # transformers has no such LayerNorm; record it so our own loader restores it.
             d["miniroberta_layer_norm_type"] = "uer"
