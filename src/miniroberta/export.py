@@ -307,7 +307,12 @@ def _check_fits(sd: dict[str, torch.Tensor], cfg: ModelConfig, type: str, source
         model = (BertForSequenceClassification(cfg) if type == "cls"
                  else BertForMaskedLM(cfg, add_pooling_layer=type == "bert"))
     own = model.state_dict()  # meta tensors: names and shapes only, nothing allocated
-    fake = {k: v for k, v in sd.items() if k not in _NSP}
+    fake = {k: v for k, v in sd.items() if k not in _NSP and k not in TIED_KEYS}
+    dec = sd.get("cls.predictions.decoder.weight")
+    word = sd.get("bert.embeddings.word_embeddings.weight")
+    if dec is not None and word is not None and (dec.shape != word.shape or not torch.equal(dec, word)):
+        raise CheckpointError(f"{source}: cls.predictions.decoder.weight differs from the word embeddings; "
+                              f"an untied MLM decoder cannot be exported as BERT")
     own_keys = {k for k in own if k not in TIED_KEYS}
     missing = sorted(own_keys - set(fake))
     unexpected = sorted(set(fake) - own_keys)
