@@ -1,0 +1,352 @@
+"""``miniroberta pretrain``: MLM pretraining with UER-py's command line.
+
+Public API::
+
+    cfg = PretrainConfig(dataset_path=..., output_model_path=..., vocab_path=..., config_path="tiny", ...)
+    result = train(cfg, RunOptions(time_budget_s=600))   # -> dict (see ``train``)
+
+``PretrainConfig`` holds every setting that changes the trained weights; it is saved in the
+training-state checkpoint and a resume refuses to continue under different values.
+``RunOptions`` holds what only changes speed, logging or when to stop (checkpoint cadence,
+workers, compile, device, time budget ...).
+
+Launch modes: one process (CPU or one GPU); ``--world_size N`` spawns N local processes
+(NCCL on the GPUs in ``--gpu_ranks``, gloo on CPU without ``--gpu_ranks``); or ``torchrun``
+(its ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``/``MASTER_ADDR`` environment, single or multi-node).
+The training loop itself is in ``miniroberta.train_loop``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import tempfile
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from .utils import log
+
+
+class PretrainError(RuntimeError):
+    """Training cannot start or continue (bad resume, divergence, missing GPUs ...)."""
+
+
+@dataclass
+class PretrainConfig:
+    """Settings that change the result. Saved in the training state; resume checks them."""
+    dataset_path: str
+    output_model_path: str
+    vocab_path: str | None = None
+    config_path: str = "base"
+    pretrained_model_path: str | None = None
+    total_steps: int = 100000
+    batch_size: int = 32               # per process (as the reference)
+    world_size: int = 1
+    accumulation_steps: int = 1
+    learning_rate: float = 2e-5        # the reference's default; the card uses 1e-4 / 5e-5
+    warmup: float = 0.1
+    weight_decay: float = 0.01
+    grad_clip: float = 0.0             # 0 = off (the reference never clips)
+    mask_rate: float = 0.15
+    seed: int = 7
+    init: str = "uer"                  # "uer": N(0, 0.02) biases too; "hf": zero biases
+    dropout: float | None = None       # None: the model config's
+    layer_norm_type: str | None = None  # None: the model config's
+    bf16: bool = False
+    whole_word_masking: bool | None = None  # None: as the dataset (needs word_starts)
+    span_masking: bool | None = None
+    span_geo_prob: float = 0.2
+    span_max_length: int = 10
+
+    # fields whose change alters nothing once training has started / are checked another way
+    _RESUME_FREE = ("dataset_path", "output_model_path", "vocab_path", "config_path", "pretrained_model_path",
+                    "batch_size", "world_size", "accumulation_steps")
+
+    @property
+    def global_batch(self) -> int:
+        return self.batch_size * self.world_size * self.accumulation_steps
+
+    def resume_key(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in self._RESUME_FREE}
+        d["global_batch"] = self.global_batch
+        return d
+
+    def validate(self) -> None:
+        pos = ("total_steps", "batch_size", "world_size", "accumulation_steps")
+        for k in pos:
+            if int(getattr(self, k)) < 1:
+                raise ValueError(f"--{k} must be >= 1, got {getattr(self, k)}")
+        if not 0.0 <= self.warmup <= 1.0:
+            raise ValueError(f"--warmup is a fraction of --total_steps in [0, 1], got {self.warmup}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"--learning_rate must be > 0, got {self.learning_rate}")
+        if not 0.0 < self.mask_rate < 1.0:
+            raise ValueError(f"--mask_rate must be in (0, 1), got {self.mask_rate}")
+        if self.init not in ("uer", "hf"):
+            raise ValueError(f"--init must be 'uer' or 'hf', got {self.init!r}")
+
+
+@dataclass
+class RunOptions:
+    """Settings that do not change the trained weights (speed, logging, stopping, placement)."""
+    save_checkpoint_steps: int = 10000
+    report_steps: int = 100
+    resume: bool | str = False           # True: must resume; "auto": resume if a state exists
+    time_budget_s: float | None = None    # stop cleanly (with a checkpoint) after this wall time
+    eval_dataset_path: str | None = None
+    eval_max_instances: int = 2048
+    metrics_path: str | None = None       # default: <output_model_path>.metrics.jsonl
+    tensorboard: str | None = None
+    num_workers: int = 1                  # background batch-preparation threads (0: inline)
+    compile: bool = False
+    device: str = "auto"                  # auto | cpu | cuda
+    gpu_ranks: list[int] | None = None
+    master_ip: str | None = None          # tcp://host:port for --world_size spawns
+    backend: str | None = None            # nccl | gloo (default by device)
+    pad_to_multiple_of: int = 8
+    threads: int | None = None            # torch intra-op threads per process
+    progress: bool = True
+    # test hooks (hidden on the command line)
+    stop_after_steps: int | None = None   # behave as if SIGTERM arrived after this many steps
+    debug_nan_at_step: int | None = None  # make the loss NaN at this step
+    debug_step_sleep: float = 0.0
+
+
+def state_path_for(output_model_path: str) -> str:
+    return f"{output_model_path}.state.pt"
+
+
+def metrics_path_for(cfg: PretrainConfig, opts: RunOptions) -> str:
+    return opts.metrics_path or f"{cfg.output_model_path}.metrics.jsonl"
+
+
+# --------------------------------------------------------------------------- launching
+def _torchrun_env() -> bool:
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ and "LOCAL_RANK" in os.environ
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _cuda_count() -> int:
+    import torch
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def plan_devices(cfg: PretrainConfig, opts: RunOptions) -> tuple[list[int], bool]:
+    """(global ranks to start on this machine, use_cuda) for a non-torchrun launch."""
+    n_gpu = _cuda_count()
+    if opts.device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"--device must be auto, cpu or cuda, got {opts.device!r}")
+    if opts.gpu_ranks:
+        ranks = list(opts.gpu_ranks)
+        if opts.device == "cpu":
+            raise ValueError("--gpu_ranks given together with --device cpu; drop one of them")
+        if len(ranks) > cfg.world_size or any(not 0 <= r < cfg.world_size for r in ranks) or len(set(ranks)) != len(ranks):
+            raise ValueError(f"--gpu_ranks {ranks} must be distinct ranks in [0, --world_size {cfg.world_size})")
+        if n_gpu < len(ranks):
+            have = f"{n_gpu} GPU(s)" if n_gpu else "no GPU (CUDA is not available)"
+            raise PretrainError(
+                f"--world_size {cfg.world_size} --gpu_ranks {' '.join(map(str, ranks))} asks for {len(ranks)} GPU(s) on "
+                f"this machine, but it has {have}. Run on a machine with {len(ranks)} GPUs, use fewer --gpu_ranks "
+                f"(and a matching --world_size), or drop --gpu_ranks to run --world_size CPU processes (gloo).")
+        if len(ranks) < cfg.world_size and not opts.master_ip:
+            raise ValueError(f"--gpu_ranks lists {len(ranks)} of {cfg.world_size} ranks (multi-node); every node needs "
+                             f"the same --master_ip tcp://HOST:PORT of the node running rank 0")
+        return ranks, True
+    if opts.device == "cuda" or (opts.device == "auto" and n_gpu >= cfg.world_size):
+        if n_gpu < cfg.world_size:
+            raise PretrainError(f"--device cuda --world_size {cfg.world_size} needs {cfg.world_size} GPUs; found {n_gpu}")
+        return list(range(cfg.world_size)), True
+    return list(range(cfg.world_size)), False
+
+
+def train(cfg: PretrainConfig, opts: RunOptions | None = None) -> dict[str, Any]:
+    """Pretrain; returns ``{final_loss, steps, tokens_seen, checkpoints, last_checkpoint,
+    state_path, metrics_path, wall_time_s, stopped, eval}`` (from rank 0)."""
+    from . import train_loop
+    opts = opts or RunOptions()
+    cfg.validate()
+    train_loop.preflight(cfg, opts)  # fail in the parent, before any process is started
+
+    if _torchrun_env():
+        world = int(os.environ["WORLD_SIZE"])
+        if cfg.world_size not in (1, world):
+            raise ValueError(f"--world_size {cfg.world_size} differs from torchrun's WORLD_SIZE {world}")
+        cfg = PretrainConfig(**{**asdict(cfg), "world_size": world})
+        return train_loop.worker_from_env(cfg, opts)
+
+    if cfg.world_size == 1:
+        if opts.gpu_ranks and len(opts.gpu_ranks) > 1:
+            raise ValueError(f"--gpu_ranks {opts.gpu_ranks} lists several GPUs but --world_size is 1")
+        ranks, use_cuda = plan_devices(cfg, opts)
+        device = f"cuda:{opts.gpu_ranks[0] if opts.gpu_ranks else 0}" if use_cuda else "cpu"
+        return train_loop.run_worker(cfg, opts, rank=0, world_size=1, local_rank=0, device=device)
+
+    ranks, use_cuda = plan_devices(cfg, opts)
+    master = opts.master_ip or f"tcp://127.0.0.1:{_free_port()}"
+    fd, result_path = tempfile.mkstemp(prefix="miniroberta-pretrain-", suffix=".json")
+    os.close(fd)
+    os.unlink(result_path)
+    import torch.multiprocessing as mp
+    log(f"starting {len(ranks)} process(es) (ranks {ranks} of {cfg.world_size}, "
+        f"{'NCCL on GPUs' if use_cuda else 'gloo on CPU'}, master {master})")
+    ctx = mp.start_processes(train_loop.spawn_entry, args=(cfg, opts, ranks, use_cuda, master, result_path),
+                             nprocs=len(ranks), join=False, start_method="spawn")
+
+    def forward(signum, _frame):
+        for p in ctx.processes:
+            if p.is_alive() and p.pid:
+                try:
+                    os.kill(p.pid, signum)
+                except OSError:
+                    pass
+
+    old_term = signal.signal(signal.SIGTERM, forward)
+    old_int = signal.signal(signal.SIGINT, lambda s, f: None)  # children get the terminal's SIGINT themselves
+    try:
+        while not ctx.join():
+            pass
+    except Exception as e:  # a rank raised: surface its message
+        msg = str(e).strip().splitlines()
+        raise PretrainError("a training process failed: " + (msg[-1] if msg else repr(e))) from None
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+        signal.signal(signal.SIGINT, old_int)
+    if not os.path.exists(result_path):
+        if ranks[0] != 0:
+            return {"rank0_on_other_node": True}
+        raise PretrainError("rank 0 finished without writing its result")
+    with open(result_path, encoding="utf-8") as f:
+        result = json.load(f)
+    os.unlink(result_path)
+    return result
+
+
+# --------------------------------------------------------------------------- CLI
+def configure(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("paths")
+    g.add_argument("--dataset_path", default="dataset.pt", help="dataset directory written by `miniroberta preprocess`")
+    g.add_argument("--vocab_path", default=None, help="vocab.txt; must be the one the dataset was built with")
+    g.add_argument("--config_path", default="base",
+                   help="model config: a preset (tiny, medium, L8_H512 ...), a UER-py config JSON or an HF config.json")
+    g.add_argument("--output_model_path", required=True,
+                   help="checkpoints are written as <this>-<step> (native safetensors); training state as <this>.state.pt")
+    g.add_argument("--pretrained_model_path", default=None,
+                   help="initial weights only (fresh optimizer and warmup): native, HF directory or UER checkpoint")
+
+    g = p.add_argument_group("schedule")
+    g.add_argument("--total_steps", type=int, default=100000, help="optimizer updates")
+    g.add_argument("--save_checkpoint_steps", type=int, default=10000)
+    g.add_argument("--report_steps", type=int, default=100)
+    g.add_argument("--accumulation_steps", type=int, default=1)
+    g.add_argument("--batch_size", type=int, default=32, help="instances per process per micro-batch")
+    g.add_argument("--seed", type=int, default=7)
+    g.add_argument("--time_budget_s", type=float, default=None,
+                   help="stop cleanly after this many seconds of wall time, writing a checkpoint")
+    g.add_argument("--resume", nargs="?", const="yes", default=None, choices=["yes", "auto"],
+                   help="continue from <output_model_path>.state.pt ('auto': only if it exists)")
+
+    g = p.add_argument_group("optimization")
+    g.add_argument("--learning_rate", type=float, default=2e-5)
+    g.add_argument("--warmup", type=float, default=0.1, help="fraction of total_steps of linear warmup")
+    g.add_argument("--weight_decay", type=float, default=0.01)
+    g.add_argument("--grad_clip", type=float, default=0.0, help="max gradient norm (0: off, as the reference)")
+    g.add_argument("--optimizer", default="adamw", choices=["adamw"])
+    g.add_argument("--scheduler", default="linear", choices=["linear"])
+    g.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CPU and GPU)")
+    g.add_argument("--init", default="uer", choices=["uer", "hf"], help="weight init of a fresh model")
+    g.add_argument("--dropout", type=float, default=None, help="override the config's dropout")
+    g.add_argument("--layer_norm_type", default=None, choices=["hf", "uer"], help="override the config's LayerNorm")
+
+    g = p.add_argument_group("masking")
+    g.add_argument("--mask_rate", type=float, default=0.15)
+    g.add_argument("--dynamic_masking", action="store_true", help="accepted for the reference; the dataset decides")
+    g.add_argument("--whole_word_masking", action="store_true", help="needs a dataset built with word boundaries")
+    g.add_argument("--span_masking", action="store_true")
+    g.add_argument("--span_geo_prob", type=float, default=0.2)
+    g.add_argument("--span_max_length", type=int, default=10)
+
+    g = p.add_argument_group("distributed")
+    g.add_argument("--world_size", type=int, default=1, help="total processes")
+    g.add_argument("--gpu_ranks", type=int, nargs="*", default=None, help="global ranks to start on this node's GPUs")
+    g.add_argument("--master_ip", default=None, help="tcp://HOST:PORT of rank 0 (default: a free local port)")
+    g.add_argument("--backend", default=None, choices=["nccl", "gloo"])
+    g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+
+    g = p.add_argument_group("speed and logging")
+    g.add_argument("--num_workers", type=int, default=1, help="background batch-preparation threads (0: inline)")
+    g.add_argument("--compile", action="store_true", help="torch.compile the model")
+    g.add_argument("--pad_to_multiple_of", type=int, default=8)
+    g.add_argument("--threads", type=int, default=None, help="torch threads per process")
+    g.add_argument("--eval_dataset_path", default=None, help="held-out dataset: loss/accuracy with fixed masks at report steps")
+    g.add_argument("--eval_max_instances", type=int, default=2048)
+    g.add_argument("--metrics_path", default=None, help="JSONL metrics (default <output_model_path>.metrics.jsonl)")
+    g.add_argument("--tensorboard", default=None, help="also write TensorBoard logs to this directory")
+    g.add_argument("--no_progress", action="store_true", help="no progress bar")
+
+    g = p.add_argument_group("accepted for UER-py compatibility (no effect)")
+    g.add_argument("--data_processor", default="mlm", help="only 'mlm'")
+    g.add_argument("--target", default="mlm", help="only 'mlm'")
+    for name in ("--embedding", "--encoder", "--mask", "--tokenizer", "--log_path", "--log_level",
+                 "--log_file_level", "--layernorm_positioning", "--feed_forward", "--pooling", "--max_seq_length",
+                 "--instances_buffer_size", "--labels_num"):
+        g.add_argument(name, default=None)
+    g.add_argument("--tie_weights", action="store_true")
+    g.add_argument("--deep_init", action="store_true")
+
+    p.add_argument("--stop_after_steps", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--debug_nan_at_step", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--debug_step_sleep", type=float, default=0.0, help=argparse.SUPPRESS)
+
+
+def configs_from_args(args: argparse.Namespace) -> tuple[PretrainConfig, RunOptions]:
+    for flag in ("data_processor", "target"):
+        v = getattr(args, flag)
+        if v is not None and v != "mlm":
+            raise ValueError(f"--{flag} {v!r} is not supported; miniroberta pretrains the MLM target only "
+                             f"(--data_processor mlm --target mlm)")
+    if args.whole_word_masking and args.span_masking:
+        raise ValueError("--whole_word_masking and --span_masking are mutually exclusive")
+    cfg = PretrainConfig(
+        dataset_path=args.dataset_path, output_model_path=args.output_model_path, vocab_path=args.vocab_path,
+        config_path=args.config_path, pretrained_model_path=args.pretrained_model_path,
+        total_steps=args.total_steps, batch_size=args.batch_size, world_size=args.world_size,
+        accumulation_steps=args.accumulation_steps, learning_rate=args.learning_rate, warmup=args.warmup,
+        weight_decay=args.weight_decay, grad_clip=args.grad_clip, mask_rate=args.mask_rate, seed=args.seed,
+        init=args.init, dropout=args.dropout, layer_norm_type=args.layer_norm_type, bf16=args.bf16,
+        whole_word_masking=True if args.whole_word_masking else None,
+        span_masking=True if args.span_masking else None,
+        span_geo_prob=args.span_geo_prob, span_max_length=args.span_max_length)
+    resume: bool | str = False
+    if args.resume == "yes":
+        resume = True
+    elif args.resume == "auto":
+        resume = "auto"
+    opts = RunOptions(
+        save_checkpoint_steps=args.save_checkpoint_steps, report_steps=args.report_steps, resume=resume,
+        time_budget_s=args.time_budget_s, eval_dataset_path=args.eval_dataset_path,
+        eval_max_instances=args.eval_max_instances, metrics_path=args.metrics_path, tensorboard=args.tensorboard,
+        num_workers=args.num_workers, compile=args.compile, device=args.device,
+        gpu_ranks=list(args.gpu_ranks) if args.gpu_ranks else None, master_ip=args.master_ip, backend=args.backend,
+        pad_to_multiple_of=args.pad_to_multiple_of, threads=args.threads, progress=not args.no_progress,
+        stop_after_steps=args.stop_after_steps, debug_nan_at_step=args.debug_nan_at_step,
+        debug_step_sleep=args.debug_step_sleep)
+    return cfg, opts
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg, opts = configs_from_args(args)
+    result = train(cfg, opts)
+    if result.get("stopped"):
+        log(f"stopped ({result['stopped']}) at step {result['steps']}; continue with the same command plus --resume")
+    return 0
+
+
+__all__ = ["PretrainConfig", "RunOptions", "train", "configure", "run", "configs_from_args", "PretrainError",
+           "state_path_for", "metrics_path_for", "field"]
