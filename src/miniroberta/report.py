@@ -1,0 +1,316 @@
+"""The score table (``miniroberta report``) in the reference layout
+
+    Model | Score | book_review | chnsenticorp | lcqmc | tnews | iflytek | ocnli
+
+Scores are dev accuracy x 100 (best-epoch, best grid setting; ``metric="last"`` uses the
+last-epoch accuracy of the setting chosen by it, as UER-py's grid script does). Score is the
+mean of the six; with a task missing it is "–" in CSV/JSON ``score`` and shown in brackets in
+Markdown as the partial mean. Inputs: grid directories (or their ``summary.json``) and
+``miniroberta finetune`` output directories (or their ``result.json``), grouped per model.
+Writes ``report.md``, ``report.csv``, ``report.json`` and, with several models,
+``score_vs_size.png`` (parameters = encoder + pooler, from the model config in the results).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+from .utils import atomic_write, atomic_write_json, atomic_write_text
+
+TASK_COLUMNS = ("book_review", "chnsenticorp", "lcqmc", "tnews", "iflytek", "ocnli")
+
+# UER miniature dev scores, HF model card of uer/chinese_roberta_L-*_H-* (README commit b84a3cb),
+# as listed in shared/data/SOURCES.md "Reference (not data)". Not data: a table to compare with.
+REFERENCE_SCORES: dict[str, dict[str, Any]] = {
+    "RoBERTa-Tiny (L2/H128)": dict(preset="L2_H128", score=72.3, book_review=83.4, chnsenticorp=91.4, lcqmc=81.8,
+                                   tnews=62.0, iflytek=55.0, ocnli=60.3),
+    "RoBERTa-Mini (L4/H256)": dict(preset="L4_H256", score=75.9, book_review=85.7, chnsenticorp=93.7, lcqmc=86.1,
+                                   tnews=63.9, iflytek=58.3, ocnli=67.4),
+    "RoBERTa-Small (L4/H512)": dict(preset="L4_H512", score=76.9, book_review=87.5, chnsenticorp=93.4, lcqmc=86.5,
+                                    tnews=65.1, iflytek=59.4, ocnli=69.7),
+    "RoBERTa-Medium (L8/H512)": dict(preset="L8_H512", score=78.0, book_review=88.7, chnsenticorp=94.8, lcqmc=88.1,
+                                     tnews=65.6, iflytek=59.5, ocnli=71.2),
+    "RoBERTa-Base (L12/H768)": dict(preset="L12_H768", score=79.7, book_review=90.1, chnsenticorp=95.2, lcqmc=89.2,
+                                    tnews=67.0, iflytek=60.9, ocnli=75.5),
+}
+REFERENCE_SOURCE = ("UER-py miniatures, HF model card of uer/chinese_roberta_L-*_H-* (dev set, seq 128, "
+                    "best of the epochs {3,5,8} x batch {32,64} x lr {3e-5,1e-4,3e-4} grid); trained on the full "
+                    "iflytek train set")
+DASH = "–"
+
+
+def _reference_params(preset_name: str) -> int:
+    from .config import preset
+    return preset(preset_name).num_parameters(mlm_head=False, pooler=True)
+
+
+# --------------------------------------------------------------------------------- loading
+def _load_json(path: Path) -> dict[str, Any]:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _collect(path: str) -> list[tuple[str, dict[str, Any]]]:
+    """(kind, data) entries for one input: ("grid", summary) or ("result", finetune result)."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{path}: no such result file or directory")
+    if p.is_file():
+        d = _load_json(p)
+        if d.get("kind") == "miniroberta-grid":
+            return [("grid", d)]
+        if "best_dev_acc" in d and "task" in d:
+            return [("result", d)]
+        raise ValueError(f"{path}: neither a grid summary.json nor a finetune result.json")
+    if (p / "summary.json").is_file():
+        return [("grid", _load_json(p / "summary.json"))]
+    if (p / "cells").is_dir():
+        from .grid import summarize
+        return [("grid", summarize(str(p)))]
+    if (p / "result.json").is_file():
+        return [("result", _load_json(p / "result.json"))]
+    found = sorted(p.glob("**/summary.json")) + sorted(p.glob("**/result.json"))
+    if not found:
+        raise ValueError(f"{path}: holds no summary.json (grid) or result.json (finetune)")
+    out: list[tuple[str, dict[str, Any]]] = []
+    for f in found:
+        out.extend(_collect(str(f)))
+    return out
+
+
+def _model_key(model: dict[str, Any] | None) -> str:
+    model = model or {}
+    return model.get("pretrained_model_path") or f"random-init {model.get('name', '?')}"
+
+
+def _default_name(model: dict[str, Any] | None) -> str:
+    model = model or {}
+    path = model.get("pretrained_model_path")
+    base = Path(path).name if path else "random init"
+    if path and base in ("model", "hf", "model.safetensors", "pytorch_model.bin"):
+        base = Path(path).parent.name
+    return f"{model.get('name', '?')} · {base}"
+
+
+def _keep_best(tasks: dict[str, Any], task: str, entry: dict[str, Any]) -> None:
+    prev = tasks.get(task)
+    if prev is None or entry["acc"] > prev["acc"]:
+        tasks[task] = entry
+
+
+def load_models(inputs: Sequence[str], model_names: Sequence[str] | None = None,
+                metric: str = "best") -> list[dict[str, Any]]:
+    """One entry per model: name, parameters, per-task scores (x100), std, settings, notes."""
+    if metric not in ("best", "last"):
+        raise ValueError(f"metric must be 'best' or 'last', got {metric!r}")
+    models: dict[str, dict[str, Any]] = {}
+    order: list[str] = []
+    for inp in inputs:
+        for kind, d in _collect(inp):
+            model = d.get("model") or {}
+            key = _model_key(model)  # results of one model are merged; per task the best on dev wins
+            if key not in models:
+                models[key] = dict(model=model, tasks={}, sources=[])
+                order.append(key)
+            m = models[key]
+            m["sources"].append(d.get("out_dir") or d.get("paths", {}).get("result") or inp)
+            if kind == "grid":
+                for t, s in d["tasks"].items():
+                    sel = s["best"] if metric == "best" else s["best_by_last_epoch"]
+                    acc = sel["best_dev_acc_mean"] if metric == "best" else sel["last_dev_acc_mean"]
+                    std = sel["best_dev_acc_std"] if metric == "best" else sel["last_dev_acc_std"]
+                    _keep_best(m["tasks"], t, dict(
+                        acc=100 * acc, std=100 * std, n_seeds=sel["n_seeds"], setting=sel["setting"],
+                        best_dev_acc=100 * sel["best_dev_acc_mean"], last_dev_acc=100 * sel["last_dev_acc_mean"],
+                        macro_f1=100 * sel["macro_f1_mean"], note=s.get("note", ""),
+                        subsampled=s.get("subsampled", False), n_train=s.get("n_train"), n_dev=s.get("n_dev"),
+                        source=d.get("out_dir")))
+            else:
+                st = d.get("settings", {})
+                setting = (f"e{st['epochs_num']}_b{st['batch_size']}_lr{st['learning_rate']:g}"
+                           if st.get("learning_rate") else "")
+                _keep_best(m["tasks"], d["task"], dict(
+                    acc=100 * (d["best_dev_acc"] if metric == "best" else d["last_dev_acc"]), std=0.0, n_seeds=1,
+                    setting=setting, best_dev_acc=100 * d["best_dev_acc"], last_dev_acc=100 * d["last_dev_acc"],
+                    macro_f1=100 * d["macro_f1"], note=d.get("note", ""), subsampled=d.get("subsampled", False),
+                    n_train=d.get("n_train"), n_dev=d.get("n_dev"), source=d.get("paths", {}).get("result")))
+    if model_names is not None and len(model_names) != len(order):
+        raise ValueError(f"--names gives {len(model_names)} names but the inputs hold {len(order)} models "
+                         f"({', '.join(_default_name(models[k]['model']) for k in order)})")
+    out = []
+    for i, key in enumerate(order):
+        m = models[key]
+        scores = {t: m["tasks"][t]["acc"] for t in TASK_COLUMNS if t in m["tasks"]}
+        complete = len(scores) == len(TASK_COLUMNS)
+        mean = sum(scores.values()) / len(scores) if scores else None
+        out.append(dict(name=model_names[i] if model_names else _default_name(m["model"]), reference=False,
+                        num_parameters=(m["model"] or {}).get("num_parameters"),
+                        model_name=(m["model"] or {}).get("name"),
+                        pretrained_model_path=(m["model"] or {}).get("pretrained_model_path"),
+                        score=mean if complete else None, score_partial=None if complete else mean,
+                        n_tasks=len(scores), scores=scores, details=m["tasks"], sources=m["sources"],
+                        extra_tasks=sorted(set(m["tasks"]) - set(TASK_COLUMNS))))
+    return out
+
+
+def reference_rows() -> list[dict[str, Any]]:
+    rows = []
+    for name, r in REFERENCE_SCORES.items():
+        scores = {t: r[t] for t in TASK_COLUMNS}
+        rows.append(dict(name=f"UER {name} [reference]", reference=True, num_parameters=_reference_params(r["preset"]),
+                         model_name=r["preset"], score=r["score"], score_partial=None, n_tasks=6, scores=scores,
+                         details={}, sources=[REFERENCE_SOURCE]))
+    return rows
+
+
+# --------------------------------------------------------------------------------- rendering
+def _fmt(x: float | None) -> str:
+    return DASH if x is None else f"{x:.1f}"
+
+
+def render_markdown(rows: list[dict[str, Any]], metric: str = "best") -> str:
+    head = "| Model | Score | " + " | ".join(TASK_COLUMNS) + " |"
+    lines = [head, "|" + "---|" * (2 + len(TASK_COLUMNS))]
+    notes: list[str] = []
+    partial = subsampled = multi_seed = False
+    iflytek_note = ""
+    for r in rows:
+        if r["score"] is not None:
+            score = _fmt(r["score"])
+        elif r["score_partial"] is not None:
+            score = f"({r['score_partial']:.1f})"
+            partial = True
+        else:
+            score = DASH
+        cells = []
+        for t in TASK_COLUMNS:
+            v = r["scores"].get(t)
+            d = r["details"].get(t, {})
+            c = _fmt(v)
+            if v is not None and d.get("n_seeds", 1) > 1:
+                c += f" ± {d['std']:.1f}"
+                multi_seed = True
+            if d.get("subsampled"):
+                c += "†"
+                subsampled = True
+            if t == "iflytek" and v is not None and d.get("note"):
+                c += "‡"
+                iflytek_note = d["note"]
+            cells.append(c)
+        lines.append(f"| {r['name']} | {score} | " + " | ".join(cells) + " |")
+    notes.append(f"Dev accuracy × 100, {'best epoch' if metric == 'best' else 'last epoch'} of the best grid setting "
+                 f"(selected on dev{' by last-epoch accuracy' if metric == 'last' else ''}); Score = mean of the six tasks.")
+    if partial:
+        notes.append("(…) = partial: mean over the tasks present only, not comparable with a six-task Score; "
+                     f"{DASH} = task not run.")
+    if multi_seed:
+        notes.append("a ± b = mean ± standard deviation over seeds.")
+    if subsampled:
+        notes.append("† trained/evaluated on a deterministic subsample (smoke run) -- not a real score.")
+    if iflytek_note:
+        notes.append(f"‡ {iflytek_note}.")
+    if any(r["reference"] for r in rows):
+        notes.append(f"[reference] rows: {REFERENCE_SOURCE}.")
+    return "\n".join(lines) + "\n\n" + "\n".join(f"* {n}" for n in notes) + "\n"
+
+
+def render_csv(rows: list[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["Model", "Score", *TASK_COLUMNS, "score_partial", "n_tasks", "num_parameters", "reference"])
+    for r in rows:
+        w.writerow([r["name"], "" if r["score"] is None else f"{r['score']:.2f}",
+                    *["" if r["scores"].get(t) is None else f"{r['scores'][t]:.2f}" for t in TASK_COLUMNS],
+                    "" if r["score_partial"] is None else f"{r['score_partial']:.2f}", r["n_tasks"],
+                    r["num_parameters"] or "", int(r["reference"])])
+    return buf.getvalue()
+
+
+def plot_score_vs_size(rows: list[dict[str, Any]], path: str) -> str | None:
+    pts = [r for r in rows if r.get("num_parameters") and (r["score"] is not None or r["score_partial"] is not None)]
+    if len(pts) < 2:
+        return None
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for ref in (True, False):
+        sel = [r for r in pts if r["reference"] == ref]
+        if not sel:
+            continue
+        sel.sort(key=lambda r: r["num_parameters"])
+        xs = [r["num_parameters"] / 1e6 for r in sel]
+        ys = [r["score"] if r["score"] is not None else r["score_partial"] for r in sel]
+        ax.plot(xs, ys, "--" if ref else "-", color="gray" if ref else "tab:blue", alpha=0.6)
+        for r, x, y in zip(sel, xs, ys):
+            full = r["score"] is not None
+            ax.scatter([x], [y], marker="s" if ref else "o", s=40, color="gray" if ref else "tab:blue",
+                       facecolors=None if full else "none")
+            ax.annotate(r["model_name"] or r["name"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ax.set_xscale("log")
+    ax.set_xlabel("parameters (millions, encoder + pooler)")
+    ax.set_ylabel("Score (mean dev accuracy of six tasks)")
+    ax.set_title("Score vs model size (squares: UER reference; hollow: partial)")
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png")
+    plt.close(fig)
+    return path
+
+
+def build_report(result_paths_or_dirs: Sequence[str] | str, out_dir: str | None = None, reference: bool = True,
+                 model_names: Sequence[str] | None = None, metric: str = "best") -> dict[str, Any]:
+    """Build the table; with ``out_dir`` write report.md/.csv/.json (+ score_vs_size.png)."""
+    if isinstance(result_paths_or_dirs, (str, os.PathLike)):
+        result_paths_or_dirs = [os.fspath(result_paths_or_dirs)]
+    ours = load_models(list(result_paths_or_dirs), model_names, metric)
+    rows = ours + (reference_rows() if reference else [])
+    md = render_markdown(rows, metric)
+    csv_text = render_csv(rows)
+    report: dict[str, Any] = dict(columns=["Model", "Score", *TASK_COLUMNS], metric=metric, rows=rows,
+                                  markdown=md, csv=csv_text, paths={})
+    if out_dir:
+        os.makedirs(out_dir, exist_ok=True)
+        atomic_write_text(os.path.join(out_dir, "report.md"), md)
+        atomic_write_text(os.path.join(out_dir, "report.csv"), csv_text)
+        report["paths"] = dict(md=os.path.join(out_dir, "report.md"), csv=os.path.join(out_dir, "report.csv"),
+                               json=os.path.join(out_dir, "report.json"))
+        png = plot_score_vs_size(rows, os.path.join(out_dir, "score_vs_size.png")) if len(ours) + (
+            len(REFERENCE_SCORES) if reference else 0) >= 2 else None
+        if png:
+            report["paths"]["png"] = png
+        atomic_write_json(os.path.join(out_dir, "report.json"),
+                          {k: v for k, v in report.items() if k not in ("markdown", "csv")})
+    return report
+
+
+# --------------------------------------------------------------------------------- CLI
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("results", nargs="+", help="grid directories / summary.json, finetune output dirs / result.json")
+    p.add_argument("--reference", action="store_true", help="add the UER reference rows")
+    p.add_argument("--out", default=None, help="write report.md, report.csv, report.json (+ score_vs_size.png)")
+    p.add_argument("--format", choices=("md", "csv", "json"), default="md", help="what to print")
+    p.add_argument("--names", nargs="+", default=None, help="display names, one per model in input order")
+    p.add_argument("--metric", choices=("best", "last"), default="best",
+                   help="best-epoch (default) or last-epoch dev accuracy (UER grid script)")
+
+
+def run(args: argparse.Namespace) -> int:
+    rep = build_report(args.results, args.out, reference=args.reference, model_names=args.names, metric=args.metric)
+    if args.format == "md":
+        print(rep["markdown"], end="")
+    elif args.format == "csv":
+        print(rep["csv"], end="")
+    else:
+        print(json.dumps({k: v for k, v in rep.items() if k not in ("markdown", "csv")}, indent=2, ensure_ascii=False))
+    return 0
+
+
+__all__ = ["build_report", "load_models", "reference_rows", "render_markdown", "render_csv", "plot_score_vs_size",
+           "REFERENCE_SCORES", "TASK_COLUMNS", "configure", "run"]
