@@ -1,0 +1,971 @@
+"""``miniroberta reproduce``: the whole reference study as one resumable command.
+
+Steps (each cached under ``--out`` with a manifest in ``steps/<id>.json``)::
+
+    preprocess-seq128, preprocess-seq512      corpus -> data/seq<S>/ (memory-mapped MLM datasets)
+    pretrain-<M>-stage1                       data/seq128 -> models/<M>/stage1/model.safetensors-<step>
+    pretrain-<M>-stage2                       stage-1 final weights (weights only) + data/seq512 -> models/<M>/stage2/
+    export-<M>                                stage-2 final -> models/<M>/hf/ (+ parity check against transformers)
+    grid-<M>                                  fine-tuning grid on every task -> models/<M>/grid/
+    report                                    report/report.{md,csv,json}, score_vs_size.png, pretrain_loss.png
+    card-<M>                                  models/<M>/hf/README.md from the measured results
+
+A manifest records the step's settings, the hashes of its inputs, package versions, the git
+revision, its result and timings. A re-run skips a step whose manifest is ``done`` with the same
+fingerprint (settings + input hashes); a step left ``running`` (killed, crashed) is resumed --
+pretraining from its last checkpoint, the grid from its finished cells; a step whose settings or
+inputs changed is redone from scratch together with everything downstream of it (their
+fingerprints change too). ``events.jsonl`` logs every decision (run / resume / redo / skip / done).
+
+Under ``torchrun`` every rank runs this command: rank 0 does all the single-process steps and
+writes the manifests, the other ranks wait for the datasets and join the two pretraining stages
+(``train`` picks the distributed setup up from the environment), then exit.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import importlib
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any, Callable
+
+from . import __version__
+from .recipe import (PRESETS, STAGES, RecipeError, canonical_model, dumps_toml, load_recipe, parse_tasks)
+from .utils import JsonlWriter, atomic_write_json, atomic_write_text, format_duration, log, sha256_file
+
+STEP_FORMAT = "miniroberta-reproduce-step/1"
+
+
+class StepError(RuntimeError):
+    """A step that failed; names the step and where its log and outputs are."""
+
+
+class Interrupted(RuntimeError):
+    """A step stopped by a signal after saving its state; the next run resumes it."""
+
+
+# ------------------------------------------------------------------ helpers
+def _need(module: str, what: str):
+    """Import a sibling module that provides a pipeline stage, or fail naming it."""
+    try:
+        return importlib.import_module(f"miniroberta.{module}")
+    except ModuleNotFoundError as e:
+        if e.name == f"miniroberta.{module}":
+            raise RuntimeError(f"`miniroberta reproduce` needs miniroberta.{module} ({what}), which is not installed "
+                               f"in this checkout") from None
+        raise
+
+
+def _json_hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def corpus_files(corpus: str) -> list[str]:
+    """A file, or the ``*.txt`` files of a directory in name order (what preprocess reads)."""
+    if os.path.isdir(corpus):
+        files = sorted(os.path.join(corpus, f) for f in os.listdir(corpus)
+                       if f.endswith(".txt") and os.path.isfile(os.path.join(corpus, f)))
+        if not files:
+            raise FileNotFoundError(f"--corpus {corpus}: the directory has no *.txt files")
+        return files
+    if os.path.isfile(corpus):
+        return [corpus]
+    raise FileNotFoundError(f"--corpus {corpus}: no such file or directory (default: ../shared/data/corpus)")
+
+
+def hash_files(paths: list[str]) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(os.path.basename(p).encode() + b"\0" + sha256_file(p).encode() + b"\n")
+    return h.hexdigest()
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+    out = {"python": platform.python_version(), "miniroberta": __version__}
+    for pkg in ("torch", "transformers", "numpy", "tokenizers", "safetensors"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def git_revision() -> str:
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
+        if rev.returncode != 0:
+            return "unknown (not a git checkout)"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=10)
+        return rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (git not available)"
+
+
+def dist_env() -> tuple[int, int]:
+    """(rank, world_size) from torchrun's environment; (0, 1) otherwise."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def checkpoint_step(path: str) -> int:
+    tail = path.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else -1
+
+
+def list_checkpoints(prefix: str) -> list[str]:
+    """``<prefix>-<step>`` files, by step."""
+    d, base = os.path.split(prefix)
+    if not os.path.isdir(d):
+        return []
+    found = [os.path.join(d, f) for f in os.listdir(d) if f.startswith(base + "-") and f[len(base) + 1:].isdigit()]
+    return sorted(found, key=checkpoint_step)
+
+
+# ------------------------------------------------------------------ step runner
+class Runner:
+    """Runs steps once: a done step with the same fingerprint is skipped, a running one resumed."""
+
+    def __init__(self, out: str, rank: int = 0, world_size: int = 1) -> None:
+        self.out = os.path.abspath(out)
+        self.rank, self.world_size = rank, world_size
+        self.steps_dir = os.path.join(self.out, "steps")
+        os.makedirs(self.steps_dir, exist_ok=True)
+        self.events = JsonlWriter(os.path.join(self.out, "events.jsonl") if rank == 0 else None)
+        self.env = {"versions": versions(), "git_revision": git_revision(), "host": platform.node(),
+                    "world_size": world_size}
+        self.actions: dict[str, str] = {}
+
+    def manifest_path(self, step_id: str) -> str:
+        return os.path.join(self.steps_dir, f"{step_id}.json")
+
+    def read_manifest(self, step_id: str) -> dict[str, Any] | None:
+        p = self.manifest_path(step_id)
+        if not os.path.isfile(p):
+            return None
+        try:
+            with open(p, encoding="utf-8") as f:
+                return json.load(f)
+        except (OSError, json.JSONDecodeError):
+            return None  # a torn manifest cannot happen (atomic writes) but is treated as "not run"
+
+    def event(self, step_id: str, action: str, **kw: Any) -> None:
+        self.actions[step_id] = action if action != "done" else self.actions.get(step_id, action)
+        self.events.write({"time": time.time(), "step": step_id, "action": action, **kw})
+
+    def state(self, step_id: str, fingerprint: str) -> str:
+        """``cached``, ``resume``, ``redo`` (settings/inputs changed) or ``new``."""
+        m = self.read_manifest(step_id)
+        if m is None:
+            return "new"
+        if m.get("fingerprint") != fingerprint:
+            return "redo"
+        return "cached" if m.get("status") == "done" else "resume"
+
+    def run(self, step_id: str, settings: dict[str, Any], inputs: dict[str, str],
+            fn: Callable[[bool, bool], dict[str, Any]], outputs: list[str] | None = None,
+            all_ranks: bool = False, options: dict[str, Any] | None = None,
+            complete: Callable[[dict[str, Any]], bool] | None = None) -> dict[str, Any]:
+        """Run ``fn(resume, fresh)`` unless cached; returns the step's result dict.
+
+        ``settings`` and ``inputs`` make the fingerprint; ``options`` (recorded, not fingerprinted) are
+        settings that do not change the result (checkpoint/report intervals, time budgets).
+        ``complete(manifest)`` may say a done step is not finished after all (a pretraining stage
+        stopped by its time budget, re-run with a different budget), which resumes it.
+        ``fresh`` is true when earlier outputs (from other settings) must be discarded."""
+        fingerprint = _json_hash({"settings": settings, "inputs": inputs})
+        if self.rank != 0:
+            if not all_ranks:
+                return self.wait_done(step_id, fingerprint)
+            st = self.state(step_id, fingerprint)
+            if st == "cached":
+                return self.read_manifest(step_id)["result"]
+            fn(st == "resume", False)  # rank 0 cleans and records; we only join the collective work
+            return self.wait_done(step_id, fingerprint)
+        st = self.state(step_id, fingerprint)
+        if st == "cached" and complete is not None and not complete(self.read_manifest(step_id)):
+            st = "resume"
+        if st == "cached":
+            m = self.read_manifest(step_id)
+            missing = [p for p in (m.get("outputs") or []) if not os.path.exists(p)]
+            if not missing:
+                self.event(step_id, "skip")
+                log(f"[{step_id}] cached ({m.get('finished_at', '?')}); skipping")
+                return m["result"]
+            log(f"[{step_id}] manifest is done but outputs are missing ({missing[0]}); redoing the step")
+            st = "redo"
+        prev = self.read_manifest(step_id)
+        manifest = {
+            "format": STEP_FORMAT, "step": step_id, "status": "running", "fingerprint": fingerprint,
+            "settings": settings, "options": options or {}, "inputs": inputs, **self.env,
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "attempts": int((prev or {}).get("attempts", 0)) + 1,
+        }
+        atomic_write_json(self.manifest_path(step_id), manifest)
+        action = {"new": "run", "resume": "resume", "redo": "redo"}[st]
+        self.event(step_id, action)
+        log(f"[{step_id}] {'resuming' if st == 'resume' else 'settings or inputs changed: redoing' if st == 'redo' else 'running'}")
+        t0 = time.time()
+        try:
+            result = fn(st == "resume", st == "redo")
+        except BaseException as e:
+            self.event(step_id, "failed", error=f"{type(e).__name__}: {e}")
+            raise
+        manifest.update(status="done", result=result, outputs=[os.path.abspath(p) for p in (outputs or [])],
+                        elapsed_s=round(time.time() - t0, 3), finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        atomic_write_json(self.manifest_path(step_id), manifest)
+        self.event(step_id, "done", elapsed_s=manifest["elapsed_s"])
+        log(f"[{step_id}] done in {format_duration(time.time() - t0)}")
+        return result
+
+    def wait_done(self, step_id: str, fingerprint: str, poll_s: float = 2.0) -> dict[str, Any]:
+        """Non-zero ranks: wait until rank 0 has recorded the step."""
+        while True:
+            m = self.read_manifest(step_id)
+            if m and m.get("fingerprint") == fingerprint and m.get("status") == "done":
+                return m["result"]
+            time.sleep(poll_s)
+
+
+# ------------------------------------------------------------------ the pipeline
+@dataclasses.dataclass
+class Paths:
+    out: str
+
+    def dataset(self, seq: int) -> str:
+        return os.path.join(self.out, "data", f"seq{seq}")
+
+    def model_dir(self, m: str) -> str:
+        return os.path.join(self.out, "models", m)
+
+    def stage_prefix(self, m: str, stage: str) -> str:
+        return os.path.join(self.model_dir(m), stage, "model.safetensors")
+
+    def metrics(self, m: str, stage: str) -> str:
+        return os.path.join(self.model_dir(m), stage, "metrics.jsonl")
+
+    def hf(self, m: str) -> str:
+        return os.path.join(self.model_dir(m), "hf")
+
+    def grid(self, m: str) -> str:
+        return os.path.join(self.model_dir(m), "grid")
+
+    @property
+    def report(self) -> str:
+        return os.path.join(self.out, "report")
+
+
+def _rmtree(path: str) -> None:
+    import shutil
+    if os.path.isdir(path):
+        shutil.rmtree(path)
+    elif os.path.exists(path):
+        os.unlink(path)
+
+
+class Study:
+    def __init__(self, recipe: dict[str, Any], out: str, progress: bool = True) -> None:
+        self.recipe = recipe
+        self.paths = Paths(os.path.abspath(out))
+        self.progress = progress
+        rank, world = dist_env()
+        self.rank, self.world_size = rank, world
+        self.runner = Runner(self.paths.out, rank, world)
+        d = recipe["data"]
+        self.corpus = os.path.abspath(d["corpus"])
+        self.vocab = os.path.abspath(d["vocab"])
+        self.data_dir = os.path.abspath(d["data_dir"])
+        if not os.path.isfile(self.vocab):
+            raise FileNotFoundError(f"--vocab {d['vocab']}: no such file (default ../shared/data/vocab/google_zh_vocab.txt)")
+        self.corpus_files = corpus_files(self.corpus)
+        self._hashes: dict[str, str] = {}
+
+    # ---------------------------------------------------------------- inputs
+    def corpus_hash(self) -> str:
+        if "corpus" not in self._hashes:
+            self._hashes["corpus"] = hash_files(self.corpus_files)
+        return self._hashes["corpus"]
+
+    def vocab_hash(self) -> str:
+        if "vocab" not in self._hashes:
+            self._hashes["vocab"] = sha256_file(self.vocab)
+        return self._hashes["vocab"]
+
+    def seq_lengths(self) -> list[int]:
+        return sorted({self.recipe[s]["seq_length"] for s in STAGES})
+
+    # ---------------------------------------------------------------- steps
+    def preprocess(self, seq: int) -> dict[str, Any]:
+        p = self.recipe["preprocess"]
+        settings = {"seq_length": seq, "max_bytes": self.recipe["data"]["max_bytes"], "seed": self.recipe["seed"], **p}
+        inputs = {"corpus": self.corpus_hash(), "vocab": self.vocab_hash()}
+        out = self.paths.dataset(seq)
+
+        def fn(resume: bool, fresh: bool) -> dict[str, Any]:
+            pre = _need("preprocess", "corpus preprocessing")
+            from .dataset import MlmDataset
+            pre.build_dataset(self.corpus_files if len(self.corpus_files) > 1 else self.corpus_files[0],
+                              self.vocab, out, seq_length=seq, processes_num=p["processes_num"],
+                              dynamic_masking=p["dynamic_masking"], dup_factor=p["dup_factor"],
+                              full_sentences=p["full_sentences"], whole_word_masking=p["whole_word_masking"],
+                              span_masking=p["span_masking"], span_geo_prob=p["span_geo_prob"],
+                              span_max_length=p["span_max_length"], seed=self.recipe["seed"],
+                              on_error=p["on_error"], overwrite=True,
+                              max_bytes=self.recipe["data"]["max_bytes"] or None, progress=self.progress)
+            ds = MlmDataset(out)
+            return {"path": out, "content_hash": ds.content_hash, "num_instances": len(ds),
+                    "num_tokens": int(ds.manifest["num_tokens"]),
+                    "num_real_tokens": ds.manifest.get("num_real_tokens"),
+                    "corpus_bytes": (ds.manifest.get("corpus") or {}).get("bytes")}
+
+        return self.runner.run(f"preprocess-seq{seq}", settings, inputs, fn, outputs=[os.path.join(out, "manifest.json")])
+
+    def pretrain(self, model: str, stage: str, dataset: dict[str, Any], init: dict[str, Any] | None) -> dict[str, Any]:
+        s = self.recipe[stage]
+        run_options = ("save_checkpoint_steps", "report_steps", "time_budget_s")
+        settings = {"model": model, "seed": self.recipe["seed"], **{k: v for k, v in s.items() if k not in run_options}}
+        options = {k: s[k] for k in run_options}
+        inputs = {"dataset": dataset["content_hash"], "vocab": self.vocab_hash()}
+        if init is not None:
+            inputs["init"] = init["final_checkpoint_sha256"]
+        prefix = self.paths.stage_prefix(model, stage)
+        metrics = self.paths.metrics(model, stage)
+        stage_dir = os.path.dirname(prefix)
+
+        def fn(resume: bool, fresh: bool) -> dict[str, Any]:
+            pt = _need("pretrain", "MLM pretraining")
+            if fresh and self.rank == 0:
+                _rmtree(stage_dir)
+            os.makedirs(stage_dir, exist_ok=True)
+            procs, accum = data_parallel_plan(s["world_size"], self.world_size, f"{stage}.world_size")
+            cfg = make_dataclass(pt.PretrainConfig, dict(
+                dataset_path=dataset["path"], vocab_path=self.vocab, config_path=model, output_model_path=prefix,
+                pretrained_model_path=init["final_checkpoint"] if init else None, total_steps=s["total_steps"],
+                batch_size=s["batch_size"], world_size=procs, accumulation_steps=accum,
+                learning_rate=s["learning_rate"], warmup=s["warmup"], seed=self.recipe["seed"], bf16=s["bf16"]))
+            opts = make_dataclass(pt.RunOptions, dict(
+                save_checkpoint_steps=s["save_checkpoint_steps"], report_steps=s["report_steps"], resume="auto",
+                time_budget_s=float(s["time_budget_s"]) or None, metrics_path=metrics, progress=self.progress))
+            res = pt.train(cfg, opts)
+            if self.rank != 0:
+                return {}
+            stopped = res.get("stopped")
+            if stopped and stopped != "time_budget":  # "signal" (SIGTERM/SIGINT) or a test hook
+                raise Interrupted(f"pretraining stopped early ({stopped}) at step {res.get('steps')}; "
+                                  f"re-run the same command to resume from {res.get('last_checkpoint')}")
+            return self._pretrain_result(res, prefix, metrics)
+
+        def complete(m: dict[str, Any]) -> bool:
+            r = m.get("result") or {}
+            return (r.get("steps") or 0) >= s["total_steps"] or (m.get("options") or {}).get("time_budget_s") == s["time_budget_s"]
+
+        return self.runner.run(f"pretrain-{model}-{stage}", settings, inputs, fn, all_ranks=True,
+                               outputs=[metrics], options=options, complete=complete)
+
+    def _pretrain_result(self, res: dict[str, Any], prefix: str, metrics: str) -> dict[str, Any]:
+        ckpts = list_checkpoints(prefix)
+        final = res.get("last_checkpoint") or (ckpts[-1] if ckpts else None)
+        if not final or not os.path.isfile(final):
+            raise StepError(f"pretraining finished but left no checkpoint {prefix}-<step>; see {metrics}")
+        out = {k: v for k, v in res.items() if isinstance(v, (int, float, str, bool, list, dict, type(None)))}
+        out.update(final_checkpoint=os.path.abspath(final), final_checkpoint_sha256=sha256_file(final),
+                   checkpoints=[os.path.abspath(c) for c in ckpts], metrics_path=os.path.abspath(metrics))
+        return out
+
+    def export(self, model: str, stage2: dict[str, Any]) -> dict[str, Any]:
+        e = self.recipe["export"]
+        settings = dict(e)
+        inputs = {"checkpoint": stage2["final_checkpoint_sha256"], "vocab": self.vocab_hash()}
+        out = self.paths.hf(model)
+
+        def fn(resume: bool, fresh: bool) -> dict[str, Any]:
+            conv = _need("convert", "HuggingFace export")
+            conv.export_checkpoint(stage2["final_checkpoint"], out, vocab_path=self.vocab, type=e["type"],
+                                   overwrite=True)
+            result: dict[str, Any] = {"path": out}
+            if e["parity_check"]:
+                result["parity"] = parity_check(stage2["final_checkpoint"], out, self.vocab, self.sample_texts(),
+                                                atol=e["parity_atol"])
+                if not result["parity"]["passed"]:
+                    raise StepError(f"export-{model}: transformers' BertForMaskedLM on {out} differs from our model by "
+                                    f"{result['parity']['max_abs_diff']:.3g} > parity_atol {e['parity_atol']} "
+                                    f"(layer_norm_type {result['parity'].get('layer_norm_type')})")
+            return result
+
+        return self.runner.run(f"export-{model}", settings, inputs, fn,
+                               outputs=[os.path.join(out, "config.json"), os.path.join(out, "model.safetensors")])
+
+    def sample_texts(self, n: int = 4) -> list[str]:
+        texts = []
+        with open(self.corpus_files[0], encoding="utf-8", errors="replace") as f:
+            for line in f:
+                line = line.strip()
+                if line:
+                    texts.append(line[:200])
+                if len(texts) >= n:
+                    break
+        return texts or ["北京是中国的首都。"]
+
+    def grid(self, model: str, export: dict[str, Any], stage2: dict[str, Any]) -> dict[str, Any]:
+        g = self.recipe["grid"]
+        settings = {k: v for k, v in g.items() if k != "jobs"}
+        inputs = {"model": stage2["final_checkpoint_sha256"], "vocab": self.vocab_hash(),
+                  "tasks": self.tasks_hash(g["tasks"])}
+        out = self.paths.grid(model)
+
+        def fn(resume: bool, fresh: bool) -> dict[str, Any]:
+            gr = _need("grid", "the fine-tuning grid")
+            if fresh:
+                _rmtree(out)
+            res = gr.run_grid(export["path"], g["tasks"], self.data_dir, out, epochs_list=tuple(g["epochs"]),
+                              batch_list=tuple(g["batch_size"]), lr_list=tuple(g["learning_rate"]),
+                              seeds=tuple(g["seeds"]), vocab_path=self.vocab, seq_length=g["seq_length"],
+                              jobs=g["jobs"], max_train_examples=g["max_train_examples"] or None,
+                              max_dev_examples=g["max_dev_examples"] or None, progress=self.progress)
+            return {"path": out, "grid": _jsonable(res), "scores": best_scores(res)}
+
+        return self.runner.run(f"grid-{model}", settings, inputs, fn, outputs=[out])
+
+    def tasks_hash(self, tasks: list[str]) -> str:
+        files = []
+        for t in tasks:
+            d = os.path.join(self.data_dir, t)
+            if not os.path.isdir(d):
+                raise FileNotFoundError(f"--data_dir {self.data_dir}: no {t}/ directory (tasks: {', '.join(tasks)})")
+            files += sorted(os.path.join(d, f) for f in os.listdir(d) if os.path.isfile(os.path.join(d, f)))
+        return hash_files(files)
+
+    def report(self, models: list[str], grids: dict[str, dict[str, Any]],
+               pretrains: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
+        settings = {"reference": self.recipe["report"]["reference"], "models": models}
+        inputs = {m: _json_hash(grids[m].get("scores")) for m in models}
+        inputs.update({f"{m}-{s}-metrics": pretrains[m][s]["final_checkpoint_sha256"] for m in models for s in STAGES})
+        out = self.paths.report
+
+        def fn(resume: bool, fresh: bool) -> dict[str, Any]:
+            rp = _need("report", "the score report")
+            res = rp.build_report([grids[m]["path"] for m in models], out_dir=out,
+                                  reference=self.recipe["report"]["reference"], model_names=models)
+            curves = os.path.join(out, "pretrain_loss.png")
+            plot_loss_curves({m: {s: pretrains[m][s]["metrics_path"] for s in STAGES} for m in models}, curves)
+            return {"path": out, "loss_curves": curves, "report": _jsonable(res)}
+
+        return self.runner.run("report", settings, inputs, fn,
+                               outputs=[os.path.join(out, "report.md"), os.path.join(out, "pretrain_loss.png")])
+
+    def card(self, model: str, pre: dict[str, dict[str, Any]], datasets: dict[int, dict[str, Any]],
+             export: dict[str, Any], grid: dict[str, Any]) -> dict[str, Any]:
+        settings = {"recipe": self.recipe.get("description", ""), "sources": self.recipe.get("sources", [])}
+        inputs = {"export": _json_hash(export), "scores": _json_hash(grid.get("scores")),
+                  **{s: pre[s]["final_checkpoint_sha256"] for s in STAGES}}
+        path = os.path.join(export["path"], "README.md")
+
+        def fn(resume: bool, fresh: bool) -> dict[str, Any]:
+            conv = _need("convert", "model cards")
+            from .checkpoint import load_weights
+            config, _, _ = load_weights(export["path"])
+            meta = self.card_meta(model, pre, datasets, export)
+            text = conv.model_card(config, meta, scores=grid.get("scores") or None, type=self.recipe["export"]["type"],
+                                   name=f"miniroberta {model}")
+            atomic_write_text(path, text)
+            return {"path": path, "meta": meta, "scores": grid.get("scores")}
+
+        return self.runner.run(f"card-{model}", settings, inputs, fn, outputs=[path])
+
+    def card_meta(self, model: str, pre: dict[str, dict[str, Any]], datasets: dict[int, dict[str, Any]],
+                  export: dict[str, Any]) -> dict[str, Any]:
+        """Flat facts for the model card, all taken from the step results (nothing typed by hand)."""
+        d = self.recipe["data"]
+        names = [os.path.basename(f) for f in self.corpus_files]
+        corpus = (f"{os.path.basename(self.corpus.rstrip(os.sep))}: {len(names)} file(s)"
+                  + (f", first {d['max_bytes']:,} bytes" if d["max_bytes"] else "")
+                  + f" (sha256 {self.corpus_hash()[:12]})")
+        ds = "; ".join(f"seq {k}: {v.get('num_instances'):,} instances, {v.get('num_tokens'):,} tokens"
+                       for k, v in sorted(datasets.items()))
+        meta: dict[str, Any] = {
+            "corpus": corpus,
+            "dataset": ds,
+            "steps": sum(int(pre[s].get("steps") or 0) for s in STAGES),
+            "tokens_seen": sum(int(pre[s].get("tokens_seen") or 0) for s in STAGES),
+            "final_loss": pre["stage2"].get("final_loss"),
+            "seed": self.recipe["seed"],
+            "vocab_sha256": self.vocab_hash(),
+        }
+        for s in STAGES:
+            r, rs = pre[s], self.recipe[s]
+            meta[f"{s}"] = (f"seq {rs['seq_length']}, {int(r.get('steps') or 0):,} of {rs['total_steps']:,} steps, "
+                            f"batch {rs['batch_size']} x {rs['world_size']}, lr {rs['learning_rate']:g}, "
+                            f"warmup {rs['warmup']:g}, {int(r.get('tokens_seen') or 0):,} real tokens, "
+                            f"final MLM loss {_fmt_num(r.get('final_loss'))}, "
+                            f"{format_duration(float(r.get('wall_time_s') or 0))} wall"
+                            + (f", stopped by time budget" if r.get("stopped") == "time_budget" else ""))
+        par = export.get("parity")
+        if par:
+            meta["parity_vs_transformers"] = (f"max |logit diff| {par['max_abs_diff']:.2g} over {par['tokens']} tokens "
+                                              f"({par['reference']}), argmax agreement {par['argmax_agreement']:.3f}")
+        layers = [x for x in self.recipe.get("sources", []) if not x.startswith("set:")]
+        n_set = sum(1 for x in self.recipe.get("sources", []) if x.startswith("set:"))
+        meta["recipe"] = (" <- ".join(layers) + (f" + {n_set} override(s)" if n_set else "")
+                          + " (the resolved recipe is recipe.toml of the run)")[:200]
+        meta["generated_by"] = f"miniroberta {__version__} reproduce, git {self.runner.env['git_revision'][:16]}"
+        return meta
+
+    # ---------------------------------------------------------------- all
+    def run(self) -> dict[str, Any]:
+        models = self.recipe["models"]
+        t0 = time.time()
+        if self.rank == 0:
+            atomic_write_text(os.path.join(self.paths.out, "recipe.toml"), dumps_toml(self.recipe))
+        datasets = {seq: self.preprocess(seq) for seq in self.seq_lengths()}
+        pre: dict[str, dict[str, dict[str, Any]]] = {}
+        for m in models:
+            s1 = self.pretrain(m, "stage1", datasets[self.recipe["stage1"]["seq_length"]], None)
+            s2 = self.pretrain(m, "stage2", datasets[self.recipe["stage2"]["seq_length"]], s1)
+            pre[m] = {"stage1": s1, "stage2": s2}
+        if self.rank != 0:
+            return {}
+        exports = {m: self.export(m, pre[m]["stage2"]) for m in models}
+        grids = {m: self.grid(m, exports[m], pre[m]["stage2"]) for m in models}
+        report = self.report(models, grids, pre)
+        cards = {m: self.card(m, pre[m], datasets, exports[m], grids[m]) for m in models}
+        summary = {"out": self.paths.out, "models": models, "elapsed_s": round(time.time() - t0, 3),
+                   "actions": dict(self.runner.actions), "report": report.get("path"),
+                   "scores": {m: grids[m].get("scores") for m in models},
+                   "cards": {m: c["path"] for m, c in cards.items()}}
+        atomic_write_json(os.path.join(self.paths.out, "summary.json"), summary)
+        return summary
+
+
+def make_dataclass(cls, kw: dict[str, Any]):
+    """``cls(**kw)``, failing clearly when ``cls`` lacks a field that carries a real setting."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    missing = [k for k, v in kw.items() if k not in names and v not in (None, False)]
+    if missing:
+        raise RuntimeError(f"{cls.__module__}.{cls.__name__} has no field(s) {missing}; reproduce cannot pass "
+                           f"these recipe settings")
+    return cls(**{k: v for k, v in kw.items() if k in names})
+
+
+def data_parallel_plan(recipe_world: int, launched: int, key: str) -> tuple[int, int]:
+    """(processes, gradient accumulation steps) that give the recipe's global batch
+    ``batch_size x world_size`` with the ``launched`` processes (torchrun's WORLD_SIZE, else 1)."""
+    if recipe_world % launched:
+        raise ValueError(f"{key} = {recipe_world} (global batch = batch_size x {recipe_world}) is not a multiple of "
+                         f"the {launched} processes launched; launch {recipe_world} (or a divisor of it) with torchrun, "
+                         f"or --set {key}={launched}")
+    return launched, recipe_world // launched
+
+
+def best_scores(summary: dict[str, Any]) -> dict[str, float]:
+    """Task -> dev accuracy in % of the best grid setting, from ``run_grid``'s summary
+    (``tasks.<task>.best.best_dev_acc_mean``: selected and scored by best-epoch dev accuracy)."""
+    scores: dict[str, float] = {}
+    for task, t in (summary.get("tasks") or {}).items():
+        best = (t or {}).get("best") or {}
+        v = best.get("best_dev_acc_mean", best.get("best_dev_acc"))
+        if isinstance(v, (int, float)):
+            scores[task] = round(100.0 * float(v), 2)
+    return scores
+
+
+def _fmt_num(v: Any) -> str:
+    return f"{v:.4f}" if isinstance(v, (int, float)) else "n/a"
+
+
+def _jsonable(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, default=str))
+
+
+# ------------------------------------------------------------------ parity
+def parity_check(checkpoint: str, hf_dir: str, vocab: str, texts: list[str], atol: float = 1e-4) -> dict[str, Any]:
+    """MLM logits of transformers' ``BertForMaskedLM.from_pretrained(hf_dir)`` vs our model from the
+    native checkpoint, on ``texts`` (padded batch). Records max |diff| and argmax agreement."""
+    import torch
+    from transformers import BertForMaskedLM as HFBertForMaskedLM
+
+    from .checkpoint import load_model
+    from .tokenizer import BertTokenizer
+
+    ours, _ = load_model(checkpoint, "mlm")
+    ours.eval()
+    theirs = HFBertForMaskedLM.from_pretrained(hf_dir)
+    theirs.eval()
+    tok = BertTokenizer(vocab)
+    encs = [tok.encode(t, max_length=64) for t in texts]
+    T = max(len(e.input_ids) for e in encs)
+    ids = torch.zeros(len(encs), T, dtype=torch.long)
+    mask = torch.zeros(len(encs), T, dtype=torch.long)
+    types = torch.zeros(len(encs), T, dtype=torch.long)
+    for i, e in enumerate(encs):
+        n = len(e.input_ids)
+        ids[i, :n] = torch.tensor(e.input_ids)
+        types[i, :n] = torch.tensor(e.token_type_ids)
+        mask[i, :n] = 1
+    with torch.no_grad():
+        a = ours(ids, attention_mask=mask, token_type_ids=types).logits
+        b = theirs(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
+    real = mask.bool()
+    diff = (a - b).abs()[real]
+    max_diff = float(diff.max())
+    agree = float((a.argmax(-1) == b.argmax(-1))[real].float().mean())
+    return {"max_abs_diff": max_diff, "atol": atol, "passed": bool(max_diff <= atol), "argmax_agreement": agree,
+            "tokens": int(real.sum()), "reference": f"transformers {versions()['transformers']} BertForMaskedLM",
+            "layer_norm_type": ours.config.layer_norm_type}
+
+
+# ------------------------------------------------------------------ loss curves
+def read_loss_curve(path: str) -> tuple[list[int], list[float]]:
+    steps, losses = [], []
+    if not os.path.isfile(path):
+        return steps, losses
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by a kill
+            loss = next((r[k] for k in ("loss", "mlm_loss", "train_loss") if isinstance(r.get(k), (int, float))), None)
+            step = r.get("step")
+            if loss is None or not isinstance(step, int) or r.get("event", r.get("kind", "train")) not in ("train", "report"):
+                continue
+            steps.append(step)
+            losses.append(float(loss))
+    # a resumed run re-reports steps it had reported before being killed: keep the last value per step
+    last = dict(zip(steps, losses))
+    ks = sorted(last)
+    return ks, [last[k] for k in ks]
+
+
+def plot_loss_curves(metrics: dict[str, dict[str, str]], out_png: str) -> str:
+    """One panel per stage, one line per model, MLM loss against step."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(STAGES), figsize=(11, 4))
+    drawn = 0
+    for ax, stage in zip(axes, STAGES):
+        for m, paths in metrics.items():
+            x, y = read_loss_curve(paths[stage])
+            if x:
+                ax.plot(x, y, label=m, marker="." if len(x) < 30 else None)
+                drawn += 1
+        ax.set_title(f"{stage}: MLM loss")
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    if not drawn:
+        plt.close(fig)
+        raise StepError(f"no loss records found in {metrics}; cannot draw the loss curves")
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(out_png)), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".png", dir=os.path.dirname(os.path.abspath(out_png)))
+    os.close(fd)
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, out_png)
+    return out_png
+
+
+# ------------------------------------------------------------------ dry run: plan + calibration
+def _device() -> str:
+    import torch
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        import torch
+        torch.cuda.synchronize()
+
+
+def time_pretrain_step(model: str, vocab_size: int, seq: int, batch: int, steps: int, device: str,
+                       max_tokens: int) -> dict[str, Any]:
+    """Seconds per optimizer step at ``batch`` x ``seq``: a few timed forward/backward/AdamW steps of
+    our model on random tokens (15% predicted), at a micro-batch of at most ``max_tokens`` tokens,
+    scaled linearly to ``batch``."""
+    import torch
+
+    from .config import preset
+    from .model import build_mlm
+    cfg = preset(model, vocab_size=vocab_size)
+    m = build_mlm(cfg, seed=0).to(device).train()
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-4)
+    micro = max(1, min(batch, max_tokens // seq))
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(1000, vocab_size, (micro, seq), generator=g).to(device)
+    n_mask = max(1, int(0.15 * micro * seq))
+    pos = torch.randperm(micro * seq, generator=g)[:n_mask].to(device)
+    labels = ids.reshape(-1)[pos].clone()
+    mask = torch.ones_like(ids)
+
+    def one() -> None:
+        out = m(ids, attention_mask=mask, labels=labels, masked_positions=pos)
+        out.loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    one()  # warm-up (allocations, kernels)
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        one()
+    _sync(device)
+    per_micro = (time.perf_counter() - t0) / steps
+    return {"s_per_step": per_micro * batch / micro, "micro_batch": micro, "measured_s_per_micro": per_micro}
+
+
+def time_finetune_step(model: str, vocab_size: int, seq: int, batch: int, steps: int, device: str,
+                       max_tokens: int) -> dict[str, Any]:
+    """Seconds per fine-tuning step (sequence classification) and per evaluated example."""
+    import torch
+
+    from .config import preset
+    from .model import BertForSequenceClassification
+    cfg = preset(model, vocab_size=vocab_size, num_labels=3)
+    m = BertForSequenceClassification(cfg).to(device).train()
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-4)
+    micro = max(1, min(batch, max_tokens // seq))
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(1000, vocab_size, (micro, seq), generator=g).to(device)
+    y = torch.randint(0, 3, (micro,), generator=g).to(device)
+
+    def one() -> None:
+        m(ids, labels=y).loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    one()
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        one()
+    _sync(device)
+    per_micro = (time.perf_counter() - t0) / steps
+    m.eval()
+    with torch.no_grad():
+        m(ids)
+        _sync(device)
+        t0 = time.perf_counter()
+        m(ids)
+        _sync(device)
+        per_eval = (time.perf_counter() - t0) / micro
+    return {"s_per_step": per_micro * batch / micro, "s_per_eval_example": per_eval, "micro_batch": micro}
+
+
+def time_preprocess(corpus: list[str], vocab: str, seq: int, sample_bytes: int = 200_000) -> dict[str, Any]:
+    """Bytes per second of ``build_dataset`` on the first ``sample_bytes`` of the corpus (into a temp dir);
+    tokenizer-only when miniroberta.preprocess is absent."""
+    t0 = time.perf_counter()
+    try:
+        pre = importlib.import_module("miniroberta.preprocess")
+    except ModuleNotFoundError:
+        pre = None
+    if pre is not None:
+        with tempfile.TemporaryDirectory(prefix="miniroberta-calib-") as tmp:
+            pre.build_dataset(corpus if len(corpus) > 1 else corpus[0], vocab, os.path.join(tmp, "ds"),
+                              seq_length=seq, max_bytes=sample_bytes, overwrite=True, progress=False)
+        how = "build_dataset on a slice"
+    else:
+        from .tokenizer import BertTokenizer
+        tok = BertTokenizer(vocab)
+        with open(corpus[0], encoding="utf-8", errors="replace") as f:
+            text = f.read(sample_bytes // 3)
+        tok.encode_batch_ids(text.splitlines())
+        how = "tokenizer only (miniroberta.preprocess missing)"
+    dt = time.perf_counter() - t0
+    return {"bytes_per_s": sample_bytes / max(dt, 1e-6), "how": how}
+
+
+def count_examples(data_dir: str, task: str) -> tuple[int, int]:
+    """(train, dev) record counts from line counts (headers and dropped labels ignored: an upper bound)."""
+    from .tasks import resolve_task
+
+    def lines(p: str) -> int:
+        with open(p, "rb") as f:
+            n = sum(1 for line in f if line.strip())
+        return n - (1 if p.endswith(".tsv") else 0)
+
+    tf = resolve_task(task, data_dir)
+    return lines(tf.train_path), lines(tf.dev_path)
+
+
+def estimate_plan(recipe: dict[str, Any], out: str, calibration_steps: int = 3,
+                  max_tokens: int | None = None) -> dict[str, Any]:
+    """Every step of the study with its estimated wall time from measured calibration runs."""
+    from .tokenizer import read_vocab
+    device = _device()
+    max_tokens = max_tokens or (16384 if device == "cuda" else 2048)
+    d = recipe["data"]
+    files = corpus_files(os.path.abspath(d["corpus"]))
+    vocab = os.path.abspath(d["vocab"])
+    V = len(read_vocab(vocab))
+    total_bytes = sum(os.path.getsize(f) for f in files)
+    slice_bytes = min(total_bytes, d["max_bytes"] or total_bytes)
+    runner = Runner.__new__(Runner)  # only to read manifests, without creating anything
+    runner.steps_dir = os.path.join(os.path.abspath(out), "steps")
+
+    def cached(step_id: str) -> str:
+        m = runner.read_manifest(step_id)
+        return "" if m is None else ("cached" if m.get("status") == "done" else "interrupted: resumes")
+
+    rows: list[dict[str, Any]] = []
+    calib_t0 = time.perf_counter()
+    _, launched = dist_env()
+    for seq in sorted({recipe[s]["seq_length"] for s in STAGES}):
+        c = time_preprocess(files, vocab, seq, sample_bytes=min(200_000, slice_bytes))
+        rows.append({"step": f"preprocess-seq{seq}", "what": f"{slice_bytes / 1e6:.1f} MB of {len(files)} file(s)",
+                     "estimate_s": slice_bytes / c["bytes_per_s"] / max(1, recipe["preprocess"]["processes_num"]) ** 0.8,
+                     "calibration": f"{c['bytes_per_s'] / 1e6:.2f} MB/s ({c['how']})", "state": cached(f"preprocess-seq{seq}")})
+    ft_calib: dict[str, dict[str, Any]] = {}
+    g = recipe["grid"]
+    counts = {t: count_examples(os.path.abspath(d["data_dir"]), t) for t in g["tasks"]}
+    for m in recipe["models"]:
+        for stage in STAGES:
+            s = recipe[stage]
+            procs, accum = data_parallel_plan(s["world_size"], launched, f"{stage}.world_size") \
+                if s["world_size"] % launched == 0 else (launched, 1)
+            per_proc_batch = s["batch_size"] * accum
+            c = time_pretrain_step(m, V, s["seq_length"], per_proc_batch, calibration_steps, device, max_tokens)
+            est = s["total_steps"] * c["s_per_step"]
+            budget = s["time_budget_s"]
+            note = f"{c['s_per_step']:.3g} s/step (batch {per_proc_batch} x seq {s['seq_length']}" + \
+                   (f", {s['world_size']} data-parallel as {procs} process(es) x {accum} accumulation" if s["world_size"] > 1 else "") + \
+                   f"; measured at micro-batch {c['micro_batch']})"
+            if budget and est > budget:
+                note += f"; capped by time_budget_s ({s['total_steps'] * budget / est:.0f} of {s['total_steps']} steps)"
+                est = budget
+            rows.append({"step": f"pretrain-{m}-{stage}", "what": f"{s['total_steps']:,} steps", "estimate_s": est,
+                         "calibration": note, "state": cached(f"pretrain-{m}-{stage}")})
+        from .config import preset
+        params = preset(m, vocab_size=V).num_parameters()
+        rows.append({"step": f"export-{m}", "what": "HF export + parity check", "estimate_s": 2.0 + params * 4 / 100e6,
+                     "calibration": "fixed: ~2 s + writing the weights at ~100 MB/s", "state": cached(f"export-{m}")})
+        bmax = max(g["batch_size"])
+        fc = ft_calib[m] = time_finetune_step(m, V, g["seq_length"], bmax, calibration_steps, device, max_tokens)
+        total = 0.0
+        cells = 0
+        for t, (n_train, n_dev) in counts.items():
+            n_train = min(n_train, g["max_train_examples"] or n_train)
+            n_dev = min(n_dev, g["max_dev_examples"] or n_dev)
+            for e in g["epochs"]:
+                for b in g["batch_size"]:
+                    steps = e * math.ceil(n_train / b) * len(g["learning_rate"]) * len(g["seeds"])
+                    total += steps * fc["s_per_step"] * b / bmax
+                    total += e * n_dev * fc["s_per_eval_example"] * len(g["learning_rate"]) * len(g["seeds"])
+                    cells += len(g["learning_rate"]) * len(g["seeds"])
+        par = min(g["jobs"], max(1, _gpu_count())) if device == "cuda" else 1
+        rows.append({"step": f"grid-{m}", "what": f"{cells} cells on {len(counts)} task(s)", "estimate_s": total / par,
+                     "calibration": f"{fc['s_per_step']:.3g} s/step at batch {bmax} x seq {g['seq_length']}, "
+                                    f"{1000 * fc['s_per_eval_example']:.2f} ms/dev example"
+                                    + ("" if par > 1 else "; --jobs gives no speed-up on CPU (cores are shared)"),
+                     "state": cached(f"grid-{m}")})
+    rows.append({"step": "report", "what": "tables, score-vs-size and loss plots", "estimate_s": 5.0,
+                 "calibration": "fixed", "state": cached("report")})
+    for m in recipe["models"]:
+        rows.append({"step": f"card-{m}", "what": "model card README.md", "estimate_s": 1.0, "calibration": "fixed",
+                     "state": cached(f"card-{m}")})
+    todo = sum(r["estimate_s"] for r in rows if r["state"] != "cached")
+    return {"device": device, "threads": _threads(), "rows": rows, "total_s": sum(r["estimate_s"] for r in rows),
+            "remaining_s": todo, "calibration_s": time.perf_counter() - calib_t0, "recipe": recipe.get("description", ""),
+            "tasks": {t: {"train": a, "dev": b} for t, (a, b) in counts.items()}}
+
+
+def _gpu_count() -> int:
+    import torch
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def _threads() -> int:
+    import torch
+    return torch.get_num_threads()
+
+
+def print_plan(recipe: dict[str, Any], out: str, calibration_steps: int = 3) -> dict[str, Any]:
+    plan = estimate_plan(recipe, out, calibration_steps)
+    w = max(len(r["step"]) for r in plan["rows"])
+    print(f"plan for {out} -- {plan['recipe']}")
+    print(f"recipe layers: {' <- '.join(recipe.get('sources', []))}; models: {', '.join(recipe['models'])}")
+    print(f"estimates measured on {plan['device']} ({plan['threads']} threads) in "
+          f"{plan['calibration_s']:.1f} s of calibration\n")
+    print(f"{'step':<{w}}  {'work':<32} {'estimate':>10}  {'state':<10} calibration")
+    for r in plan["rows"]:
+        print(f"{r['step']:<{w}}  {r['what']:<32} {format_duration(r['estimate_s']):>10}  {r['state'] or 'to run':<10} "
+              f"{r['calibration']}")
+    print(f"\ntotal {format_duration(plan['total_s'])}; still to run {format_duration(plan['remaining_s'])}")
+    return plan
+
+
+
+# ------------------------------------------------------------------ CLI
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--models", default=None,
+                   help="comma list of model sizes: aliases (tiny, mini, small, medium, base) or L*_H*; default: the recipe's")
+    p.add_argument("--corpus", default=None, help="corpus file or directory of *.txt (default: recipe data.corpus = ../shared/data/corpus)")
+    p.add_argument("--vocab", default=None, help="vocab file (default: ../shared/data/vocab/google_zh_vocab.txt)")
+    p.add_argument("--tasks", default=None, help="'all' or a comma list of tasks (default: the recipe's grid.tasks)")
+    p.add_argument("--data_dir", default=None, help="task data directory (default: ../shared/data/tasks)")
+    p.add_argument("--out", default="runs/reproduce", help="output directory; every step is cached here")
+    p.add_argument("--recipe", default=None, help="a recipe TOML file layered over the reference (and the preset)")
+    p.add_argument("--preset", default="reference", choices=PRESETS, help="budget preset layered over the reference recipe")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one recipe setting, e.g. --set stage1.total_steps=100 (repeatable)")
+    p.add_argument("--jobs", type=int, default=None, help="fine-tuning cells in parallel (grid.jobs)")
+    p.add_argument("--dry_run", action="store_true",
+                   help="print the plan with the time of every step estimated from a short measured calibration run")
+    p.add_argument("--calibration_steps", type=int, default=3, help="timed steps per model/stage in --dry_run")
+    p.add_argument("--show_recipe", action="store_true", help="print the resolved recipe as TOML and exit")
+    p.add_argument("--no_progress", action="store_true", help="no progress bars")
+
+
+def resolve_recipe(args: argparse.Namespace) -> dict[str, Any]:
+    overrides = list(args.overrides)
+    for flag, key in (("corpus", "data.corpus"), ("vocab", "data.vocab"), ("data_dir", "data.data_dir")):
+        v = getattr(args, flag)
+        if v is not None:
+            overrides.append(f"{key}={json.dumps(v)}")
+    if args.tasks is not None:
+        overrides.append(f"grid.tasks={json.dumps(parse_tasks(args.tasks))}")
+    if args.jobs is not None:
+        overrides.append(f"grid.jobs={args.jobs}")
+    models = [canonical_model(m) for m in args.models.split(",") if m.strip()] if args.models else None
+    return load_recipe(args.preset, args.recipe, overrides, models)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        recipe = resolve_recipe(args)
+    except RecipeError as e:
+        raise ValueError(str(e)) from None
+    if args.show_recipe:
+        sys.stdout.write(dumps_toml(recipe))
+        return 0
+    if args.dry_run:
+        print_plan(recipe, args.out, calibration_steps=args.calibration_steps)
+        return 0
+    study = Study(recipe, args.out, progress=not args.no_progress)
+    summary = study.run()
+    if study.rank == 0:
+        ran = [k for k, v in summary["actions"].items() if v != "skip"]
+        log(f"reproduce: {len(summary['actions'])} steps, {len(ran)} run ({', '.join(ran) or 'none'}), "
+            f"{format_duration(summary['elapsed_s'])}; report in {summary['report']}")
+        md = os.path.join(summary["report"], "report.md")
+        if os.path.isfile(md):
+            with open(md, encoding="utf-8") as f:
+                sys.stdout.write(f.read())
+    return 0
+
+
+__all__ = ["Study", "Runner", "estimate_plan", "print_plan", "configure", "run", "parity_check", "plot_loss_curves", "read_loss_curve",
+           "resolve_recipe", "best_scores", "StepError"]

@@ -1,0 +1,249 @@
+"""`miniroberta reproduce`: the step cache (unit tests) and the cpu-smoke study end to end on a slice of
+../shared/data -- killed mid stage 1, resumed to completion, then re-run with every step skipped."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from miniroberta.reproduce import Runner, best_scores, read_loss_curve
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data"
+
+
+# ------------------------------------------------------------------ step cache
+def _events(out) -> list[dict]:
+    p = Path(out) / "events.jsonl"
+    return [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines()] if p.exists() else []
+
+
+def test_runner_skips_resumes_and_redoes(tmp_path):
+    calls = []
+
+    def fn(resume, fresh):
+        calls.append((resume, fresh))
+        (tmp_path / "o.txt").write_text("x")
+        return {"n": len(calls)}
+
+    r = Runner(str(tmp_path))
+    out = [str(tmp_path / "o.txt")]
+    assert r.run("s", {"a": 1}, {"in": "h1"}, fn, outputs=out) == {"n": 1}
+    assert r.run("s", {"a": 1}, {"in": "h1"}, fn, outputs=out) == {"n": 1}      # cached
+    assert calls == [(False, False)]
+    m = json.loads((tmp_path / "steps" / "s.json").read_text())
+    assert m["status"] == "done" and m["inputs"] == {"in": "h1"} and m["settings"] == {"a": 1}
+    assert m["versions"]["torch"] and m["git_revision"] and m["elapsed_s"] >= 0
+    # changed settings or inputs: redo with fresh=True
+    r.run("s", {"a": 2}, {"in": "h1"}, fn, outputs=out)
+    r.run("s", {"a": 2}, {"in": "h2"}, fn, outputs=out)
+    assert calls[1:] == [(False, True), (False, True)]
+    # options are recorded but do not invalidate
+    r.run("s", {"a": 2}, {"in": "h2"}, fn, outputs=out, options={"report_steps": 9})
+    assert len(calls) == 3
+    # an output deleted by hand: the step runs again
+    os.unlink(out[0])
+    r.run("s", {"a": 2}, {"in": "h2"}, fn, outputs=out)
+    assert len(calls) == 4
+    # a step that died while running is resumed
+    def boom(resume, fresh):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        r.run("t", {}, {}, boom)
+    assert json.loads((tmp_path / "steps" / "t.json").read_text())["status"] == "running"
+    r.run("t", {}, {}, fn)
+    assert calls[-1] == (True, False)
+    # complete() can reopen a done step (pretraining stopped by its budget, budget changed)
+    r.run("t", {}, {}, fn, complete=lambda m: False)
+    assert calls[-1] == (True, False)
+    actions = [(e["step"], e["action"]) for e in _events(tmp_path)]
+    assert actions.count(("s", "skip")) == 2 and ("t", "failed") in actions and ("t", "resume") in actions
+
+
+def test_loss_curve_keeps_last_report_per_step(tmp_path):
+    p = tmp_path / "m.jsonl"
+    rows = [{"event": "start", "step": 0}, {"event": "report", "step": 2, "loss": 9.0},
+            {"event": "report", "step": 4, "loss": 8.0}, {"event": "checkpoint", "step": 4},
+            {"event": "start", "step": 2}, {"event": "report", "step": 4, "loss": 7.5},
+            {"event": "report", "step": 6, "loss": 7.0}]
+    p.write_text("\n".join(json.dumps(r) for r in rows) + '\n{"event": "rep', encoding="utf-8")  # torn last line
+    assert read_loss_curve(str(p)) == ([2, 4, 6], [9.0, 7.5, 7.0])
+
+
+def test_best_scores_from_grid_summary():
+    s = {"tasks": {"tnews": {"best": {"best_dev_acc_mean": 0.5234}}, "ocnli": {"best": None}}}
+    assert best_scores(s) == {"tnews": 52.34}
+
+
+# ------------------------------------------------------------------ end to end
+pytestmark_data = pytest.mark.skipif(not (DATA / "corpus").is_dir(), reason="../shared/data is not available")
+
+SMALL = [
+    "--preset", "cpu-smoke", "--tasks", "chnsenticorp,tnews",
+    "--set", "data.max_bytes=60000",
+    "--set", "stage1.total_steps=8", "--set", "stage1.batch_size=4",
+    "--set", "stage1.save_checkpoint_steps=2", "--set", "stage1.report_steps=2",
+    "--set", "stage2.total_steps=4", "--set", "stage2.batch_size=2",
+    "--set", "stage2.save_checkpoint_steps=2", "--set", "stage2.report_steps=1",
+    "--set", "grid.max_train_examples=32", "--set", "grid.max_dev_examples=32",
+    "--no_progress",
+]
+
+
+def _cmd(out: Path) -> list[str]:
+    return [sys.executable, "-m", "miniroberta.cli", "reproduce", "--out", str(out),
+            "--corpus", str(DATA / "corpus"), "--vocab", str(DATA / "vocab" / "google_zh_vocab.txt"),
+            "--data_dir", str(DATA / "tasks"), *SMALL]
+
+
+def _env() -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "2", "TOKENIZERS_PARALLELISM": "false"}
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """Run 1 killed (SIGTERM) once stage 1 has saved a checkpoint; run 2 resumes and completes;
+    run 3 finds everything cached."""
+    out = tmp_path_factory.mktemp("reproduce") / "run"
+    first_ckpt = out / "models" / "L2_H128" / "stage1" / "model.safetensors-2"
+    p = subprocess.Popen(_cmd(out), cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    t0 = time.time()
+    while not first_ckpt.exists() and p.poll() is None and time.time() - t0 < 300:
+        time.sleep(0.05)
+    assert p.poll() is None, "run 1 ended before stage 1 saved its first checkpoint:\n" + p.stdout.read()[-3000:]
+    p.send_signal(signal.SIGTERM)
+    log1 = p.communicate(timeout=300)[0]
+    killed_rc = p.returncode
+    n1 = len(_events(out))
+    r2 = subprocess.run(_cmd(out), cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
+    assert r2.returncode == 0, r2.stdout[-3000:] + r2.stderr[-5000:]
+    n2 = len(_events(out))
+    t3 = time.time()
+    r3 = subprocess.run(_cmd(out), cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
+    assert r3.returncode == 0, r3.stderr[-3000:]
+    ev = _events(out)
+    return dict(out=out, log1=log1, killed_rc=killed_rc, run1=ev[:n1], run2=ev[n1:n2], run3=ev[n2:], r2=r2, r3=r3,
+                t3=time.time() - t3)
+
+
+def _manifest(out: Path, step: str) -> dict:
+    return json.loads((out / "steps" / f"{step}.json").read_text(encoding="utf-8"))
+
+
+STEPS = ["preprocess-seq128", "preprocess-seq512", "pretrain-L2_H128-stage1", "pretrain-L2_H128-stage2",
+         "export-L2_H128", "grid-L2_H128", "report", "card-L2_H128"]
+
+
+@pytestmark_data
+def test_kill_then_resume_then_all_cached(study):
+    run1 = [(e["step"], e["action"]) for e in study["run1"]]
+    assert study["killed_rc"] != 0
+    assert ("pretrain-L2_H128-stage1", "run") in run1 and ("pretrain-L2_H128-stage1", "done") not in run1
+    run2 = [(e["step"], e["action"]) for e in study["run2"]]
+    assert ("preprocess-seq128", "skip") in run2 and ("pretrain-L2_H128-stage1", "resume") in run2
+    assert [s for s, a in run2 if a == "done"] == STEPS[2:]
+    # stage 1 really continued from its checkpoint: the second session starts past step 0
+    starts = [json.loads(line) for line in (study["out"] / "models/L2_H128/stage1/metrics.jsonl").read_text().splitlines()
+              if '"event": "start"' in line]
+    assert len(starts) == 2 and starts[0]["step"] == 0 and starts[1]["step"] >= 2
+    # the third run re-ran nothing
+    assert [(e["step"], e["action"]) for e in study["run3"]] == [(s, "skip") for s in STEPS]
+    assert "8 steps, 0 run" in study["r3"].stderr
+    for s in STEPS:
+        m = _manifest(study["out"], s)
+        assert m["status"] == "done" and m["git_revision"] and m["versions"]["miniroberta"] and m["fingerprint"]
+        assert m["attempts"] == (2 if s == "pretrain-L2_H128-stage1" else 1)
+
+
+@pytestmark_data
+def test_datasets_and_checkpoints(study):
+    from miniroberta.checkpoint import load_weights
+    from miniroberta.dataset import MlmDataset
+    out = study["out"]
+    for seq in (128, 512):
+        ds = MlmDataset(out / "data" / f"seq{seq}")
+        assert ds.seq_length == seq and len(ds) > 10 and max(ds.lengths()) <= seq
+        assert _manifest(out, f"preprocess-seq{seq}")["result"]["content_hash"] == ds.content_hash
+    s1 = _manifest(out, "pretrain-L2_H128-stage1")["result"]
+    s2 = _manifest(out, "pretrain-L2_H128-stage2")["result"]
+    assert s1["steps"] == 8 and s2["steps"] == 4
+    assert s1["final_checkpoint"].endswith("stage1/model.safetensors-8")
+    assert s2["final_checkpoint"].endswith("stage2/model.safetensors-4")
+    cfg, sd, _ = load_weights(s2["final_checkpoint"])
+    assert cfg.name == "L2_H128" and "bert.embeddings.word_embeddings.weight" in sd
+    # stage 2 starts from the stage-1 final weights
+    start2 = json.loads((out / "models/L2_H128/stage2/metrics.jsonl").read_text().splitlines()[0])
+    assert json.dumps(start2).count("stage1/model.safetensors-8") >= 1
+    assert _manifest(out, "pretrain-L2_H128-stage2")["inputs"]["init"] == s1["final_checkpoint_sha256"]
+
+
+@pytestmark_data
+def test_hf_export_loads_in_transformers(study):
+    import torch
+    from transformers import BertForMaskedLM
+
+    from miniroberta.checkpoint import load_model
+    from miniroberta.tokenizer import BertTokenizer
+    out = study["out"]
+    exp = _manifest(out, "export-L2_H128")["result"]
+    assert exp["parity"]["passed"] and exp["parity"]["max_abs_diff"] < 1e-4
+    hf = BertForMaskedLM.from_pretrained(out / "models/L2_H128/hf").eval()
+    ours, _ = load_model(_manifest(out, "pretrain-L2_H128-stage2")["result"]["final_checkpoint"], "mlm")
+    ours.eval()
+    ids = torch.tensor([BertTokenizer(DATA / "vocab" / "google_zh_vocab.txt").encode("中国的首都是北京。").input_ids])
+    with torch.no_grad():
+        assert torch.allclose(hf(input_ids=ids).logits, ours(ids).logits, atol=1e-4)
+
+
+@pytestmark_data
+def test_grid_report_plots_and_card(study):
+    out = study["out"]
+    summary = json.loads((out / "models/L2_H128/grid/summary.json").read_text())
+    assert set(summary["tasks"]) == {"chnsenticorp", "tnews"}
+    scores = _manifest(out, "grid-L2_H128")["result"]["scores"]
+    assert set(scores) == {"chnsenticorp", "tnews"} and all(0 <= v <= 100 for v in scores.values())
+    md = (out / "report" / "report.md").read_text(encoding="utf-8")
+    assert "L2_H128" in md and "[reference]" in md and "83.4" in md  # ours beside the reference Tiny row
+    assert f"{scores['tnews']:.1f}" in md
+    assert (out / "report" / "report.csv").read_text().count("\n") >= 2
+    assert json.loads((out / "report" / "report.json").read_text())["rows"]
+    for png in ("score_vs_size.png", "pretrain_loss.png"):
+        assert (out / "report" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    card = (out / "models/L2_H128/hf/README.md").read_text(encoding="utf-8")
+    s2 = _manifest(out, "pretrain-L2_H128-stage2")["result"]
+    s1 = _manifest(out, "pretrain-L2_H128-stage1")["result"]
+    assert f"| Final MLM loss | {s2['final_loss']:.4g} |" in card
+    assert "| Steps | 12 |" in card
+    assert f"{s1['tokens_seen'] + s2['tokens_seen']:,}" in card or str(s1["tokens_seen"] + s2["tokens_seen"]) in card
+    assert "3.2M" in card  # size
+    assert "corpus: 13 file(s), first 60,000 bytes" in card
+    row = [line for line in card.splitlines() if line.startswith("| miniroberta L2_H128 |")]
+    assert row and f"{scores['chnsenticorp']:.1f}" in row[0] and f"{scores['tnews']:.1f}" in row[0]
+    # the printed table is the report
+    assert "| L2_H128 |" in study["r3"].stdout
+
+
+@pytestmark_data
+def test_dry_run_plan_measures(tmp_path):
+    from miniroberta.recipe import load_recipe
+    from miniroberta.reproduce import estimate_plan
+    r = load_recipe("cpu-smoke", overrides=[f"data.corpus={json.dumps(str(DATA / 'corpus'))}",
+                                            f"data.vocab={json.dumps(str(DATA / 'vocab' / 'google_zh_vocab.txt'))}",
+                                            f"data.data_dir={json.dumps(str(DATA / 'tasks'))}",
+                                            "data.max_bytes=20000", 'grid.tasks=["chnsenticorp"]'])
+    plan = estimate_plan(r, str(tmp_path), calibration_steps=1)
+    steps = [row["step"] for row in plan["rows"]]
+    assert steps == ["preprocess-seq128", "preprocess-seq512", "pretrain-L2_H128-stage1", "pretrain-L2_H128-stage2",
+                     "export-L2_H128", "grid-L2_H128", "report", "card-L2_H128"]
+    assert all(row["estimate_s"] > 0 for row in plan["rows"]) and plan["total_s"] == pytest.approx(
+        sum(row["estimate_s"] for row in plan["rows"]))
+    s1 = plan["rows"][2]
+    assert "s/step" in s1["calibration"] and s1["state"] == ""
+    assert plan["tasks"]["chnsenticorp"]["train"] == 9600 and plan["tasks"]["chnsenticorp"]["dev"] == 1200
