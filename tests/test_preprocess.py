@@ -114,20 +114,43 @@ def test_fast_path_equals_rust_tokenizer():
     for line in lines + tricky:
         assert fast.encode(line) == ref.encode_ids(line), line[:40]
     assert fast.fallbacks > 0               # the tricky lines exercised the full Rust pipeline too
+    # the vectorised batch path, on batches mixing ordinary and tricky lines, empty lines included
+    mixed = [x for pair in zip(lines[:len(tricky)], tricky) for x in pair] + ["", "  "] + lines[len(tricky):]
+    expect = [ref.encode_ids(x) for x in mixed]
+    fast2 = CorpusTokenizer(read_vocab(VOCAB))
+    for a in range(0, len(mixed), 97):
+        flat, counts = fast2.encode_batch(mixed[a:a + 97])
+        assert counts.tolist() == [len(x) for x in expect[a:a + 97]]
+        assert flat.tolist() == [t for x in expect[a:a + 97] for t in x]
+    assert fast2.fallbacks > 0
     # a literal special token in the text is text, as in the reference (not the special id)
     assert 101 not in fast.encode("[CLS] 你好 [SEP]")
 
 
 @need_data
 def test_same_bytes_for_1_and_3_processes(tmp_path):
-    kw = dict(seq_length=64, max_bytes=150_000, whole_word_masking=True)
+    kw = dict(seq_length=64, max_bytes=300_000)
     build(SAMPLE, VOCAB, tmp_path / "p1", processes_num=1, **kw)
-    build(SAMPLE, VOCAB, tmp_path / "p3", processes_num=3, chunk_bytes=20_000, **kw)
-    for name in ("tokens.npy", "offsets.npy", "word_starts.npy"):
+    build(SAMPLE, VOCAB, tmp_path / "p3", processes_num=3, chunk_bytes=30_000, **kw)
+    for name in ("tokens.npy", "offsets.npy"):
         assert (tmp_path / "p1" / name).read_bytes() == (tmp_path / "p3" / name).read_bytes(), name
     m = json.loads((tmp_path / "p3" / "manifest.json").read_text())
-    assert m["stats"]["tasks"] > 3
-    assert m["corpus"]["size"] <= 150_000 and SAMPLE.read_bytes()[: m["corpus"]["size"]].endswith(b"\n")
+    assert m["stats"]["tasks"] > 3 and m["num_instances"] > 100
+    assert m["corpus"]["size"] <= 300_000 and SAMPLE.read_bytes()[: m["corpus"]["size"]].endswith(b"\n")
+
+
+@need_data
+def test_whole_word_bitmap_same_for_1_and_2_processes(tmp_path):
+    kw = dict(seq_length=64, max_bytes=40_000, whole_word_masking=True)
+    build(SAMPLE, VOCAB, tmp_path / "p1", processes_num=1, **kw)
+    build(SAMPLE, VOCAB, tmp_path / "p2", processes_num=2, chunk_bytes=8_000, **kw)
+    for name in ("tokens.npy", "offsets.npy", "word_starts.npy"):
+        assert (tmp_path / "p1" / name).read_bytes() == (tmp_path / "p2" / name).read_bytes(), name
+    # the ids do not depend on whole-word masking
+    build(SAMPLE, VOCAB, tmp_path / "plain", seq_length=64, max_bytes=40_000)
+    assert (tmp_path / "p1" / "tokens.npy").read_bytes() == (tmp_path / "plain" / "tokens.npy").read_bytes()
+    ws = np.load(tmp_path / "p1" / "word_starts.npy")
+    assert 0.3 < ws.mean() < 0.95            # Chinese words are 1-4 characters long
 
 
 # ------------------------------------------------------------------ whole words

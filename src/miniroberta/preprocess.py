@@ -105,7 +105,23 @@ class TaskResult:
 
 # ----------------------------------------------------------------------------- tokenizer
 class CorpusTokenizer:
-    """BERT WordPiece ids of corpus lines, exactly as the reference (Google/UER BERT tokenizer)."""
+    """BERT WordPiece ids of corpus lines, exactly as the reference (Google/UER BERT tokenizer).
+
+    Three paths, all giving the ids of the full Rust pipeline (``self.rust``):
+
+    * ``encode_batch`` (the fast one): every code point gets a class from a lazily filled table
+      derived from the Rust normalizer and pre-tokenizer -- removed, white space, a token of its own
+      (CJK ideographs, punctuation: id looked up once), or a word character (normalised to one code
+      point). Classes, ids and word runs are computed with numpy over a whole batch of lines; only
+      runs of word characters (Latin words, numbers) go through the Rust WordPiece model, once per
+      distinct word (cached).
+    * ``encode`` (per line, ``str.translate`` with the same kind of table) for lines the fast path
+      cannot take.
+    * the Rust pipeline itself for lines holding a code point whose normalisation is not a plain
+      per-character map (combining marks left after normalisation, multi-character expansions).
+    """
+
+    _REMOVED, _SPACE, _SINGLE, _WORD, _UNSAFE = 0, 1, 2, 3, 4
 
     def __init__(self, vocab: dict[str, int], lowercase: bool = True,
                  max_input_chars_per_word: int = MAX_INPUT_CHARS_PER_WORD) -> None:
@@ -124,32 +140,135 @@ class CorpusTokenizer:
         self.table: dict[int, str] = _CharTable(self._char_map)
         self.words: dict[str, list[int]] = _WordCache(self._word_ids)
         self.fallbacks = 0      # lines that went through the full Rust pipeline
+        n = 0x110000
+        self._known = np.zeros(n, dtype=bool)
+        self._cls = np.zeros(n, dtype=np.uint8)
+        self._norm = np.zeros(n, dtype=np.uint32)     # _WORD: the normalised code point
+        self._single = np.zeros(n, dtype=np.int64)    # _SINGLE: the token id
+        self._learn(np.array([10], dtype=np.uint32))
 
-    # per-character map derived from the Rust normalizer + pre-tokenizer
+    # ------------------------------------------------------------ per-character tables
+    def _kind(self, d: str) -> str:
+        if not self._pre(d):
+            return "space"
+        if len(self._pre("a" + d + "a")) == 3:
+            return "punct"
+        return "word"
+
     def _char_map(self, cp: int) -> str:
+        """str.translate value: normalised text with punctuation spaced out, or the sentinel."""
         out = []
         for d in self._normalize(chr(cp)):
-            if not self._pre(d):                           # white space: a separator
+            kind = self._kind(d)
+            if kind == "space":
                 out.append(" ")
             elif d.isspace() or d == _SENTINEL or unicodedata.category(d).startswith("M"):
                 return _SENTINEL                           # context-dependent: use the Rust pipeline
-            elif len(self._pre("a" + d + "a")) == 3:       # punctuation: a word of its own
+            elif kind == "punct":
                 out.append(" " + d + " ")
             else:
                 out.append(d)
         return "".join(out)
+
+    def _learn(self, cps: np.ndarray) -> None:
+        for cp in cps.tolist():
+            n = self._normalize(chr(cp))
+            core = n.strip(" ")
+            kinds = [self._kind(d) for d in n]
+            if n == "":
+                c = self._REMOVED
+            elif all(k == "space" for k in kinds):
+                c = self._SPACE
+            elif len(core) == 1 and self._kind(core) != "space" \
+                    and not unicodedata.category(core).startswith("M") \
+                    and (self._kind(core) == "punct" or (n.startswith(" ") and n.endswith(" "))):
+                c = self._SINGLE                            # CJK ideograph (" 中 ") or punctuation
+                ids = [t.id for t in self._model_tokenize(core)]
+                if len(ids) != 1:
+                    c = self._UNSAFE
+                else:
+                    self._single[cp] = ids[0]
+            elif len(n) == 1 and kinds[0] == "word" and not unicodedata.category(n).startswith("M"):
+                c = self._WORD
+                self._norm[cp] = ord(n)
+            else:
+                c = self._UNSAFE
+            self._cls[cp] = c
+            self._known[cp] = True
 
     def _word_ids(self, word: str) -> list[int]:
         if len(self.words) >= _MAX_CACHED_WORDS:
             self.words.clear()
         return [t.id for t in self._model_tokenize(word)]
 
+    # ------------------------------------------------------------ encoding
     def encode(self, line: str) -> list[int]:
+        """Ids of one line (per-line path; ``encode_batch`` is the fast one)."""
         norm = line.translate(self.table)
         if _SENTINEL in norm:
             self.fallbacks += 1
             return self.rust.encode(line, add_special_tokens=False).ids
         return list(chain.from_iterable(map(self.words.__getitem__, norm.split())))
+
+    def encode_batch(self, lines: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Ids of many lines (none containing ``\\n``): (all ids concatenated, ids per line)."""
+        nl = len(lines)
+        if nl == 0:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        cps = np.frombuffer("\n".join(lines).encode("utf-32-le"), dtype=np.uint32)
+        unknown = ~self._known[cps]
+        if unknown.any():
+            self._learn(np.unique(cps[unknown]))
+        cl = self._cls[cps]
+        line_of = np.cumsum(cps == 10)          # the separating "\n" (class _SPACE) opens the next line
+        bad_lines: list[int] = []
+        if (cl == self._UNSAFE).any():
+            bad_lines = np.unique(line_of[cl == self._UNSAFE]).tolist()
+            cl = cl.copy()
+            cl[np.isin(line_of, bad_lines)] = self._REMOVED
+        keep = cl != self._REMOVED
+        c = cl[keep]
+        cp = cps[keep]
+        lo = line_of[keep]
+        is_word = c == self._WORD
+        prev_word = np.empty_like(is_word)
+        prev_word[0] = False
+        prev_word[1:] = is_word[:-1]
+        next_word = np.empty_like(is_word)
+        next_word[-1:] = False
+        next_word[:-1] = is_word[1:]
+        run_start = np.flatnonzero(is_word & ~prev_word)
+        run_end = np.flatnonzero(is_word & ~next_word) + 1
+        item_mask = c == self._SINGLE
+        item_mask[run_start] = True
+        items = np.flatnonzero(item_mask)
+        lengths = np.ones(len(items), dtype=np.int64)
+        run_item = np.searchsorted(items, run_start)            # where each run sits among the items
+        out_ids: list[list[int]] = []
+        if len(run_start):
+            normed = self._norm[cp].tobytes().decode("utf-32-le")   # word characters, normalised
+            get = self.words.__getitem__
+            out_ids = [get(normed[s:e]) for s, e in zip(run_start.tolist(), run_end.tolist())]
+            lengths[run_item] = [len(x) for x in out_ids]
+        ends = np.cumsum(lengths)
+        flat = np.empty(int(ends[-1]) if len(ends) else 0, dtype=np.int64)
+        single_items = np.flatnonzero(c[items] == self._SINGLE)
+        flat[ends[single_items] - 1] = self._single[cp[items[single_items]]]
+        if out_ids:
+            run_lens = lengths[run_item]
+            starts = ends[run_item] - run_lens
+            pos = np.repeat(starts - np.concatenate(([0], np.cumsum(run_lens)[:-1])), run_lens) \
+                + np.arange(int(run_lens.sum()))
+            flat[pos] = np.fromiter(chain.from_iterable(out_ids), dtype=np.int64, count=int(run_lens.sum()))
+        counts = np.bincount(lo[items], weights=lengths, minlength=nl).astype(np.int64)
+        if bad_lines:                                           # splice in the Rust-pipeline lines
+            pieces = np.split(flat, np.cumsum(counts)[:-1])
+            for i in bad_lines:
+                self.fallbacks += 1
+                pieces[i] = np.array(self.rust.encode(lines[i], add_special_tokens=False).ids, dtype=np.int64)
+                counts[i] = len(pieces[i])
+            flat = np.concatenate(pieces) if pieces else flat
+        return flat, counts
 
     def encode_with_word_ids(self, lines: Sequence[str]) -> list[tuple[list[int], list[int], list[int]]]:
         """(ids, start char offsets, pre-token word index) per line, from the full Rust pipeline."""
@@ -157,9 +276,6 @@ class CorpusTokenizer:
         for e in self.rust.encode_batch(list(lines), add_special_tokens=False):
             out.append((e.ids, [o[0] for o in e.offsets], e.word_ids))
         return out
-
-    def uses_fallback(self, line: str) -> bool:
-        return _SENTINEL in line.translate(self.table)
 
 
 class _CharTable(dict):
@@ -314,13 +430,20 @@ def process_task(task: Task) -> TaskResult:
                     wsbuf.append(1); wsbuf.extend(bits); wsbuf.append(1)
                     lens.append(len(ids) + 2)
             else:
-                for line in batch:
-                    ids = tok.encode(line)
-                    if not ids:
-                        res.empty_lines += 1
-                        continue
-                    buf.append(cls_id); buf.extend(ids); buf.append(sep_id)
-                    lens.append(len(ids) + 2)
+                flat, counts = tok.encode_batch(batch)
+                res.empty_lines += int(np.count_nonzero(counts == 0))
+                counts = counts[counts > 0]
+                doc_lens = counts + 2
+                ends = np.cumsum(doc_lens)
+                out = np.empty(int(ends[-1]) if len(ends) else 0, dtype=np.int64)
+                body = np.ones(len(out), dtype=bool)
+                body[ends - doc_lens] = False
+                body[ends - 1] = False
+                out[ends - doc_lens] = cls_id
+                out[ends - 1] = sep_id
+                out[body] = flat
+                buf = out
+                lens = doc_lens.tolist()
             arr = np.array(buf, dtype=dt)
             res.unk_tokens += int(np.count_nonzero(arr == unk_id))
             ftok.write(arr.tobytes())
