@@ -233,10 +233,20 @@ def load_task_data(cfg: FinetuneConfig) -> tuple[T.TaskFiles, T.TaskData, T.Task
 
 
 def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
-    """Fine-tune, evaluate on dev after every epoch, keep the best epoch; see the module doc."""
+    """Fine-tune, evaluate on dev after every epoch, keep the best epoch; see the module doc.
+    ``cfg.threads`` sets torch's thread count for this run only (restored afterwards)."""
+    if not cfg.threads:
+        return _run_finetune(cfg)
+    before = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    try:
+        return _run_finetune(cfg)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     t_start = time.time()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
     say = log if cfg.progress else (lambda *_a, **_k: None)
 
