@@ -120,7 +120,8 @@ def test_training_writes_checkpoints_metrics_and_loss_falls(data, tmp_path):
     cfg_m, sd, meta = load_weights(res["last_checkpoint"])
     assert cfg_m.hidden_size == 32 and meta["step"] == 40 and meta["seq_length"] == 32
     assert meta["dataset"] == "data_seq32_dataset.pt" and meta["tokens_seen"] == res["tokens_seen"] > 0
-    assert meta["final_loss"] == pytest.approx(reports[-1]["loss"])
+    assert meta["final_loss"] == pytest.approx(reports[-1]["loss"]) and meta["batch_size"] == 8
+    assert meta["eval_loss"] == pytest.approx(reports[-1]["eval_loss"])
     assert os.path.isfile(res["state_path"])
 
 

@@ -97,6 +97,7 @@ class RunOptions:
     time_budget_s: float | None = None    # stop cleanly (with a checkpoint) after this wall time
     eval_dataset_path: str | None = None
     eval_max_instances: int = 2048
+    eval_steps: int | None = None         # default: every report step
     metrics_path: str | None = None       # default: <output_model_path>.metrics.jsonl
     tensorboard: str | None = None
     num_workers: int = 1                  # background batch-preparation threads (0: inline)
@@ -286,6 +287,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     g.add_argument("--threads", type=int, default=None, help="torch threads per process")
     g.add_argument("--eval_dataset_path", default=None, help="held-out dataset: loss/accuracy with fixed masks at report steps")
     g.add_argument("--eval_max_instances", type=int, default=2048)
+    g.add_argument("--eval_steps", type=int, default=None, help="evaluate every N steps (default: --report_steps)")
     g.add_argument("--metrics_path", default=None, help="JSONL metrics (default <output_model_path>.metrics.jsonl)")
     g.add_argument("--tensorboard", default=None, help="also write TensorBoard logs to this directory")
     g.add_argument("--no_progress", action="store_true", help="no progress bar")
@@ -331,7 +333,7 @@ def configs_from_args(args: argparse.Namespace) -> tuple[PretrainConfig, RunOpti
     opts = RunOptions(
         save_checkpoint_steps=args.save_checkpoint_steps, report_steps=args.report_steps, resume=resume,
         time_budget_s=args.time_budget_s, eval_dataset_path=args.eval_dataset_path,
-        eval_max_instances=args.eval_max_instances, metrics_path=args.metrics_path, tensorboard=args.tensorboard,
+        eval_max_instances=args.eval_max_instances, eval_steps=args.eval_steps, metrics_path=args.metrics_path, tensorboard=args.tensorboard,
         num_workers=args.num_workers, compile=args.compile, device=args.device,
         gpu_ranks=list(args.gpu_ranks) if args.gpu_ranks else None, master_ip=args.master_ip, backend=args.backend,
         pad_to_multiple_of=args.pad_to_multiple_of, threads=args.threads, progress=not args.no_progress,

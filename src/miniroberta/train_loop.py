@@ -436,6 +436,13 @@ def run_worker(cfg: PretrainConfig, opts: RunOptions, rank: int, world_size: int
                        "model_config": mc.to_dict(), "world_size": W, "device": str(dev), "matmul_peak_flops": peak,
                        "dataset_hash": ds.content_hash})
 
+    if eval_ds is not None and start_step == 0:  # the starting point, for "loss fell from ... to ..."
+        last_eval = evaluate(raw_model, eval_ds, special, eval_mcfg, B, dev, amp, opts.eval_max_instances,
+                             opts.pad_to_multiple_of)
+        metrics.write({"event": "eval", "step": 0, "eval_loss": last_eval["loss"],
+                       "eval_mlm_accuracy": last_eval["mlm_accuracy"], "time": time.time()})
+        say(f"step 0 | eval loss {last_eval['loss']:.4f} acc {last_eval['mlm_accuracy']:.3f}")
+
     # running sums: device side (no sync) and host side (known from the batches)
     dev_sums = torch.zeros(3, device=dev, dtype=torch.float64)  # ce, correct, nonfinite
     host_sums = np.zeros(3, dtype=np.float64)                     # masked, real, padded
@@ -479,11 +486,13 @@ def run_worker(cfg: PretrainConfig, opts: RunOptions, rank: int, world_size: int
             return
         wpath = f"{cfg.output_model_path}-{at}"
         meta = {"step": at, "total_steps": cfg.total_steps, "tokens_seen": tokens_seen + int(tot[4]),
-                "final_loss": last_loss, "final_mlm_accuracy": last_acc, "dataset": os.path.basename(
+                "final_loss": last_loss, "mlm_acc": last_acc, "dataset": os.path.basename(
                     os.path.normpath(cfg.dataset_path)), "dataset_hash": ds.content_hash, "seq_length": ds.seq_length,
-                "global_batch": cfg.global_batch, "learning_rate": cfg.learning_rate, "mask_rate": cfg.mask_rate,
+                "batch_size": cfg.global_batch, "learning_rate": cfg.learning_rate, "mask_rate": cfg.mask_rate,
                 "bf16": cfg.bf16, "init": cfg.init, "pretrained_from": cfg.pretrained_model_path,
-                "eval": last_eval, "final": final, "vocab_sha256": vocab_sha}
+                "eval_loss": (last_eval or {}).get("loss"), "eval_mlm_acc": (last_eval or {}).get("mlm_accuracy"),
+                "final": final, "vocab_sha256": vocab_sha, "vocab_path": os.path.abspath(vp), "seed": cfg.seed}
+        meta = {k: v for k, v in meta.items() if v is not None}
         save_native(wpath, raw_model.state_dict(), mc, meta)
         state = {"format": STATE_FORMAT, "version": STATE_VERSION, "step": at,
                  "tokens_seen": meta["tokens_seen"], "last_loss": last_loss, "weights_path": wpath,
@@ -578,9 +587,10 @@ def run_worker(cfg: PretrainConfig, opts: RunOptions, rank: int, world_size: int
                             f"lr {cfg.learning_rate * f:.2e} | real tok/s {human_count(real_s)} | padded tok/s "
                             f"{human_count(pad_s)} | MFU {100 * mfu:.1f}% | elapsed {format_duration(el)} | "
                             f"ETA {format_duration(eta)}")
-                    if eval_ds is not None:
+                    if eval_ds is not None and (step % (opts.eval_steps or opts.report_steps) == 0
+                                                or step == cfg.total_steps):
                         last_eval = evaluate(raw_model, eval_ds, special, eval_mcfg, B, dev, amp,
-                                             opts.eval_max_instances, opts.pad_to_multiple_of)
+                                             opts.eval_max_instances, opts.pad_to_multiple_of, step=step)
                         rec.update(eval_loss=last_eval["loss"], eval_mlm_accuracy=last_eval["mlm_accuracy"])
                         line += f" | eval loss {last_eval['loss']:.4f} acc {last_eval['mlm_accuracy']:.3f}"
                     if is0:
@@ -596,6 +606,12 @@ def run_worker(cfg: PretrainConfig, opts: RunOptions, rank: int, world_size: int
 
                 if want_stop:
                     stopped = {1.0: "signal", 2.0: "stop_after_steps", 3.0: "time_budget"}[want_stop]
+                    if eval_ds is not None and stopped == "time_budget" and (last_eval or {}).get("step") != step:
+                        last_eval = evaluate(raw_model, eval_ds, special, eval_mcfg, B, dev, amp,
+                                             opts.eval_max_instances, opts.pad_to_multiple_of, step=step)
+                        metrics.write({"event": "eval", "step": step, "eval_loss": last_eval["loss"],
+                                       "eval_mlm_accuracy": last_eval["mlm_accuracy"], "time": time.time()})
+                        say(f"step {step} | eval loss {last_eval['loss']:.4f} acc {last_eval['mlm_accuracy']:.3f}")
                     if is0:
                         say(f"stopping at step {step} ({stopped}); writing a checkpoint")
                     save(step, final=False)
@@ -625,7 +641,7 @@ def run_worker(cfg: PretrainConfig, opts: RunOptions, rank: int, world_size: int
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, ds: MlmDataset, special: SpecialIds, mcfg: MaskingConfig, batch_size: int,
-             dev: torch.device, amp, max_instances: int, pad_multiple: int) -> dict[str, float]:
+             dev: torch.device, amp, max_instances: int, pad_multiple: int, step: int = 0) -> dict[str, Any]:
     """Held-out MLM loss/accuracy with fixed masks (mask epoch ``EVAL_EPOCH``), in dataset order."""
     was = model.training
     model.eval()
@@ -646,7 +662,7 @@ def evaluate(model: torch.nn.Module, ds: MlmDataset, special: SpecialIds, mcfg: 
         masked += b.num_masked
     model.train(was)
     return {"loss": ce_sum / max(1.0, masked), "mlm_accuracy": correct / max(1.0, masked), "instances": n,
-            "masked_tokens": int(masked)}
+            "masked_tokens": int(masked), "step": step}
 
 
 __all__ = ["run_worker", "spawn_entry", "worker_from_env", "preflight", "Stream", "BatchSource", "lr_factor",

@@ -1,0 +1,230 @@
+"""``miniroberta quickstart``: the whole pipeline in a few minutes on a CPU.
+
+1. preprocess a slice of the corpus (default ``../shared/data/corpus`` beside the repository),
+2. pretrain a tiny model (L2_H128) for a few minutes (``--minutes``) or ``--steps``,
+3. export it to a HuggingFace directory (with a model card),
+4. print fill-mask predictions for a few sentences, the loss at the start and at the end,
+   and where everything was written (``--out``, default ``quickstart_out/``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .utils import format_duration, log
+
+# the reference corpus first, then a second domain; a held-out file for evaluation
+TRAIN_FILES = ("cluecorpussmall_sampled.txt", "news_thucnews_sample.txt", "wiki_cmrc2018_contexts.txt")
+EVAL_FILE = "c3_documents.txt"
+SENTENCES = (
+    "北京是中国的首[MASK]。",
+    "今天天气很[MASK]，我们去公园散步吧。",
+    "他每天早上都喝一杯牛[MASK]。",
+    "这家餐厅的菜非常好[MASK]。",
+    "中国的人口超过十四亿，是世界上人口最多的国[MASK]之一。",
+)
+
+
+def find_shared_data() -> Path | None:
+    """``../shared/data`` beside the repository (or the current directory)."""
+    here = Path(__file__).resolve()
+    cands = [here.parents[2].parent / "shared" / "data", Path.cwd().parent / "shared" / "data",
+             Path.cwd() / "shared" / "data"]
+    if os.environ.get("MINIROBERTA_DATA"):
+        cands.insert(0, Path(os.environ["MINIROBERTA_DATA"]))
+    for c in cands:
+        if (c / "vocab").is_dir() or (c / "corpus").is_dir():
+            return c
+    return None
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--corpus", default=None,
+                   help="corpus file or directory (one document per line); default ../shared/data/corpus")
+    p.add_argument("--vocab", default=None, help="vocab.txt; default ../shared/data/vocab/google_zh_vocab.txt")
+    p.add_argument("--out", default="quickstart_out", help="output directory")
+    p.add_argument("--minutes", type=float, default=4.0, help="training wall-time budget")
+    p.add_argument("--steps", type=int, default=None, help="train exactly this many steps instead of --minutes")
+    p.add_argument("--max_bytes", type=int, default=3_000_000, help="size of the corpus slice to preprocess")
+    p.add_argument("--config", default="tiny", help="model preset or config file (default tiny = L2_H128)")
+    p.add_argument("--seq_length", type=int, default=128)
+    p.add_argument("--batch_size", type=int, default=32)
+    p.add_argument("--learning_rate", type=float, default=1e-3)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    p.add_argument("--bf16", action="store_true")
+    p.add_argument("--no_progress", action="store_true")
+
+
+def _corpus_and_eval(args: argparse.Namespace, data: Path | None) -> tuple[Any, str | None]:
+    if args.corpus:
+        if not os.path.exists(args.corpus):
+            raise FileNotFoundError(f"--corpus {args.corpus}: no such file or directory")
+        return args.corpus, None
+    if data is None or not (data / "corpus").is_dir():
+        raise FileNotFoundError("no corpus found: quickstart expects ../shared/data/corpus beside the repository "
+                                "(or set MINIROBERTA_DATA); pass --corpus FILE_OR_DIR and --vocab VOCAB.txt")
+    corpus_dir = data / "corpus"
+    files = [str(corpus_dir / f) for f in TRAIN_FILES if (corpus_dir / f).is_file()]
+    if not files:
+        files = [str(corpus_dir)]
+    ev = corpus_dir / EVAL_FILE
+    return files, str(ev) if ev.is_file() and str(ev) not in files else None
+
+
+def _steps_for_budget(model_cfg, seq_length: int, batch_size: int, seconds: float, bf16: bool,
+                      threads: int | None) -> int:
+    """Time a few training steps of the model on random data and size the run to the budget."""
+    import torch
+
+    from .model import build_mlm
+    if threads:
+        torch.set_num_threads(threads)
+    model = build_mlm(model_cfg, seed=0)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    g = torch.Generator().manual_seed(0)
+    T = int(seq_length * 0.85)  # typical trimmed length
+    ids = torch.randint(1000, model_cfg.vocab_size, (batch_size, T), generator=g)
+    pos = torch.randperm(batch_size * T, generator=g)[: int(0.15 * batch_size * T)]
+    labels = ids.reshape(-1)[pos]
+
+    def step() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = model(ids, masked_positions=pos).logits
+        torch.nn.functional.cross_entropy(logits.float(), labels).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    step()
+    t0, n = time.perf_counter(), 0
+    while n < 2 or time.perf_counter() - t0 < 1.5:
+        step()
+        n += 1
+    per_step = (time.perf_counter() - t0) / n * 1.15  # data, reports, checkpoints
+    return max(20, int(seconds / per_step))
+
+
+def run(args: argparse.Namespace) -> int:
+    from .export import export_checkpoint
+    from .preprocess import build_dataset
+    from .pretrain import PretrainConfig, RunOptions, train
+    from .tokenizer import read_vocab
+    from .train_loop import model_config
+
+    t_all = time.time()
+    data = find_shared_data()
+    vocab = args.vocab or (str(data / "vocab" / "google_zh_vocab.txt") if data else None)
+    if not vocab or not os.path.isfile(vocab):
+        raise FileNotFoundError(f"no vocab found ({vocab or 'looked for ../shared/data/vocab/google_zh_vocab.txt'}); "
+                                f"pass --vocab VOCAB.txt")
+    corpus, eval_corpus = _corpus_and_eval(args, data)
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    ds_path = out / f"dataset_seq{args.seq_length}"
+    eval_path = out / f"eval_seq{args.seq_length}"
+    ckpt = out / "checkpoints" / "model.bin"
+    hf_dir = out / "hf_model"
+
+    log(f"[1/4] preprocess {args.max_bytes / 1e6:.1f} MB of {corpus if isinstance(corpus, str) else ', '.join(map(os.path.basename, corpus))}")
+    manifest = build_dataset(corpus, vocab, ds_path, seq_length=args.seq_length, max_bytes=args.max_bytes,
+                             overwrite=True, progress=not args.no_progress)
+    log(f"      {manifest['num_instances']} instances, {manifest['num_tokens']} tokens -> {ds_path}")
+    if eval_corpus:
+        em = build_dataset(eval_corpus, vocab, eval_path, seq_length=args.seq_length, max_bytes=200_000,
+                           overwrite=True, progress=False)
+        log(f"      held-out: {em['num_instances']} instances of {os.path.basename(eval_corpus)} -> {eval_path}")
+
+    base = PretrainConfig(dataset_path=str(ds_path), output_model_path=str(ckpt), vocab_path=vocab,
+                          config_path=args.config, total_steps=1, batch_size=args.batch_size,
+                          learning_rate=args.learning_rate, warmup=0.06, seed=7, init="hf", bf16=args.bf16)
+    mc = model_config(base, len(read_vocab(vocab)), args.seq_length)
+    if args.steps:
+        steps, budget = int(args.steps), None
+    else:
+        budget = args.minutes * 60.0
+        steps = _steps_for_budget(mc, args.seq_length, args.batch_size, budget, args.bf16, args.threads)
+    cfg = PretrainConfig(**{**base.__dict__, "total_steps": steps})
+    report = max(1, steps // 20)
+    log(f"[2/4] pretrain {mc.name} for {steps} steps" + (f" (sized to ~{args.minutes:g} min on this machine)"
+                                                          if budget else ""))
+    for old in (out / "checkpoints").glob("model.bin*") if (out / "checkpoints").is_dir() else []:
+        old.unlink()
+    res = train(cfg, RunOptions(report_steps=report, save_checkpoint_steps=max(steps, 1),
+                                time_budget_s=budget * 1.25 if budget else None,
+                                eval_dataset_path=str(eval_path) if eval_corpus else None, eval_max_instances=128,
+                                eval_steps=max(1, steps // 5) // report * report or report,
+                                threads=args.threads, progress=not args.no_progress))
+    records = [json.loads(l) for l in open(res["metrics_path"], encoding="utf-8")]
+    reports = [r for r in records if r.get("event") == "report"]
+    evals = [r for r in records if "eval_loss" in r]
+
+    log("[3/4] export to a HuggingFace directory")
+    export_checkpoint(res["last_checkpoint"], hf_dir, vocab_path=vocab, type="mlm", overwrite=True,
+                      card_extra="Trained by `miniroberta quickstart`: a few minutes on a CPU -- a demo, not a useful model.")
+
+    log("[4/4] fill-mask with the exported model")
+    preds = fill_mask_predictions(str(hf_dir), SENTENCES)
+
+    first, last = (reports[0], reports[-1]) if reports else (None, None)
+    lines = ["", "quickstart finished in " + format_duration(time.time() - t_all), ""]
+    if first is not None:
+        lines.append(f"MLM loss: {first['loss']:.3f} at step {first['step']} -> {last['loss']:.3f} at step {last['step']} "
+                     f"(accuracy {first['mlm_accuracy']:.3f} -> {last['mlm_accuracy']:.3f}; "
+                     f"a random model starts near ln(vocab) = {__import__('math').log(mc.vocab_size):.2f})")
+    if len(evals) >= 2:
+        lines.append(f"held-out MLM loss ({os.path.basename(str(eval_corpus))}): {evals[0]['eval_loss']:.3f} at step "
+                     f"{evals[0]['step']} -> {evals[-1]['eval_loss']:.3f} at step {evals[-1]['step']}")
+    lines += ["", "fill-mask (top 5):"]
+    for s, p in zip(SENTENCES, preds):
+        lines.append(f"  {s}  ->  " + "  ".join(f"{c['token_str']} {100 * c['score']:.1f}%" for c in p))
+    lines += ["", "written:",
+              f"  dataset       {ds_path}",
+              f"  checkpoint    {res['last_checkpoint']}",
+              f"  train state   {res['state_path']}",
+              f"  metrics       {res['metrics_path']}",
+              f"  HF model      {hf_dir}   (transformers: pipeline('fill-mask', model='{hf_dir}'))",
+              "", "next: miniroberta fill-mask --model " + str(hf_dir) + " '北京是中国的[MASK]都。'"]
+    print("\n".join(lines))
+    summary = {"dataset": str(ds_path), "checkpoint": res["last_checkpoint"], "hf_model": str(hf_dir),
+               "metrics": res["metrics_path"], "steps": res["steps"],
+               "start_loss": first["loss"] if first else None, "end_loss": last["loss"] if last else None,
+               "start_eval_loss": evals[0]["eval_loss"] if evals else None,
+               "end_eval_loss": evals[-1]["eval_loss"] if evals else None,
+               "predictions": {s: [c["token_str"] for c in p] for s, p in zip(SENTENCES, preds)},
+               "wall_time_s": time.time() - t_all}
+    with open(out / "summary.json", "w", encoding="utf-8") as f:
+        json.dump(summary, f, ensure_ascii=False, indent=2)
+    sys.stdout.flush()
+    return 0
+
+
+def fill_mask_predictions(model_dir: str, sentences) -> list[list[dict[str, Any]]]:
+    from .checkpoint import load_model
+    from .tokenizer import BertTokenizer
+    model, _ = load_model(model_dir, "mlm")
+    tok = BertTokenizer(os.path.join(model_dir, "vocab.txt"))
+    try:
+        from .infer import fill_mask
+    except ImportError:
+        fill_mask = None
+    if fill_mask is not None:
+        return fill_mask(model, tok, list(sentences), top_k=5)
+    import torch  # fallback: do it here
+    out = []
+    model.eval()
+    with torch.no_grad():
+        for s in sentences:
+            ids = [tok.cls_id] + tok.encode_ids(s) + [tok.sep_id]
+            t = torch.tensor([ids])
+            pos = ids.index(tok.mask_id)
+            probs = model(t).logits[0, pos].float().softmax(-1)
+            v, i = probs.topk(5)
+            out.append([{"score": float(a), "token": int(b), "token_str": tok.ids_to_tokens[int(b)]} for a, b in zip(v, i)])
+    return out
+
+
+__all__ = ["configure", "run", "find_shared_data", "fill_mask_predictions"]

@@ -1,0 +1,45 @@
+"""`miniroberta quickstart` end to end with a tiny budget (needs ../shared/data)."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from miniroberta import cli
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+pytestmark = pytest.mark.skipif(not (DATA / "corpus").is_dir() or not (DATA / "vocab").is_dir(),
+                                reason="../shared/data is not present")
+
+
+def test_quickstart_end_to_end(tmp_path, capsys):
+    out = tmp_path / "qs"
+    rc = cli.main(["quickstart", "--out", str(out), "--steps", "12", "--batch_size", "8", "--seq_length", "64",
+                   "--max_bytes", "150000", "--threads", "1", "--no_progress"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    s = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert s["steps"] == 12
+    # the loss falls, on the training batches and on the held-out file
+    assert s["end_loss"] < s["start_loss"]
+    assert s["end_eval_loss"] < s["start_eval_loss"] - 0.1
+    assert "MLM loss:" in text and "fill-mask (top 5):" in text and str(out / "hf_model") in text
+    # the HF directory is complete and loads in transformers with zero missing keys
+    hf = out / "hf_model"
+    for name in ("config.json", "model.safetensors", "vocab.txt", "README.md"):
+        assert (hf / name).is_file(), name
+    assert "12" in (hf / "README.md").read_text(encoding="utf-8")  # the card records the steps
+    transformers = pytest.importorskip("transformers")
+    m, info = transformers.BertForMaskedLM.from_pretrained(str(hf), output_loading_info=True)
+    assert not info["missing_keys"]
+    for preds in s["predictions"].values():
+        assert len(preds) == 5
+    assert os.path.isfile(s["checkpoint"])
+
+
+def test_quickstart_without_data_says_what_to_pass(tmp_path, capsys):
+    rc = cli.main(["quickstart", "--out", str(tmp_path / "x"), "--corpus", str(tmp_path / "missing.txt"),
+                   "--steps", "1"])
+    assert rc == 2 and "--corpus" in capsys.readouterr().err
