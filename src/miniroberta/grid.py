@@ -37,7 +37,7 @@ DEFAULT_LRS = (3e-5, 1e-4, 3e-4)
 _CELL_KEYS = ("best_epoch", "best_dev_acc", "last_dev_acc", "macro_f1", "best_dev_macro_f1", "last_dev_macro_f1",
               "n_train", "n_dev", "n_train_file", "n_dev_file", "note", "subsampled", "labels",
               "train_time_s", "wall_time_s", "device", "threads", "steps", "train_dropped", "dev_dropped",
-              "train_skipped", "dev_skipped")
+              "train_skipped", "dev_skipped", "max_train_examples", "max_dev_examples")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,165 @@
+"""Grid (resume, seeds -> mean ± std, setup mismatch) and the score table (layout, partial
+scores, reference rows, CSV/JSON, plot)."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _ft_data as D  # noqa: E402
+
+from miniroberta import cli  # noqa: E402
+from miniroberta.grid import cell_path, run_grid, Cell  # noqa: E402
+from miniroberta.report import REFERENCE_SCORES, TASK_COLUMNS, build_report  # noqa: E402
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def grid_env(tmp_path_factory):
+    root = tmp_path_factory.mktemp("grid")
+    vocab = D.write_vocab(root / "vocab.txt")
+    model = D.tiny_model(root / "tiny.safetensors", len(vocab.read_text(encoding="utf-8").split()), hidden=64)
+    data = root / "data"
+    D.write_single(data / "chnsenticorp", n_train=48, n_dev=16)   # a generated task under a preset's name
+    return dict(root=root, vocab=str(vocab), model=str(model), data=str(data))
+
+
+def _grid(env, out, **kw):
+    args = dict(epochs_list=(1,), batch_list=(16,), lr_list=(1e-3, 3e-3), seeds=(1, 2), vocab_path=env["vocab"],
+                seq_length=16, progress=False, cache_dir=str(env["root"] / "cache"))
+    args.update(kw)
+    return run_grid(env["model"], "chnsenticorp", env["data"], str(out), **args)
+
+
+def test_grid_runs_cells_then_resumes_without_rerunning(grid_env):
+    out = grid_env["root"] / "g1"
+    s1 = _grid(grid_env, out)
+    assert s1["cells_run"] == 4 and s1["cells_skipped"] == 0
+    t = s1["tasks"]["chnsenticorp"]
+    assert {r["setting"] for r in t["settings"]} == {"e1_b16_lr0.001", "e1_b16_lr0.003"}
+    # mean ± std over the two seeds, recomputed from the cell files
+    for r in t["settings"]:
+        accs = [json.loads(Path(cell_path(str(out), Cell("chnsenticorp", 1, 16, r["lr"], s))).read_text())
+                ["best_dev_acc"] for s in (1, 2)]
+        assert r["best_dev_acc_mean"] == pytest.approx(statistics.fmean(accs))
+        assert r["best_dev_acc_std"] == pytest.approx(statistics.stdev(accs))
+        assert r["n_seeds"] == 2 and "last_dev_acc_mean" in r
+    assert t["best"]["best_dev_acc_mean"] == max(r["best_dev_acc_mean"] for r in t["settings"])
+    assert "best_by_last_epoch" in t
+    assert s1["model"]["num_parameters"] > 0
+    mtimes = {p: p.stat().st_mtime_ns for p in (out / "cells").rglob("*.json")}
+    # a re-run skips every finished cell
+    s2 = _grid(grid_env, out)
+    assert s2["cells_run"] == 0 and s2["cells_skipped"] == 4
+    assert {p: p.stat().st_mtime_ns for p in (out / "cells").rglob("*.json")} == mtimes
+    assert s2["tasks"] == s1["tasks"]
+    # an interrupted grid (one cell missing) resumes with just that cell
+    victim = Path(cell_path(str(out), Cell("chnsenticorp", 1, 16, 3e-3, 2)))
+    victim.unlink()
+    s3 = _grid(grid_env, out)
+    assert s3["cells_run"] == 1 and s3["cells_skipped"] == 3 and victim.is_file()
+    assert json.loads(victim.read_text())["best_dev_acc"] == pytest.approx(
+        next(r for r in s1["tasks"]["chnsenticorp"]["settings"] if r["lr"] == 3e-3)["per_seed"][1]["best_dev_acc"])
+    # extending a list only runs the new cells
+    s4 = _grid(grid_env, out, lr_list=(1e-3, 3e-3, 1e-2), seeds=(1,))
+    assert s4["cells_run"] == 1 and s4["cells_skipped"] == 2
+
+
+def test_grid_refuses_a_different_setup_in_the_same_dir(grid_env):
+    out = grid_env["root"] / "g2"
+    _grid(grid_env, out, lr_list=(1e-3,), seeds=(1,))
+    with pytest.raises(ValueError, match="different setup"):
+        _grid(grid_env, out, lr_list=(1e-3,), seeds=(1,), seq_length=24)
+
+
+def test_grid_cli_with_parallel_jobs(grid_env, capsys):
+    out = grid_env["root"] / "g3"
+    rc = cli.main(["grid", "--pretrained_model_path", grid_env["model"], "--tasks", "chnsenticorp",
+                   "--data_dir", grid_env["data"], "--out", str(out), "--epochs_num_list", "1",
+                   "--batch_size_list", "16", "--learning_rate_list", "1e-3,3e-3", "--seeds", "1",
+                   "--jobs", "2", "--threads", "1", "--vocab_path", grid_env["vocab"], "--seq_length", "16",
+                   "--max_train_examples", "32", "--no_progress", "--cache_dir", str(grid_env["root"] / "cache")])
+    assert rc == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["cells_run"] == 2 and "chnsenticorp" in printed["best"]
+    cells = sorted((out / "cells" / "chnsenticorp").glob("*.json"))
+    assert [c.name for c in cells] == ["e1_b16_lr0.001_s1.json", "e1_b16_lr0.003_s1.json"]
+    c = json.loads(cells[0].read_text())
+    assert c["n_train"] == 32 and c["subsampled"] and c["max_train_examples"] == 32
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["tasks"]["chnsenticorp"]["subsampled"] is True
+
+
+# ------------------------------------------------------------------------ report
+def _summary(tmp: Path, name: str, accs: dict[str, float], params: int, seeds: int = 1) -> Path:
+    d = tmp / name
+    d.mkdir()
+    tasks = {}
+    for t, a in accs.items():
+        row = dict(setting="e3_b32_lr0.0001", epochs=3, batch=32, lr=1e-4, n_seeds=seeds, best_dev_acc_mean=a,
+                   best_dev_acc_std=0.01 if seeds > 1 else 0.0, last_dev_acc_mean=a - 0.01, last_dev_acc_std=0.0,
+                   macro_f1_mean=a - 0.02, macro_f1_std=0.0)
+        last = dict(row, setting="e8_b64_lr3e-05", best_dev_acc_mean=a - 0.05, last_dev_acc_mean=a - 0.005)
+        tasks[t] = dict(best=row, best_by_last_epoch=last, settings=[row, last],
+                        note="partial train" if t == "iflytek" else "", subsampled=False)
+    s = dict(kind="miniroberta-grid", out_dir=str(d), tasks=tasks,
+             model=dict(name=name, num_parameters=params, pretrained_model_path=f"/models/{name}.safetensors"))
+    (d / "summary.json").write_text(json.dumps(s))
+    return d
+
+
+def test_report_layout_scores_partial_and_reference(tmp_path):
+    full = dict(book_review=0.85, chnsenticorp=0.92, lcqmc=0.83, tnews=0.60, iflytek=0.50, ocnli=0.62)
+    a = _summary(tmp_path, "small_full", full, 3_000_000, seeds=3)
+    b = _summary(tmp_path, "big_partial", dict(book_review=0.88, tnews=0.65), 30_000_000)
+    rep = build_report([str(a), str(b)], out_dir=str(tmp_path / "rep"), reference=True, model_names=["A", "B"])
+    md = rep["markdown"]
+    assert md.splitlines()[0] == "| Model | Score | book_review | chnsenticorp | lcqmc | tnews | iflytek | ocnli |"
+    mean = 100 * sum(full.values()) / 6
+    row_a = next(l for l in md.splitlines() if l.startswith("| A |"))
+    assert f"| {mean:.1f} |" in row_a and "85.0 ± 1.0" in row_a and "50.0 ± 1.0‡" in row_a
+    row_b = next(l for l in md.splitlines() if l.startswith("| B |"))
+    assert f"({100 * (0.88 + 0.65) / 2:.1f})" in row_b and row_b.count("–") == 4
+    assert "partial" in md and "partial train" in md
+    for name, r in REFERENCE_SCORES.items():
+        assert f"| UER {name} [reference] | {r['score']:.1f} |" in md
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "rep" / "report.csv").read_text(encoding="utf-8"))))
+    assert rows[0]["Model"] == "A" and float(rows[0]["Score"]) == pytest.approx(mean, abs=0.01)
+    assert rows[1]["Score"] == "" and float(rows[1]["score_partial"]) == pytest.approx(76.5)
+    assert rows[1]["lcqmc"] == "" and rows[1]["n_tasks"] == "2"
+    js = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert js["columns"] == ["Model", "Score", *TASK_COLUMNS] and js["rows"][1]["score"] is None
+    assert (tmp_path / "rep" / "score_vs_size.png").read_bytes()[:4] == b"\x89PNG"
+    # the reference Score column equals the mean of its six tasks (to rounding)
+    for r in REFERENCE_SCORES.values():
+        assert sum(r[t] for t in TASK_COLUMNS) / 6 == pytest.approx(r["score"], abs=0.06)
+
+
+def test_report_last_epoch_metric_and_cli_formats(tmp_path, capsys):
+    a = _summary(tmp_path, "m", dict(book_review=0.80), 1_000_000)
+    rep = build_report([str(a)], reference=False, metric="last")
+    assert rep["rows"][0]["scores"]["book_review"] == pytest.approx(100 * (0.80 - 0.005))
+    assert rep["rows"][0]["details"]["book_review"]["setting"] == "e8_b64_lr3e-05"
+    assert len(rep["rows"]) == 1 and "paths" in rep and not rep["paths"]
+    assert cli.main(["report", str(a), "--format", "csv"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].startswith("Model,Score,book_review") and len(out.splitlines()) == 2
+    assert cli.main(["report", str(a), "--format", "json", "--reference"]) == 0
+    js = json.loads(capsys.readouterr().out)
+    assert len(js["rows"]) == 1 + len(REFERENCE_SCORES)
+    with pytest.raises(ValueError, match="names"):
+        build_report([str(a)], model_names=["x", "y"])
