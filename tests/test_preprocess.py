@@ -322,3 +322,7 @@ def test_cli_reference_flags(tmp_path, tiny_vocab, capfd):
     rc = cli_main(["preprocess", "--corpus_path", str(corpus), "--vocab_path", str(tiny_vocab), "--dataset_path",
                    str(tmp_path / "o"), "--data_processor", "bert"])
     assert rc == 2 and "only the mlm data processor is supported" in capfd.readouterr().err
+    # more processes than CPUs: capped with a note (the output does not depend on it)
+    rc = cli_main(["preprocess", "--corpus_path", str(corpus), "--vocab_path", str(tiny_vocab), "--dataset_path",
+                   str(out), "--overwrite", "--processes_num", "4096", "--seq_length", "4"])
+    assert rc == 0 and "available CPUs; using" in capfd.readouterr().err and len(MlmDataset(out)) == 2

@@ -840,6 +840,13 @@ def build_dataset(corpus_path, vocab_path, dataset_path, seq_length=128, process
     return manifest
 
 
+def _available_cpus() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
 class _AlwaysSet:
     def is_set(self) -> bool:
         return True
@@ -903,8 +910,14 @@ def run(args: argparse.Namespace) -> int:
     if args.do_lower_case is not None:
         log("note: --do_lower_case is ignored; miniroberta always lower-cases like the uncased Chinese BERT vocab")
     corpus = args.corpus_path[0] if len(args.corpus_path) == 1 else list(args.corpus_path)
+    processes = args.processes_num
+    cpus = _available_cpus()
+    if processes > cpus:
+        log(f"note: --processes_num {processes} > {cpus} available CPUs; using {cpus} "
+            f"(the output is identical for any number of processes)")
+        processes = cpus
     build_dataset(corpus, args.vocab_path, args.dataset_path, seq_length=args.seq_length,
-                  processes_num=args.processes_num, dynamic_masking=args.dynamic_masking, dup_factor=args.dup_factor,
+                  processes_num=processes, dynamic_masking=args.dynamic_masking, dup_factor=args.dup_factor,
                   full_sentences=args.full_sentences, whole_word_masking=args.whole_word_masking,
                   span_masking=args.span_masking, span_geo_prob=args.span_geo_prob,
                   span_max_length=args.span_max_length, seed=args.seed, on_error=args.on_error,
