@@ -1,0 +1,131 @@
+"""Fill-mask throughput: miniroberta's ``fill_mask`` vs ``transformers.pipeline('fill-mask')``.
+
+Both run the SAME exported HF directory (random weights) on the same sentences in the same
+process, alternating rounds so machine noise hits both alike; the figure of merit is the ratio.
+
+    python bench/bench_fill_mask.py                       # tiny + medium, batch 1 and 32
+    python bench/bench_fill_mask.py --sizes tiny --rounds 5
+
+Writes ``bench/results/fill_mask.json`` and prints a Markdown table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from miniroberta.checkpoint import load_model
+from miniroberta.config import preset
+from miniroberta.export import write_hf_dir
+from miniroberta.infer import fill_mask
+from miniroberta.model import build_mlm
+from miniroberta.tokenizer import BertTokenizer
+from miniroberta.utils import atomic_write_json
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+
+
+def sentences(n: int, seed: int = 0) -> list[str]:
+    """n Chinese sentences (16-64 characters) with one [MASK], cut from the shared corpus."""
+    rng = random.Random(seed)
+    lines: list[str] = []
+    corpus = sorted((DATA / "corpus").glob("*.txt")) if (DATA / "corpus").is_dir() else []
+    if corpus:
+        with open(corpus[0], encoding="utf-8") as f:
+            for line in f:
+                line = line.strip()
+                if len(line) >= 20:
+                    lines.append(line)
+                if len(lines) >= 4 * n:
+                    break
+    if not lines:  # no shared data: synthetic Chinese text
+        lines = ["".join(chr(0x4E00 + rng.randrange(3000)) for _ in range(80)) for _ in range(4 * n)]
+    out = []
+    for line in rng.sample(lines, n):
+        L = rng.randint(16, 64)
+        s = line[:L]
+        i = rng.randrange(len(s))
+        out.append(s[:i] + "[MASK]" + s[i + 1:])
+    return out
+
+
+def timed(fn, texts: list[str]) -> float:
+    t0 = time.perf_counter()
+    fn(texts)
+    return len(texts) / (time.perf_counter() - t0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", nargs="+", default=["tiny", "medium"])
+    p.add_argument("--batch_sizes", nargs="+", type=int, default=[1, 32])
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds per implementation (median reported)")
+    p.add_argument("--sentences_bs1", type=int, default=16)
+    p.add_argument("--sentences_batched", type=int, default=64)
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads for both implementations (the shared CPU box is noisy with more)")
+    p.add_argument("--top_k", type=int, default=5)
+    p.add_argument("--vocab_path", default=str(DATA / "vocab" / "google_zh_vocab.txt"))
+    p.add_argument("--output", default=str(ROOT / "bench" / "results" / "fill_mask.json"))
+    args = p.parse_args(argv)
+
+    import transformers
+    transformers.logging.set_verbosity_error()
+    from transformers import pipeline
+
+    torch.set_num_threads(args.threads)
+    tok = BertTokenizer(args.vocab_path)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in args.sizes:
+            cfg = preset(size, vocab_size=len(tok))
+            d = os.path.join(tmp, size)
+            write_hf_dir(build_mlm(cfg, seed=0).state_dict(), cfg, args.vocab_path, d)
+            ours_model, _ = load_model(d, "mlm")
+            ours_model.eval()
+            pipe = pipeline("fill-mask", model=d, device="cpu")
+            for bs in args.batch_sizes:
+                texts = sentences(args.sentences_bs1 if bs == 1 else args.sentences_batched, seed=bs)
+                ours = lambda t: fill_mask(ours_model, tok, t, top_k=args.top_k, batch_size=bs)
+                theirs = lambda t: pipe(t, top_k=args.top_k, batch_size=bs)
+                # warm-up + sanity: same top-1 tokens
+                a, b = ours(texts[:4]), theirs(texts[:4])
+                agree = sum(x[0]["token"] == y[0]["token"] for x, y in zip(a, b)) / 4
+                r_ours, r_hf = [], []
+                for _ in range(args.rounds):
+                    r_ours.append(timed(ours, texts))
+                    r_hf.append(timed(theirs, texts))
+                o, h = statistics.median(r_ours), statistics.median(r_hf)
+                row = dict(size=size, preset=cfg.name, batch_size=bs, sentences=len(texts), rounds=args.rounds,
+                           ours_sent_per_s=round(o, 1), pipeline_sent_per_s=round(h, 1), speedup=round(o / h, 2),
+                           top1_agreement=agree, ours_rounds=[round(x, 1) for x in r_ours],
+                           pipeline_rounds=[round(x, 1) for x in r_hf])
+                rows.append(row)
+                print(f"{size:>7} bs={bs:<3} ours {o:8.1f}/s  pipeline {h:8.1f}/s  x{o / h:.2f}", file=sys.stderr)
+    result = dict(
+        benchmark="fill-mask throughput (sentences/s), random weights, google_zh vocab, CPU",
+        torch=torch.__version__, transformers=transformers.__version__, threads=torch.get_num_threads(),
+        cpu_count=os.cpu_count(), machine=platform.machine(), python=platform.python_version(),
+        when=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), rows=rows)
+    atomic_write_json(args.output, result)
+    print("| model | batch | miniroberta (sent/s) | transformers pipeline (sent/s) | ratio |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['size']} ({r['preset']}) | {r['batch_size']} | {r['ours_sent_per_s']} | "
+              f"{r['pipeline_sent_per_s']} | {r['speedup']}x |")
+    print(f"\nwrote {args.output}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
