@@ -539,7 +539,7 @@ def plan_tasks(files: list[str], processes_num: int, max_bytes: int | None,
             budget = 0                                   # the slice ends inside this file
     total = sum(used)
     if chunk_bytes is None:
-        chunk_bytes = min(8 << 20, max(256 << 10, total // max(1, 4 * processes_num)))
+        chunk_bytes = min(4 << 20, max(256 << 10, total // max(1, 8 * processes_num)))
     tasks: list[Task] = []
     for fi, (f, u) in enumerate(zip(files, used)):
         if u == 0:
