@@ -140,6 +140,7 @@ class CorpusTokenizer:
         self.table: dict[int, str] = _CharTable(self._char_map)
         self.words: dict[str, list[int]] = _WordCache(self._word_ids)
         self.fallbacks = 0      # lines that went through the full Rust pipeline
+        self._kinds: dict[str, str] = {}
         n = 0x110000
         self._known = np.zeros(n, dtype=bool)
         self._cls = np.zeros(n, dtype=np.uint8)
@@ -149,11 +150,16 @@ class CorpusTokenizer:
 
     # ------------------------------------------------------------ per-character tables
     def _kind(self, d: str) -> str:
-        if not self._pre(d):
-            return "space"
-        if len(self._pre("a" + d + "a")) == 3:
-            return "punct"
-        return "word"
+        k = self._kinds.get(d)
+        if k is None:
+            if not self._pre(d):
+                k = "space"
+            elif len(self._pre("a" + d + "a")) == 3:
+                k = "punct"
+            else:
+                k = "word"
+            self._kinds[d] = k
+        return k
 
     def _char_map(self, cp: int) -> str:
         """str.translate value: normalised text with punctuation spaced out, or the sentinel."""
