@@ -378,3 +378,25 @@ def test_model_card_without_meta():
     card = model_card(preset("medium"), {}, type="mlm")
     assert "| 8 | 512 | 8 | 2048 | 21128 | 512 |" in card and "records no training information" in card
     assert "pipeline('fill-mask'" in card
+
+
+def test_uer_classifier_to_hf_sequence_classification(tmp_path):
+    """UER run_classifier output_layer_1/2 -> BertForSequenceClassification: logits = W2 tanh(W1 h_cls + b1) + b2."""
+    sd = uer_state_dict("new", heads=("cls",))
+    torch.save(sd, tmp_path / "finetuned_model.bin")
+    out = tmp_path / "hf_cls"
+    assert cli.main(["convert", "--input_model_path", str(tmp_path / "finetuned_model.bin"), "--output_model_path",
+                     str(out), "--type", "cls", "--vocab_path", write_vocab(tmp_path / "v.txt")]) == 0
+    hf, info = transformers.BertForSequenceClassification.from_pretrained(out, output_loading_info=True)
+    assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
+    assert hf.config.num_labels == 3
+    enc, _ = load_model(tmp_path / "finetuned_model.bin", "encoder")
+    ids = _ids(seed=2)
+    with torch.no_grad():
+        h = enc.eval()(ids).last_hidden_state[:, 0]
+        want = torch.tanh(h @ sd["output_layer_1.weight"].T + sd["output_layer_1.bias"]) @ sd["output_layer_2.weight"].T \
+            + sd["output_layer_2.bias"]
+        torch.testing.assert_close(hf.eval()(input_ids=ids).logits, want, atol=1e-5, rtol=1e-5)
+    # an MLM export of a classifier is refused with the reason
+    assert cli.main(["convert", "--input_model_path", str(tmp_path / "finetuned_model.bin"), "--output_model_path",
+                     str(tmp_path / "x"), "--vocab_path", str(tmp_path / "v.txt")]) == 2
