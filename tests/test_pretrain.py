@@ -277,3 +277,39 @@ def test_stage1_line_without_8_gpus_gives_a_clear_error(tmp_path, monkeypatch, c
 def test_unsupported_target_is_refused():
     with pytest.raises(ValueError, match="MLM target only"):
         parse(STAGE1.replace("--target mlm", "--target bert"))
+
+
+def test_unpadded_forward_equals_the_model_forward():
+    from miniroberta.config import ModelConfig
+    from miniroberta.masking import MaskingConfig, SpecialIds, collate
+    from miniroberta.model import build_mlm
+    from miniroberta.unpad import UnpaddedMLM
+    vocab = {t: i for i, t in enumerate(SPECIALS + [f"w{i}" for i in range(120)])}
+    sp = SpecialIds.from_vocab(vocab)
+    rng = np.random.default_rng(0)
+    inst = [np.r_[sp.cls, rng.integers(7, 127, int(rng.integers(2, 30))), sp.sep] for _ in range(6)]
+    b = collate(inst, range(6), 0, sp, MaskingConfig(), pad_to_multiple_of=8)
+    assert b.has_padding and b.real_index is not None
+    t = b.to_torch()
+    torch.manual_seed(0)
+    model = build_mlm(ModelConfig(**MODEL), init="uer", seed=0)
+    model.eval()
+    ref = model(t["input_ids"], t["attention_mask"], None, masked_positions=t["masked_positions"]).logits
+    got = UnpaddedMLM(model).eval()(t["input_ids"], t["attention_mask"], t["masked_positions"], t["real_index"],
+                                    t["masked_real_index"])
+    torch.testing.assert_close(got, ref, atol=2e-5, rtol=1e-5)
+    # gradients agree too
+    model.train()
+    for mod in model.modules():
+        if isinstance(mod, torch.nn.Dropout):
+            mod.p = 0.0
+    for sa in (layer.attention.self for layer in model.bert.encoder.layer):
+        sa.dropout_p = 0.0
+    g1 = torch.autograd.grad(model(t["input_ids"], t["attention_mask"], None,
+                                   masked_positions=t["masked_positions"]).logits.square().sum(),
+                             list(model.parameters()))
+    g2 = torch.autograd.grad(UnpaddedMLM(model)(t["input_ids"], t["attention_mask"], t["masked_positions"],
+                                                t["real_index"], t["masked_real_index"]).square().sum(),
+                             list(model.parameters()))
+    for a, c in zip(g1, g2):
+        torch.testing.assert_close(c, a, atol=1e-4, rtol=1e-4)

@@ -144,6 +144,8 @@ class Batch:
     padded_tokens: int
     indices: np.ndarray
     epochs: np.ndarray
+    real_index: np.ndarray | None = None         # (N,) flat indices of real tokens (only with padding)
+    masked_real_index: np.ndarray | None = None  # (M,) position of each masked token within real_index
 
     @property
     def num_masked(self) -> int:
@@ -156,8 +158,13 @@ class Batch:
     def to_torch(self, device=None, pin: bool = False) -> dict:
         import torch
         out = {}
-        for name in ("input_ids", "attention_mask", "token_type_ids", "masked_positions", "labels"):
-            t = torch.from_numpy(np.ascontiguousarray(getattr(self, name)))
+        for name in ("input_ids", "attention_mask", "token_type_ids", "masked_positions", "labels", "real_index",
+                     "masked_real_index"):
+            a = getattr(self, name)
+            if a is None:
+                out[name] = None
+                continue
+            t = torch.from_numpy(np.ascontiguousarray(a))
             if pin:
                 t = t.pin_memory()
             out[name] = t.to(device, non_blocking=True) if device is not None else t
@@ -297,9 +304,14 @@ def collate(instances: Sequence[np.ndarray], indices: Sequence[int], epochs: Seq
     masked, selected = mask_tokens(ids, lengths, indices, epochs_arr, special, cfg, ws)
     attn = (np.arange(T)[None, :] < lengths[:, None]).astype(np.int64)
     flat = np.flatnonzero(selected.reshape(-1))
+    real_index = masked_real_index = None
+    if int(lengths.sum()) != B * T:
+        real_index = np.flatnonzero(attn.reshape(-1)).astype(np.int64)
+        masked_real_index = np.searchsorted(real_index, flat).astype(np.int64)
     return Batch(input_ids=masked, attention_mask=attn, token_type_ids=np.zeros((B, T), dtype=np.int64),
                  masked_positions=flat.astype(np.int64), labels=ids.reshape(-1)[flat],
-                 real_tokens=int(lengths.sum()), padded_tokens=B * T, indices=indices, epochs=epochs_arr)
+                 real_tokens=int(lengths.sum()), padded_tokens=B * T, indices=indices, epochs=epochs_arr,
+                 real_index=real_index, masked_real_index=masked_real_index)
 
 
 __all__ = ["MaskingConfig", "SpecialIds", "Batch", "mask_tokens", "collate", "ordinary_token_ids",

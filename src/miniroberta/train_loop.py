@@ -381,6 +381,9 @@ def run_worker(cfg: PretrainConfig, opts: RunOptions, rank: int, world_size: int
         _set_rng_state(st["rng"][rank], dev)
 
     raw_model = model
+    if opts.unpad:
+        from .unpad import UnpaddedMLM
+        model = UnpaddedMLM(raw_model)
     ctrl_group = None
     if distributed:
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -527,9 +530,13 @@ def run_worker(cfg: PretrainConfig, opts: RunOptions, rank: int, world_size: int
                     sync_ctx = model.no_sync() if distributed and m < A - 1 else contextlib.nullcontext()
                     with sync_ctx:
                         with amp:
-                            out = fwd(t["input_ids"], t["attention_mask"] if b.has_padding else None, None,
-                                      masked_positions=t["masked_positions"])
-                        logits = out.logits.float()
+                            if opts.unpad:
+                                logits = fwd(t["input_ids"], t["attention_mask"] if b.has_padding else None,
+                                             t["masked_positions"], t["real_index"], t["masked_real_index"])
+                            else:
+                                logits = fwd(t["input_ids"], t["attention_mask"] if b.has_padding else None, None,
+                                             masked_positions=t["masked_positions"]).logits
+                        logits = logits.float()
                         ce = F.cross_entropy(logits, t["labels"], reduction="sum")
                         if opts.debug_nan_at_step is not None and step + 1 == opts.debug_nan_at_step:
                             ce = ce * float("nan")
