@@ -432,8 +432,8 @@ def process_task(task: Task) -> TaskResult:
                         res.empty_lines += 1
                         continue
                     bits = word_start_bits(line, offs, wids, jieba_word_starts(line))
-                    buf.append(cls_id); buf.extend(ids); buf.append(sep_id)
-                    wsbuf.append(1); wsbuf.extend(bits); wsbuf.append(1)
+                    buf.extend([cls_id, *ids, sep_id])
+                    wsbuf.extend([1, *bits, 1])                # [CLS] and [SEP] are words of their own
                     lens.append(len(ids) + 2)
             else:
                 flat, counts = tok.encode_batch(batch)
