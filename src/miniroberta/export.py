@@ -183,7 +183,7 @@ def model_card(config: ModelConfig, meta: dict[str, Any] | None = None, scores: 
         "tags: [bert, roberta, chinese, miniroberta]", "---", "",
         f"# {title}", "",
         f"A Chinese BERT/RoBERTa encoder ({config.num_hidden_layers} layers, hidden size {config.hidden_size}) "
-        f"written by [miniroberta](https://example.invalid/miniroberta), exported as a HuggingFace "
+        f"exported by miniroberta as a HuggingFace "
         f"`{ARCHITECTURES.get(type, 'BertForMaskedLM')}`.", "",
         "## Size", "",
         "| layers | hidden | heads | FFN | vocab | max positions | parameters (total) | parameters (encoder) |",
