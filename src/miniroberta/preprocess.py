@@ -811,6 +811,7 @@ def build_dataset(corpus_path, vocab_path, dataset_path, seq_length=128, process
             "files": [{"path": os.path.abspath(f), "bytes": u, "size": os.path.getsize(f)} for f, u in zip(files, used)],
             "sha256": hashed.get("sha256"),
             "size": total_bytes,
+            "bytes": total_bytes,
             "max_bytes": int(max_bytes) if max_bytes is not None else None,
         }
         manifest = default_manifest(
@@ -819,7 +820,8 @@ def build_dataset(corpus_path, vocab_path, dataset_path, seq_length=128, process
             dup_factor=1 if dynamic_masking else int(dup_factor), whole_word_masking=bool(whole_word_masking),
             span_masking=bool(span_masking), span_geo_prob=float(span_geo_prob),
             span_max_length=int(span_max_length), seed=int(seed), num_documents=num_docs,
-            num_instances=num_instances, num_tokens=num_tokens, continuation_windows=continuation,
+            num_instances=num_instances, num_tokens=num_tokens, num_real_tokens=num_tokens,
+            continuation_windows=continuation,
             unk_tokens=unk, counts={"num_documents": num_docs, "num_instances": num_instances,
                                     "num_tokens": num_tokens, "continuation_windows": continuation,
                                     "unk_tokens": unk},
