@@ -140,6 +140,37 @@ def test_same_bytes_for_1_and_3_processes(tmp_path):
 
 
 @need_data
+def test_full_sentences_same_for_1_and_2_processes(tmp_path):
+    kw = dict(seq_length=100, max_bytes=120_000, full_sentences=True)
+    m1 = build(SAMPLE, VOCAB, tmp_path / "p1", processes_num=1, **kw)
+    m2 = build(SAMPLE, VOCAB, tmp_path / "p2", processes_num=2, chunk_bytes=10_000, **kw)
+    for name in ("tokens.npy", "offsets.npy"):
+        assert (tmp_path / "p1" / name).read_bytes() == (tmp_path / "p2" / name).read_bytes(), name
+    assert m1["continuation_windows"] == m2["continuation_windows"]
+    ds = MlmDataset(tmp_path / "p2")
+    lens = ds.lengths()
+    assert (lens[:-1] == 100).all() and 0 < lens[-1] <= 100        # one stream: only the last window is short
+    # the same tokens as the per-document processor, only windowed differently
+    build(SAMPLE, VOCAB, tmp_path / "docs", seq_length=100, max_bytes=120_000)
+    assert (tmp_path / "p1" / "tokens.npy").read_bytes() == (tmp_path / "docs" / "tokens.npy").read_bytes()
+    starts = np.flatnonzero(np.asarray(ds.tokens) == 101)             # every [CLS] starts a document
+    assert m2["continuation_windows"] == len(ds) - np.count_nonzero(starts % 100 == 0)
+
+
+def test_failure_leaves_no_dataset(tmp_path, tiny_vocab, monkeypatch):
+    import miniroberta.preprocess as pp
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("中国\n好\n", encoding="utf-8")
+
+    def boom(*a, **k):
+        raise RuntimeError("disk full")
+    monkeypatch.setattr(pp, "assemble", boom)
+    with pytest.raises(RuntimeError, match="disk full"):
+        build(corpus, tiny_vocab, tmp_path / "ds")
+    assert not (tmp_path / "ds").exists() and leftovers(tmp_path) == []
+
+
+@need_data
 def test_whole_word_bitmap_same_for_1_and_2_processes(tmp_path):
     kw = dict(seq_length=64, max_bytes=40_000, whole_word_masking=True)
     build(SAMPLE, VOCAB, tmp_path / "p1", processes_num=1, **kw)
