@@ -77,7 +77,8 @@ class FinetuneConfig:
     report_steps: int = 100
     device: str | None = None
     threads: int | None = None
-    progress: bool = True
+    progress: bool = True                        # tqdm bar per epoch
+    verbose: bool = True                         # log lines (start, each epoch, best)
     # outputs
     output_dir: str | None = None
     output_model_path: str | None = None         # UER-style: a native checkpoint file of the best epoch
@@ -248,9 +249,14 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
 def _run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     t_start = time.time()
     device = resolve_device(cfg.device)
-    say = log if cfg.progress else (lambda *_a, **_k: None)
+    say = log if cfg.verbose else (lambda *_a, **_k: None)
 
     files, train, dev = load_task_data(cfg)
+    for d in (train, dev):
+        if d.skipped:
+            say(f"skipped {d.skipped} malformed rows of {d.path} (--skip_bad_rows), e.g. {d.bad_rows[0]}")
+        if d.dropped:
+            say(f"dropped {d.dropped} rows of {d.path} labelled {list(files.drop_labels)}")
     labels = T.LabelMap.from_labels(train.labels, source=files.train_path)
     y_train_all = labels.encode(train)
     y_dev_all = labels.encode(dev)
@@ -360,7 +366,7 @@ def _run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
             f"macro-F1 {m['macro_f1']:.4f}, {format_duration(ep_time)}{'  *best*' if improved else ''}")
         if improved:
             best = dict(rec, confusion=m["confusion"])
-            if (cfg.save_model and out_dir) or cfg.output_model_path or cfg.export_hf or \
+            if (cfg.save_model and cfg.output_dir) or cfg.output_model_path or cfg.export_hf or \
                     (cfg.run_test and (cfg.test_path or files.test_path)):
                 best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
     metrics.close()
@@ -392,7 +398,7 @@ def _run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
                    best_dev_acc=best["dev_acc"], pretrained_model_path=result["model"]["pretrained_model_path"])
     if best_state is not None:
         model.load_state_dict(best_state)
-        if out_dir and cfg.save_model:
+        if cfg.output_dir and cfg.save_model:
             result["paths"]["model_dir"] = save_classifier(best_state, mcfg, vocab_path, os.path.join(out_dir, "model"),
                                                            ft_meta)
         if cfg.export_hf:
@@ -457,10 +463,10 @@ def add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--truncation", choices=("longest_first", "concat"), default="longest_first",
                    help="pair truncation: longest_first (HF) or concat (UER-py: cut [CLS] a [SEP] b [SEP])")
     p.add_argument("--skip_bad_rows", action="store_true", help="skip and count malformed rows instead of failing")
-    p.add_argument("--cache_dir", default=None, help="tokenization cache (default ~/.cache/miniroberta; '' = off)")
+    p.add_argument("--cache_dir", default=None, help="tokenization cache; unset: ~/.cache/miniroberta, '': off")
     p.add_argument("--max_train_examples", type=int, default=None, help="deterministic train subsample (smoke runs)")
     p.add_argument("--max_dev_examples", type=int, default=None, help="deterministic dev subsample (smoke runs)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ...; unset: cuda if available")
     p.add_argument("--layer_norm_type", choices=("hf", "uer"), default=None)
     p.add_argument("--vocab_path", default=None,
                    help="default: vocab.txt beside the model, else ../shared/data/vocab/google_zh_vocab.txt")
@@ -472,12 +478,12 @@ def configure(p: argparse.ArgumentParser) -> None:
     g.add_argument("--pretrained_model_path", default=None, help="native checkpoint, HF directory or UER .bin")
     g = p.add_argument_group("data")
     g.add_argument("--task", default=None, help=f"preset: {', '.join(T.TASK_NAMES)}")
-    g.add_argument("--data_dir", default=None, help="folder holding the task folders (default ../shared/data/tasks)")
+    g.add_argument("--data_dir", default=None, help="folder holding the task folders; unset: ../shared/data/tasks")
     g.add_argument("--train_path", default=None)
     g.add_argument("--dev_path", default=None)
     g.add_argument("--test_path", default=None, help="labeled: scored with the best epoch; unlabeled: predicted")
     g.add_argument("--text_fields", default=None, help="comma-separated text column(s), e.g. text_a,text_b")
-    g.add_argument("--label_field", default=None, help="label column (default label)")
+    g.add_argument("--label_field", default=None, help="label column; unset: label (or the preset's)")
     g = p.add_argument_group("training")
     g.add_argument("--epochs_num", type=int, default=3)
     g.add_argument("--batch_size", type=int, default=32)

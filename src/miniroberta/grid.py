@@ -167,7 +167,7 @@ def run_grid(pretrained_model_path: str | None, tasks: Sequence[str] | str, data
                   task=c.task, data_dir=data_dir, epochs_num=c.epochs, batch_size=c.batch, learning_rate=c.lr,
                   seed=c.seed, seq_length=seq_length, max_train_examples=max_train_examples,
                   max_dev_examples=max_dev_examples, device=device, cache_dir=cache_dir, save_model=False,
-                  run_test=False, progress=progress and jobs == 1, output_dir=None,
+                  run_test=False, progress=progress and jobs == 1, verbose=progress and jobs == 1, output_dir=None,
                   threads=None)
         ft.update(finetune_overrides or {})
         return dict(cell=dict(task=c.task, epochs=c.epochs, batch=c.batch, lr=c.lr, seed=c.seed),
@@ -295,7 +295,7 @@ def summarize(out_dir: str, tasks: Sequence[str] | None = None, epochs_list: Seq
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pretrained_model_path", default=None, help="native checkpoint, HF directory or UER .bin")
     p.add_argument("--tasks", default="all", help=f"all, or comma-separated from {', '.join(T.TASK_NAMES)}")
-    p.add_argument("--data_dir", default=None, help="folder holding the task folders (default ../shared/data/tasks)")
+    p.add_argument("--data_dir", default=None, help="folder holding the task folders; unset: ../shared/data/tasks")
     p.add_argument("--out", "--output_dir", dest="out", required=True, help="grid directory (resumable)")
     p.add_argument("--epochs_num_list", nargs="+", default=None, help="default 3 5 8")
     p.add_argument("--batch_size_list", nargs="+", default=None, help="default 32 64")
