@@ -372,6 +372,12 @@ def test_native_and_hf_bin_inputs(tmp_path):
     c3, sd3, _ = load_weights(tmp_path / "again.safetensors")
     assert c3.layer_norm_type == "uer" and c3.layer_norm_eps == 1e-6
     assert all(torch.equal(sd3[k], sd2[k]) for k in sd2)
+    # the UER LayerNorm flavour survives an HF export for our own loader; transformers still loads the directory
+    convert(str(tmp_path / "again.safetensors"), str(tmp_path / "hf_uer_ln"), vocab_path=str(tmp_path / "vocab.txt"))
+    m4, _ = load_model(tmp_path / "hf_uer_ln", "mlm")
+    assert m4.bert.embeddings.LayerNorm.kind == "uer" and m4.config.layer_norm_eps == 1e-6
+    _, info = transformers.BertForMaskedLM.from_pretrained(tmp_path / "hf_uer_ln", output_loading_info=True)
+    assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys"))
 
 
 def test_model_card_without_meta():
