@@ -11,7 +11,6 @@ Writes ``bench/results/fill_mask.json`` and prints a Markdown table.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import random

@@ -26,7 +26,7 @@ import re
 import torch
 
 from .checkpoint import CheckpointError, load_weights, save_native
-from .config import ModelConfig, replace
+from .config import replace
 from .export import (EXPORT_TYPES, HF_WEIGHT_NAMES, export_checkpoint, model_card, resolve_vocab, select_for_type,
                      write_hf_dir, write_hf_files, _check_fits)
 from .uer import VINTAGES, hf_to_uer
@@ -128,4 +128,4 @@ def run(args: argparse.Namespace) -> int:
 
 
 __all__ = ["convert", "configure", "run", "infer_output_format", "export_checkpoint", "model_card",
-           "OUTPUT_FORMATS", "ModelConfig"]
+           "OUTPUT_FORMATS"]
