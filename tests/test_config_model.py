@@ -229,3 +229,13 @@ def test_init_styles():
     init_weights(uer_style, 0.02, "uer")
     assert uer_style.bert.encoder.layer[0].attention.self.query.bias.abs().max() > 0
     assert 0.015 < float(uer_style.bert.embeddings.word_embeddings.weight.detach().std()) < 0.025
+
+
+def test_hf_init_zeroes_pad_row_even_with_tied_decoder():
+    from miniroberta.config import preset
+    from miniroberta.model import build_mlm
+    m = build_mlm(preset("tiny", vocab_size=300), seed=0)
+    w = m.bert.embeddings.word_embeddings.weight
+    assert m.cls.predictions.decoder.weight is w
+    assert float(w[0].abs().max()) == 0.0
+    assert 0.015 < float(w[1:].std()) < 0.025

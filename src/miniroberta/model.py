@@ -328,7 +328,10 @@ def init_weights(model: nn.Module, initializer_range: float = 0.02, style: str =
     ``uer``: N(0, std) for every parameter except LayerNorm (UER-py's init, biases included)."""
     if style not in ("hf", "uer"):
         raise ValueError(f"init style must be 'hf' or 'uer', got {style!r}")
+    embedding_weights = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
     for module in model.modules():
+        if isinstance(module, nn.Linear) and id(module.weight) in embedding_weights:
+            continue  # the MLM decoder tied to the word embeddings: initialised (with its [PAD] row) below
         if isinstance(module, LayerNorm):
             module.weight.fill_(1.0)
             module.bias.zero_()
