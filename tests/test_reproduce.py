@@ -247,3 +247,18 @@ def test_dry_run_plan_measures(tmp_path):
     s1 = plan["rows"][2]
     assert "s/step" in s1["calibration"] and s1["state"] == ""
     assert plan["tasks"]["chnsenticorp"]["train"] == 9600 and plan["tasks"]["chnsenticorp"]["dev"] == 1200
+
+
+@pytestmark_data
+@pytest.mark.slow
+def test_torchrun_two_cpu_processes(tmp_path):
+    """Both pretraining stages run as 2-process DDP (gloo) under torchrun; rank 0 does the rest."""
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "miniroberta.cli",
+           *_cmd(out)[3:], "--set", "stage1.world_size=2", "--set", "stage2.world_size=2",
+           "--set", "stage1.total_steps=4", "--set", "stage2.total_steps=2", "--tasks", "chnsenticorp"]
+    r = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-5000:]
+    assert "global batch 8 (2 x 4 x 1)" in r.stderr and "global batch 4 (2 x 2 x 1)" in r.stderr
+    assert [e["action"] for e in _events(out) if e["action"] in ("done", "skip")].count("done") == 8
+    assert (out / "models/L2_H128/hf/README.md").is_file()

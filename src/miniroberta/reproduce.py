@@ -24,6 +24,7 @@ writes the manifests, the other ranks wait for the datasets and join the two pre
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import hashlib
 import importlib
@@ -31,6 +32,7 @@ import json
 import math
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -227,7 +229,7 @@ class Runner:
         log(f"[{step_id}] done in {format_duration(time.time() - t0)}")
         return result
 
-    def wait_done(self, step_id: str, fingerprint: str, poll_s: float = 2.0) -> dict[str, Any]:
+    def wait_done(self, step_id: str, fingerprint: str, poll_s: float = 0.5) -> dict[str, Any]:
         """Non-zero ranks: wait until rank 0 has recorded the step."""
         while True:
             m = self.read_manifest(step_id)
@@ -355,7 +357,8 @@ class Study:
             opts = make_dataclass(pt.RunOptions, dict(
                 save_checkpoint_steps=s["save_checkpoint_steps"], report_steps=s["report_steps"], resume="auto",
                 time_budget_s=float(s["time_budget_s"]) or None, metrics_path=metrics, progress=self.progress))
-            res = pt.train(cfg, opts)
+            with fresh_rendezvous(1 + 2 * self.recipe["models"].index(model) + STAGES.index(stage)):
+                res = pt.train(cfg, opts)
             if self.rank != 0:
                 return {}
             stopped = res.get("stopped")
@@ -436,12 +439,18 @@ class Study:
         return self.runner.run(f"grid-{model}", settings, inputs, fn, outputs=[out])
 
     def tasks_hash(self, tasks: list[str]) -> str:
+        """Hash of the train and dev files the grid reads (test files do not matter)."""
+        from . import tasks as T
         files = []
         for t in tasks:
-            d = os.path.join(self.data_dir, t)
-            if not os.path.isdir(d):
-                raise FileNotFoundError(f"--data_dir {self.data_dir}: no {t}/ directory (tasks: {', '.join(tasks)})")
-            files += sorted(os.path.join(d, f) for f in os.listdir(d) if os.path.isfile(os.path.join(d, f)))
+            try:
+                tf = T.resolve_task(t, self.data_dir)
+            except T.TaskDataError as e:
+                raise FileNotFoundError(f"--data_dir {self.data_dir}: {e}") from None
+            for p in (tf.train_path, tf.dev_path):
+                if not os.path.isfile(p):
+                    raise FileNotFoundError(f"--data_dir {self.data_dir}: task {t} has no {os.path.basename(p)}")
+                files.append(p)
         return hash_files(files)
 
     def report(self, models: list[str], grids: dict[str, dict[str, Any]],
@@ -553,6 +562,34 @@ def make_dataclass(cls, kw: dict[str, Any]):
         raise RuntimeError(f"{cls.__module__}.{cls.__name__} has no field(s) {missing}; reproduce cannot pass "
                            f"these recipe settings")
     return cls(**{k: v for k, v in kw.items() if k in names})
+
+
+@contextlib.contextmanager
+def fresh_rendezvous(index: int):
+    """Under torchrun, give pretraining stage ``index`` its own rendezvous store.
+
+    ``train`` initialises and destroys the default process group once per call. A second
+    ``init_process_group`` in the same torchrun job would reuse the agent's store, whose keys
+    still hold the first group's gloo/NCCL addresses, and hang connecting to them. So every stage
+    gets a fresh store hosted by rank 0 on ``MASTER_PORT + index`` (those ports must be reachable
+    from the other nodes, like ``MASTER_PORT`` itself)."""
+    if "TORCHELASTIC_RUN_ID" not in os.environ and "TORCHELASTIC_USE_AGENT_STORE" not in os.environ \
+            or "MASTER_PORT" not in os.environ:
+        yield
+        return
+    saved = {k: os.environ.get(k) for k in ("MASTER_PORT", "TORCHELASTIC_USE_AGENT_STORE")}
+    base = int(os.environ.get("MINIROBERTA_BASE_MASTER_PORT") or saved["MASTER_PORT"])
+    os.environ["MINIROBERTA_BASE_MASTER_PORT"] = str(base)
+    os.environ["MASTER_PORT"] = str(base + index)
+    os.environ["TORCHELASTIC_USE_AGENT_STORE"] = "False"
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def data_parallel_plan(recipe_world: int, launched: int, key: str) -> tuple[int, int]:
@@ -690,42 +727,6 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_pretrain_step(model: str, vocab_size: int, seq: int, batch: int, steps: int, device: str,
-                       max_tokens: int) -> dict[str, Any]:
-    """Seconds per optimizer step at ``batch`` x ``seq``: a few timed forward/backward/AdamW steps of
-    our model on random tokens (15% predicted), at a micro-batch of at most ``max_tokens`` tokens,
-    scaled linearly to ``batch``."""
-    import torch
-
-    from .config import preset
-    from .model import build_mlm
-    cfg = preset(model, vocab_size=vocab_size)
-    m = build_mlm(cfg, seed=0).to(device).train()
-    opt = torch.optim.AdamW(m.parameters(), lr=1e-4)
-    micro = max(1, min(batch, max_tokens // seq))
-    g = torch.Generator().manual_seed(0)
-    ids = torch.randint(1000, vocab_size, (micro, seq), generator=g).to(device)
-    n_mask = max(1, int(0.15 * micro * seq))
-    pos = torch.randperm(micro * seq, generator=g)[:n_mask].to(device)
-    labels = ids.reshape(-1)[pos].clone()
-    mask = torch.ones_like(ids)
-
-    def one() -> None:
-        out = m(ids, attention_mask=mask, labels=labels, masked_positions=pos)
-        out.loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    one()  # warm-up (allocations, kernels)
-    _sync(device)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        one()
-    _sync(device)
-    per_micro = (time.perf_counter() - t0) / steps
-    return {"s_per_step": per_micro * batch / micro, "micro_batch": micro, "measured_s_per_micro": per_micro}
-
-
 def time_finetune_step(model: str, vocab_size: int, seq: int, batch: int, steps: int, device: str,
                        max_tokens: int) -> dict[str, Any]:
     """Seconds per fine-tuning step (sequence classification) and per evaluated example."""
@@ -746,59 +747,86 @@ def time_finetune_step(model: str, vocab_size: int, seq: int, batch: int, steps:
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    one()
-    _sync(device)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        one()
-    _sync(device)
-    per_micro = (time.perf_counter() - t0) / steps
+    def timed(f) -> float:
+        _sync(device)
+        t0 = time.perf_counter()
+        f()
+        _sync(device)
+        return time.perf_counter() - t0
+
+    one()  # warm-up
+    per_micro = statistics.median(timed(one) for _ in range(max(1, steps)))
     m.eval()
     with torch.no_grad():
         m(ids)
-        _sync(device)
-        t0 = time.perf_counter()
-        m(ids)
-        _sync(device)
-        per_eval = (time.perf_counter() - t0) / micro
+        per_eval = statistics.median(timed(lambda: m(ids)) for _ in range(3)) / micro
     return {"s_per_step": per_micro * batch / micro, "s_per_eval_example": per_eval, "micro_batch": micro}
 
 
-def time_preprocess(corpus: list[str], vocab: str, seq: int, sample_bytes: int = 200_000) -> dict[str, Any]:
-    """Bytes per second of ``build_dataset`` on the first ``sample_bytes`` of the corpus (into a temp dir);
-    tokenizer-only when miniroberta.preprocess is absent."""
-    t0 = time.perf_counter()
-    try:
-        pre = importlib.import_module("miniroberta.preprocess")
-    except ModuleNotFoundError:
-        pre = None
-    if pre is not None:
-        with tempfile.TemporaryDirectory(prefix="miniroberta-calib-") as tmp:
-            pre.build_dataset(corpus if len(corpus) > 1 else corpus[0], vocab, os.path.join(tmp, "ds"),
-                              seq_length=seq, max_bytes=sample_bytes, overwrite=True, progress=False)
-        how = "build_dataset on a slice"
-    else:
-        from .tokenizer import BertTokenizer
-        tok = BertTokenizer(vocab)
-        with open(corpus[0], encoding="utf-8", errors="replace") as f:
-            text = f.read(sample_bytes // 3)
-        tok.encode_batch_ids(text.splitlines())
-        how = "tokenizer only (miniroberta.preprocess missing)"
-    dt = time.perf_counter() - t0
-    return {"bytes_per_s": sample_bytes / max(dt, 1e-6), "how": how}
+def time_preprocess(corpus: list[str], vocab: str, seq: int, sample_bytes: int = 200_000,
+                    keep_dir: str | None = None) -> dict[str, Any]:
+    """Bytes per second of ``build_dataset`` on the first ``sample_bytes`` of the corpus; the dataset is
+    built under ``keep_dir`` (for the pretraining calibration) or a temp dir."""
+    pre = _need("preprocess", "corpus preprocessing")
+    with tempfile.TemporaryDirectory(prefix="miniroberta-calib-") as tmp:
+        path = os.path.join(keep_dir or tmp, f"seq{seq}")
+        t0 = time.perf_counter()
+        pre.build_dataset(corpus if len(corpus) > 1 else corpus[0], vocab, path, seq_length=seq,
+                          max_bytes=sample_bytes, overwrite=True, progress=False)
+        dt = time.perf_counter() - t0
+    return {"bytes_per_s": sample_bytes / max(dt, 1e-6), "how": "build_dataset on a slice", "path": path}
 
 
-def count_examples(data_dir: str, task: str) -> tuple[int, int]:
-    """(train, dev) record counts from line counts (headers and dropped labels ignored: an upper bound)."""
-    from .tasks import resolve_task
+def time_pretrain_run(model: str, dataset_path: str, vocab: str, seq: int, batch: int, steps: int, device: str,
+                      max_tokens: int, workdir: str) -> dict[str, Any]:
+    """Seconds per optimizer step from a real ``pretrain.train`` run of ``steps + 1`` steps on the
+    calibration dataset (the median step time after the first, read from its metrics), at a batch of
+    at most ``max_tokens`` tokens, scaled linearly to ``batch``."""
+    pt = _need("pretrain", "MLM pretraining")
+    micro = max(1, min(batch, max_tokens // seq))
+    out = os.path.join(workdir, f"{model}-seq{seq}")
+    metrics = out + ".metrics.jsonl"
+    cfg = make_dataclass(pt.PretrainConfig, dict(dataset_path=dataset_path, output_model_path=out, vocab_path=vocab,
+                                                  config_path=model, total_steps=steps + 1, batch_size=micro,
+                                                  learning_rate=1e-4))
+    opts = make_dataclass(pt.RunOptions, dict(save_checkpoint_steps=10 ** 9, report_steps=1, metrics_path=metrics,
+                                              progress=False, device=device))
+    pt.train(cfg, opts)
+    el = []
+    with open(metrics, encoding="utf-8") as f:
+        for line in f:
+            r = json.loads(line)
+            if r.get("event") == "report":
+                el.append(float(r["elapsed_s"]))
+    gaps = sorted(b - a for a, b in zip(el, el[1:])) or [el[0]]
+    per_micro = gaps[len(gaps) // 2]
+    return {"s_per_step": per_micro * batch / micro, "micro_batch": micro, "measured_s_per_micro": per_micro}
 
-    def lines(p: str) -> int:
-        with open(p, "rb") as f:
-            n = sum(1 for line in f if line.strip())
-        return n - (1 if p.endswith(".tsv") else 0)
 
-    tf = resolve_task(task, data_dir)
-    return lines(tf.train_path), lines(tf.dev_path)
+def task_stats(data_dir: str, task: str, tokenizer, seq: int, sample: int = 512) -> dict[str, Any]:
+    """Example counts of a task's train/dev files (as fine-tuning reads them) and the token lengths of
+    up to ``sample`` examples of each (fine-tuning pads each batch to its longest example)."""
+    import numpy as np
+
+    from . import tasks as T
+    tf = T.resolve_task(task, data_dir)
+    out: dict[str, Any] = {}
+    for split, path in (("train", tf.train_path), ("dev", tf.dev_path)):
+        data = T.read_examples(path, tf.text_fields, tf.label_field, drop_labels=tf.drop_labels)
+        idx = np.random.default_rng(0).permutation(len(data))[:sample]
+        enc = T.encode_data(tokenizer, data.subset(sorted(int(i) for i in idx)), seq)
+        out[split] = len(data)
+        out[f"{split}_lengths"] = enc.lengths()
+    return out
+
+
+def _mean_batch_max(lengths, batch: int, trials: int = 200) -> float:
+    import numpy as np
+    rng = np.random.default_rng(0)
+    lengths = np.asarray(lengths)
+    if len(lengths) == 0:
+        return 0.0
+    return float(np.mean([lengths[rng.integers(0, len(lengths), batch)].max() for _ in range(trials)]))
 
 
 def estimate_plan(recipe: dict[str, Any], out: str, calibration_steps: int = 3,
@@ -823,21 +851,27 @@ def estimate_plan(recipe: dict[str, Any], out: str, calibration_steps: int = 3,
     rows: list[dict[str, Any]] = []
     calib_t0 = time.perf_counter()
     _, launched = dist_env()
+    work = tempfile.TemporaryDirectory(prefix="miniroberta-calib-")
+    calib_ds: dict[int, str] = {}
     for seq in sorted({recipe[s]["seq_length"] for s in STAGES}):
-        c = time_preprocess(files, vocab, seq, sample_bytes=min(200_000, slice_bytes))
+        c = time_preprocess(files, vocab, seq, sample_bytes=min(200_000, slice_bytes), keep_dir=work.name)
+        calib_ds[seq] = c["path"]
         rows.append({"step": f"preprocess-seq{seq}", "what": f"{slice_bytes / 1e6:.1f} MB of {len(files)} file(s)",
                      "estimate_s": slice_bytes / c["bytes_per_s"] / max(1, recipe["preprocess"]["processes_num"]) ** 0.8,
                      "calibration": f"{c['bytes_per_s'] / 1e6:.2f} MB/s ({c['how']})", "state": cached(f"preprocess-seq{seq}")})
     ft_calib: dict[str, dict[str, Any]] = {}
     g = recipe["grid"]
-    counts = {t: count_examples(os.path.abspath(d["data_dir"]), t) for t in g["tasks"]}
+    from .tokenizer import BertTokenizer
+    tok = BertTokenizer(vocab)
+    stats = {t: task_stats(os.path.abspath(d["data_dir"]), t, tok, g["seq_length"]) for t in g["tasks"]}
     for m in recipe["models"]:
         for stage in STAGES:
             s = recipe[stage]
             procs, accum = data_parallel_plan(s["world_size"], launched, f"{stage}.world_size") \
                 if s["world_size"] % launched == 0 else (launched, 1)
             per_proc_batch = s["batch_size"] * accum
-            c = time_pretrain_step(m, V, s["seq_length"], per_proc_batch, calibration_steps, device, max_tokens)
+            c = time_pretrain_run(m, calib_ds[s["seq_length"]], vocab, s["seq_length"], per_proc_batch,
+                                  calibration_steps, device, max_tokens, work.name)
             est = s["total_steps"] * c["s_per_step"]
             budget = s["time_budget_s"]
             note = f"{c['s_per_step']:.3g} s/step (batch {per_proc_batch} x seq {s['seq_length']}" + \
@@ -856,19 +890,23 @@ def estimate_plan(recipe: dict[str, Any], out: str, calibration_steps: int = 3,
         fc = ft_calib[m] = time_finetune_step(m, V, g["seq_length"], bmax, calibration_steps, device, max_tokens)
         total = 0.0
         cells = 0
-        for t, (n_train, n_dev) in counts.items():
-            n_train = min(n_train, g["max_train_examples"] or n_train)
-            n_dev = min(n_dev, g["max_dev_examples"] or n_dev)
+        T = g["seq_length"]
+        for t, st in stats.items():
+            n_train = min(st["train"], g["max_train_examples"] or st["train"])
+            n_dev = min(st["dev"], g["max_dev_examples"] or st["dev"])
+            dev_len = float(st["dev_lengths"].mean()) if len(st["dev_lengths"]) else T
             for e in g["epochs"]:
                 for b in g["batch_size"]:
-                    steps = e * math.ceil(n_train / b) * len(g["learning_rate"]) * len(g["seeds"])
-                    total += steps * fc["s_per_step"] * b / bmax
-                    total += e * n_dev * fc["s_per_eval_example"] * len(g["learning_rate"]) * len(g["seeds"])
-                    cells += len(g["learning_rate"]) * len(g["seeds"])
+                    runs = len(g["learning_rate"]) * len(g["seeds"])
+                    steps = e * math.ceil(n_train / b) * runs
+                    # step time ~ batch x padded length (the longest example of the batch)
+                    total += steps * fc["s_per_step"] * (b / bmax) * (_mean_batch_max(st["train_lengths"], b) / T)
+                    total += e * n_dev * fc["s_per_eval_example"] * (dev_len / T) * runs
+                    cells += runs
         par = min(g["jobs"], max(1, _gpu_count())) if device == "cuda" else 1
-        rows.append({"step": f"grid-{m}", "what": f"{cells} cells on {len(counts)} task(s)", "estimate_s": total / par,
+        rows.append({"step": f"grid-{m}", "what": f"{cells} cells on {len(stats)} task(s)", "estimate_s": total / par,
                      "calibration": f"{fc['s_per_step']:.3g} s/step at batch {bmax} x seq {g['seq_length']}, "
-                                    f"{1000 * fc['s_per_eval_example']:.2f} ms/dev example"
+                                    f"{1000 * fc['s_per_eval_example']:.2f} ms/dev example at full length, scaled by the tasks' token lengths"
                                     + ("" if par > 1 else "; --jobs gives no speed-up on CPU (cores are shared)"),
                      "state": cached(f"grid-{m}")})
     rows.append({"step": "report", "what": "tables, score-vs-size and loss plots", "estimate_s": 5.0,
@@ -876,10 +914,19 @@ def estimate_plan(recipe: dict[str, Any], out: str, calibration_steps: int = 3,
     for m in recipe["models"]:
         rows.append({"step": f"card-{m}", "what": "model card README.md", "estimate_s": 1.0, "calibration": "fixed",
                      "state": cached(f"card-{m}")})
+    work.cleanup()
     todo = sum(r["estimate_s"] for r in rows if r["state"] != "cached")
-    return {"device": device, "threads": _threads(), "rows": rows, "total_s": sum(r["estimate_s"] for r in rows),
+    return {"device": device, "threads": _threads(), "rows": rows, "load_average": _load(), "cpus": os.cpu_count(), "total_s": sum(r["estimate_s"] for r in rows),
             "remaining_s": todo, "calibration_s": time.perf_counter() - calib_t0, "recipe": recipe.get("description", ""),
-            "tasks": {t: {"train": a, "dev": b} for t, (a, b) in counts.items()}}
+            "tasks": {t: {"train": st["train"], "dev": st["dev"],
+                          "mean_train_tokens": round(float(st["train_lengths"].mean()), 1)} for t, st in stats.items()}}
+
+
+def _load() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
 
 
 def _gpu_count() -> int:
@@ -897,8 +944,10 @@ def print_plan(recipe: dict[str, Any], out: str, calibration_steps: int = 3) -> 
     w = max(len(r["step"]) for r in plan["rows"])
     print(f"plan for {out} -- {plan['recipe']}")
     print(f"recipe layers: {' <- '.join(recipe.get('sources', []))}; models: {', '.join(recipe['models'])}")
+    busy = plan["load_average"] is not None and plan["cpus"] and plan["load_average"] > plan["cpus"]
     print(f"estimates measured on {plan['device']} ({plan['threads']} threads) in "
-          f"{plan['calibration_s']:.1f} s of calibration\n")
+          f"{plan['calibration_s']:.1f} s of calibration; load average {plan['load_average']} on {plan['cpus']} CPUs"
+          + (" -- the machine is busy, so these times are inflated by the other processes" if busy else "") + "\n")
     print(f"{'step':<{w}}  {'work':<32} {'estimate':>10}  {'state':<10} calibration")
     for r in plan["rows"]:
         print(f"{r['step']:<{w}}  {r['what']:<32} {format_duration(r['estimate_s']):>10}  {r['state'] or 'to run':<10} "
