@@ -206,8 +206,8 @@ def validate(recipe: dict[str, Any]) -> None:
         raise RecipeError(f"grid.jobs must be >= 1, got {g['jobs']}")
     if recipe["data"]["max_bytes"] < 0:
         raise RecipeError("data.max_bytes must be >= 0 (0 = the whole corpus)")
-    if recipe["export"]["type"] not in ("mlm", "bert", "encoder"):
-        raise RecipeError(f"export.type must be mlm, bert or encoder, got {recipe['export']['type']!r}")
+    if recipe["export"]["type"] not in ("mlm", "bert"):
+        raise RecipeError(f"export.type must be mlm (encoder + MLM head, the reference) or bert (also pooler + NSP head), got {recipe['export']['type']!r}")
     if recipe["preprocess"]["on_error"] not in ("fail", "skip", "replace"):
         raise RecipeError(f"preprocess.on_error must be fail, skip or replace, got {recipe['preprocess']['on_error']!r}")
 
