@@ -394,6 +394,11 @@ def run_worker(cfg: PretrainConfig, opts: RunOptions, rank: int, world_size: int
 
     amp = torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=cfg.bf16)
     peak = measure_matmul_peak(dev, torch.bfloat16 if cfg.bf16 else torch.float32) if is0 else 0.0
+    if is0 and cfg.bf16 and dev.type == "cpu":
+        fp32_peak = measure_matmul_peak(dev, torch.float32, 0.2)
+        if peak < fp32_peak:
+            log(f"warning: --bf16 on this CPU is slower than fp32 (bf16 matmul {peak / 1e9:.2f} GFLOP/s vs fp32 "
+                f"{fp32_peak / 1e9:.1f}): it has no native bf16 instructions (AVX512-BF16/AMX); drop --bf16 here")
     fpt = flops_per_token(mc, ds.seq_length, cfg.mask_rate)
     A, B, W = cfg.accumulation_steps, cfg.batch_size, world_size
     src = BatchSource(ds, Stream(len(ds), cfg.seed), special, mcfg, B, W, rank, start_step * A,
