@@ -262,3 +262,28 @@ def test_torchrun_two_cpu_processes(tmp_path):
     assert "global batch 8 (2 x 4 x 1)" in r.stderr and "global batch 4 (2 x 2 x 1)" in r.stderr
     assert [e["action"] for e in _events(out) if e["action"] in ("done", "skip")].count("done") == 8
     assert (out / "models/L2_H128/hf/README.md").is_file()
+
+
+@pytestmark_data
+@pytest.mark.slow
+def test_stage_time_budget_then_a_larger_budget_resumes(tmp_path):
+    """A stage stopped by its budget is done (a re-run skips it); a different budget resumes it from its
+    checkpoint and everything downstream is redone."""
+    out = tmp_path / "budget"
+    base = [*_cmd(out), "--tasks", "chnsenticorp", "--set", "stage1.total_steps=100000",
+            "--set", "stage1.save_checkpoint_steps=50000"]
+    r1 = subprocess.run([*base, "--set", "stage1.time_budget_s=4"], cwd=REPO, env=_env(), capture_output=True,
+                        text=True, timeout=600)
+    assert r1.returncode == 0, r1.stderr[-3000:]
+    s1 = _manifest(out, "pretrain-L2_H128-stage1")["result"]
+    assert s1["stopped"] == "time_budget" and 0 < s1["steps"] < 100000
+    r2 = subprocess.run([*base, "--set", "stage1.time_budget_s=4"], cwd=REPO, env=_env(), capture_output=True,
+                        text=True, timeout=600)
+    assert "8 steps, 0 run" in r2.stderr
+    n = len(_events(out))
+    r3 = subprocess.run([*base, "--set", "stage1.time_budget_s=8"], cwd=REPO, env=_env(), capture_output=True,
+                        text=True, timeout=600)
+    assert r3.returncode == 0, r3.stderr[-3000:]
+    acts = {(e["step"], e["action"]) for e in _events(out)[n:]}
+    assert ("pretrain-L2_H128-stage1", "resume") in acts and ("pretrain-L2_H128-stage2", "redo") in acts
+    assert _manifest(out, "pretrain-L2_H128-stage1")["result"]["steps"] > s1["steps"]
