@@ -234,3 +234,22 @@ def test_chnsenticorp_slice_end_to_end_with_report(tmp_path):
         assert rc == 0
         lines = (tmp_path / "p.tsv").read_text().splitlines()
         assert lines[0] == "label" and len(lines) == 51 and set(lines[1:]) <= {"0", "1"}
+
+
+def test_output_model_path_native_checkpoint_and_skip_bad_rows(env, tmp_path):
+    d = D.write_single(tmp_path / "skip", n_train=64, n_dev=16)
+    tr = d / "train.tsv"
+    tr.write_text(tr.read_text(encoding="utf-8") + "1\n0\t\n", encoding="utf-8")   # two malformed rows
+    native = tmp_path / "models" / "finetuned_model.bin"
+    res = run_finetune(FinetuneConfig(pretrained_model_path=env["model"], vocab_path=env["vocab"],
+                                      train_path=str(tr), dev_path=str(d / "dev.tsv"), skip_bad_rows=True,
+                                      output_model_path=str(native), cache_dir=env["cache"], seed=3,
+                                      **{**FAST, "epochs_num": 1}))
+    assert res["train_skipped"] == 2 and res["n_train"] == 64
+    assert native.is_file() and not (tmp_path / "models" / "model").exists()   # no HF dir unless --output_dir
+    from miniroberta.checkpoint import load_weights
+    cfg, sd, meta = load_weights(str(native))
+    assert cfg.id2label == {0: "0", 1: "1"} and "classifier.weight" in sd and meta["task"] == res["task"]
+    out = predict_file(str(native), str(d / "dev.tsv"), vocab_path=env["vocab"], text_fields="text_a")
+    gold = [l.split("\t")[0] for l in (d / "dev.tsv").read_text(encoding="utf-8").splitlines()[1:]]
+    assert np.mean([p == g for p, g in zip(out["labels"], gold)]) == pytest.approx(res["best_dev_acc"])
