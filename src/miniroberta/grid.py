@@ -21,7 +21,6 @@ import json
 import math
 import os
 import statistics
-import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
