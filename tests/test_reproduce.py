@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from miniroberta.reproduce import Runner, best_scores, read_loss_curve
+from miniroberta.reproduce import Runner, best_scores, read_loss_curve, retire
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
@@ -65,6 +65,16 @@ def test_runner_skips_resumes_and_redoes(tmp_path):
     assert calls[-1] == (True, False)
     actions = [(e["step"], e["action"]) for e in _events(tmp_path)]
     assert actions.count(("s", "skip")) == 2 and ("t", "failed") in actions and ("t", "resume") in actions
+
+
+def test_retire_keeps_previous_outputs(tmp_path):
+    d = tmp_path / "stage1"
+    d.mkdir()
+    (d / "model.safetensors-100").write_text("w")
+    kept = retire(str(d))
+    assert not d.exists() and Path(kept, "model.safetensors-100").read_text() == "w"
+    d.mkdir()
+    assert retire(str(d)) != kept and retire(str(tmp_path / "missing")) is None
 
 
 def test_loss_curve_keeps_last_report_per_step(tmp_path):

@@ -266,15 +266,24 @@ class Paths:
         return os.path.join(self.out, "report")
 
 
-def _rmtree(path: str) -> None:
-    import shutil
-    if os.path.isdir(path):
-        shutil.rmtree(path)
-    elif os.path.exists(path):
-        os.unlink(path)
+def retire(path: str) -> str | None:
+    """Move the outputs of a step whose settings changed out of the way (``<path>.old-<time>``) rather
+    than delete them: a pretraining stage or a grid can be days of work."""
+    if not os.path.exists(path):
+        return None
+    dest = f"{path}.old-{time.strftime('%Y%m%d-%H%M%S')}"
+    n = 1
+    while os.path.exists(dest):
+        dest = f"{path}.old-{time.strftime('%Y%m%d-%H%M%S')}-{n}"
+        n += 1
+    os.replace(path, dest)
+    log(f"settings or inputs changed: kept the previous outputs as {dest}")
+    return dest
 
 
 class Study:
+    """The study of one recipe under one output directory; ``run()`` does every step in order."""
+
     def __init__(self, recipe: dict[str, Any], out: str, progress: bool = True) -> None:
         self.recipe = recipe
         self.paths = Paths(os.path.abspath(out))
@@ -346,7 +355,7 @@ class Study:
         def fn(resume: bool, fresh: bool) -> dict[str, Any]:
             pt = _need("pretrain", "MLM pretraining")
             if fresh and self.rank == 0:
-                _rmtree(stage_dir)
+                retire(stage_dir)
             os.makedirs(stage_dir, exist_ok=True)
             procs, accum = data_parallel_plan(s["world_size"], self.world_size, f"{stage}.world_size")
             cfg = make_dataclass(pt.PretrainConfig, dict(
@@ -428,7 +437,7 @@ class Study:
         def fn(resume: bool, fresh: bool) -> dict[str, Any]:
             gr = _need("grid", "the fine-tuning grid")
             if fresh:
-                _rmtree(out)
+                retire(out)
             res = gr.run_grid(export["path"], g["tasks"], self.data_dir, out, epochs_list=tuple(g["epochs"]),
                               batch_list=tuple(g["batch_size"]), lr_list=tuple(g["learning_rate"]),
                               seeds=tuple(g["seeds"]), vocab_path=self.vocab, seq_length=g["seq_length"],
