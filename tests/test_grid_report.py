@@ -163,3 +163,23 @@ def test_report_last_epoch_metric_and_cli_formats(tmp_path, capsys):
     assert len(js["rows"]) == 1 + len(REFERENCE_SCORES)
     with pytest.raises(ValueError, match="names"):
         build_report([str(a)], model_names=["x", "y"])
+
+
+def test_a_diverged_cell_is_recorded_and_left_out(grid_env, monkeypatch):
+    import miniroberta.finetune as ft
+    real = ft.run_finetune
+
+    def fake(cfg):
+        if cfg.learning_rate > 2e-3:
+            raise RuntimeError("loss became nan at epoch 1 step 2; lower --learning_rate")
+        return real(cfg)
+
+    monkeypatch.setattr(ft, "run_finetune", fake)
+    out = grid_env["root"] / "g4"
+    s = _grid(grid_env, out, seeds=(1,))
+    assert s["cells_run"] == 2
+    assert [f["setting"] for f in s["failed_cells"]] == ["e1_b16_lr0.003"]
+    assert [r["setting"] for r in s["tasks"]["chnsenticorp"]["settings"]] == ["e1_b16_lr0.001"]
+    bad = json.loads(Path(cell_path(str(out), Cell("chnsenticorp", 1, 16, 3e-3, 1))).read_text())
+    assert "loss became nan" in bad["failed"]
+    assert _grid(grid_env, out, seeds=(1,))["cells_run"] == 0       # a failed cell is finished too

@@ -104,7 +104,17 @@ def _run_cell(job: dict[str, Any]) -> dict[str, Any]:
     from .finetune import FinetuneConfig, run_finetune
     cfg = FinetuneConfig(**{**job["finetune"], "device": job["finetune"].get("device") or _WORKER.get("device")})
     t0 = time.time()
-    res = run_finetune(cfg)
+    try:
+        res = run_finetune(cfg)
+    except RuntimeError as e:
+        if "loss became" not in str(e):
+            raise
+        # diverged (e.g. lr 3e-4 on a large model): a finished, failed cell, left out of the summary
+        cell = dict(job["cell"], setting=job["setting"], failed=str(e), fingerprint=job["fingerprint"],
+                    seq_length=cfg.seq_length, cell_wall_time_s=time.time() - t0,
+                    finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        atomic_write_json(job["path"], cell)
+        return cell
     cell = dict(job["cell"], setting=job["setting"], finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 **{k: res[k] for k in _CELL_KEYS if k in res}, epoch_metrics=res["epochs"], model=res["model"],
                 fingerprint=job["fingerprint"],
@@ -192,6 +202,10 @@ def run_grid(pretrained_model_path: str | None, tasks: Sequence[str] | str, data
         done += 1
         el = time.time() - t_run
         eta = el / done * (len(pending) - done)
+        if cell.get("failed"):
+            say(f"[{done}/{len(pending)}] {cell['task']} {cell['setting']} seed {cell['seed']}: FAILED "
+                f"({cell['failed']}); left out of the summary; ETA {format_duration(eta)}")
+            return
         say(f"[{done}/{len(pending)}] {cell['task']} {cell['setting']} seed {cell['seed']}: best-epoch dev acc "
             f"{cell['best_dev_acc']:.4f} (epoch {cell['best_epoch']}), last {cell['last_dev_acc']:.4f}, "
             f"{format_duration(cell['cell_wall_time_s'])}; ETA {format_duration(eta)}")
@@ -221,10 +235,15 @@ def run_grid(pretrained_model_path: str | None, tasks: Sequence[str] | str, data
                 if devices:
                     job["finetune"]["device"] = None  # the worker's own GPU
                 remaining.add(ex.submit(_run_cell, job))
-            while remaining:
-                finished, remaining = wait(remaining, return_when=FIRST_COMPLETED)
-                for f in finished:
-                    report(f.result())
+            try:
+                while remaining:
+                    finished, remaining = wait(remaining, return_when=FIRST_COMPLETED)
+                    for f in finished:
+                        report(f.result())
+            except BaseException:
+                for f in remaining:  # finished cells are on disk; a re-run resumes from them
+                    f.cancel()
+                raise
     summary = summarize(out_dir, task_list, epochs_list, batch_list, lr_list, seeds)
     summary.update(cells_total=len(cells), cells_run=len(pending), cells_skipped=skipped,
                    wall_time_s=time.time() - t0)
@@ -251,6 +270,7 @@ def summarize(out_dir: str, tasks: Sequence[str] | None = None, epochs_list: Seq
     by_task: dict[str, dict[str, list[dict[str, Any]]]] = {}
     model: dict[str, Any] | None = None
     fingerprint = None
+    failed: list[dict[str, Any]] = []
     for f in sorted(root.glob("*/*.json")) if root.is_dir() else []:
         with open(f, encoding="utf-8") as fh:
             c = json.load(fh)
@@ -258,6 +278,9 @@ def summarize(out_dir: str, tasks: Sequence[str] | None = None, epochs_list: Seq
             continue
         if epochs_list is not None and (c["epochs"] not in epochs_list or c["batch"] not in batch_list
                                         or not any(math.isclose(c["lr"], x) for x in lr_list) or c["seed"] not in seeds):
+            continue
+        if c.get("failed"):
+            failed.append(dict(task=c["task"], setting=c["setting"], seed=c["seed"], reason=c["failed"]))
             continue
         by_task.setdefault(c["task"], {}).setdefault(c["setting"], []).append(c)
         model = model or c.get("model")
@@ -287,7 +310,7 @@ def summarize(out_dir: str, tasks: Sequence[str] | None = None, epochs_list: Seq
                             subsampled=bool(any_c.get("subsampled")), labels=any_c.get("labels"),
                             seq_length=any_c.get("seq_length"))
     return dict(kind="miniroberta-grid", out_dir=os.path.abspath(out_dir), model=model, fingerprint=fingerprint,
-                tasks=out_tasks, selection="best-epoch dev accuracy, mean over seeds")
+                tasks=out_tasks, failed_cells=failed, selection="best-epoch dev accuracy, mean over seeds")
 
 
 # --------------------------------------------------------------------------------- CLI
