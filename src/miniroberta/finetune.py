@@ -85,6 +85,7 @@ class FinetuneConfig:
     export_hf: str | None = None                 # extra HF directory
     save_model: bool = True                      # write output_dir/model
     run_test: bool = True                        # score / predict the test file with the best epoch
+    amp: bool = False                            # bf16 autocast (for GPUs; weights and optimizer stay fp32)
 
     def __post_init__(self) -> None:
         if isinstance(self.text_fields, str):
@@ -203,7 +204,7 @@ def _to(device: torch.device, *arrays: np.ndarray) -> list[torch.Tensor]:
 
 @torch.no_grad()
 def predict_logits(model: BertForSequenceClassification, enc: T.Encoded, batch_size: int,
-                   device: torch.device, pad_id: int = 0) -> np.ndarray:
+                   device: torch.device, pad_id: int = 0, amp: bool = False) -> np.ndarray:
     """Logits (N, num_labels) in the original order; batches are length-sorted for speed."""
     model.eval()
     order = np.argsort(enc.lengths(), kind="stable")
@@ -211,7 +212,8 @@ def predict_logits(model: BertForSequenceClassification, enc: T.Encoded, batch_s
     for s in range(0, len(order), batch_size):
         idx = order[s:s + batch_size]
         ids, types, mask = _to(device, *enc.batch(idx, pad_id))
-        logits = model(ids, attention_mask=mask, token_type_ids=types).logits
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = model(ids, attention_mask=mask, token_type_ids=types).logits
         out[idx] = logits.float().cpu().numpy()
     return out
 
@@ -327,7 +329,8 @@ def _run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
             idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
             ids, types, mask = _to(device, *enc_train.batch(idx, tok.pad_id))
             gold = torch.from_numpy(y_train[idx]).to(device)
-            out = model(ids, attention_mask=mask, token_type_ids=types, labels=gold)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp):
+                out = model(ids, attention_mask=mask, token_type_ids=types, labels=gold)
             opt.zero_grad(set_to_none=True)
             out.loss.backward()
             opt.step()
@@ -351,7 +354,7 @@ def _run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         ep_time = time.time() - t_ep
         train_time += ep_time
         t_ev = time.time()
-        logits = predict_logits(model, enc_dev, eval_bs, device, tok.pad_id)
+        logits = predict_logits(model, enc_dev, eval_bs, device, tok.pad_id, cfg.amp)
         pred = logits.argmax(1)
         m = classification_metrics(y_dev, pred, len(labels))
         rec = dict(kind="epoch", epoch=epoch, step=step, train_loss=loss_sum / max(loss_n, 1),
@@ -468,6 +471,7 @@ def add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max_dev_examples", type=int, default=None, help="deterministic dev subsample (smoke runs)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ...; unset: cuda if available")
     p.add_argument("--layer_norm_type", choices=("hf", "uer"), default=None)
+    p.add_argument("--amp", action="store_true", help="bf16 autocast (GPU); weights and optimizer stay fp32")
     p.add_argument("--vocab_path", default=None,
                    help="default: vocab.txt beside the model, else ../shared/data/vocab/google_zh_vocab.txt")
     p.add_argument("--config_path", default=None, help="preset/config JSON (random init or UER checkpoints)")
@@ -514,6 +518,8 @@ def run(args: argparse.Namespace) -> int:
     res = run_finetune(cfg)
     summary = {k: res[k] for k in ("task", "best_epoch", "best_dev_acc", "last_dev_acc", "macro_f1", "wall_time_s")}
     summary["paths"] = res["paths"]
+    if "test" in res:
+        summary["test"] = {k: v for k, v in res["test"].items() if k != "path"}
     print(json.dumps(summary, indent=2, ensure_ascii=False))
     return 0
 

@@ -332,6 +332,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max_dev_examples", type=int, default=None)
     p.add_argument("--device", default=None)
     p.add_argument("--cache_dir", default=None)
+    p.add_argument("--amp", action="store_true", help="bf16 autocast in every cell (GPU)")
     p.add_argument("--no_progress", action="store_true")
 
 
@@ -344,7 +345,7 @@ def run(args: argparse.Namespace) -> int:
         seeds=_parse_list(args.seeds, int, (7,)), vocab_path=args.vocab_path, seq_length=args.seq_length,
         jobs=args.jobs, max_train_examples=args.max_train_examples, max_dev_examples=args.max_dev_examples,
         device=args.device, progress=not args.no_progress, config_path=args.config_path, cache_dir=args.cache_dir,
-        threads=args.threads)
+        threads=args.threads, finetune_overrides={"amp": True} if args.amp else None)
     best = {t: dict(setting=s["best"]["setting"], best_dev_acc=s["best"]["best_dev_acc_mean"],
                     last_dev_acc=s["best"]["last_dev_acc_mean"]) for t, s in summary["tasks"].items()}
     print(json.dumps(dict(out=os.path.abspath(args.out), best=best, cells_run=summary["cells_run"],
