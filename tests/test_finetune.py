@@ -253,3 +253,29 @@ def test_output_model_path_native_checkpoint_and_skip_bad_rows(env, tmp_path):
     out = predict_file(str(native), str(d / "dev.tsv"), vocab_path=env["vocab"], text_fields="text_a")
     gold = [l.split("\t")[0] for l in (d / "dev.tsv").read_text(encoding="utf-8").splitlines()[1:]]
     assert np.mean([p == g for p, g in zip(out["labels"], gold)]) == pytest.approx(res["best_dev_acc"])
+
+
+def test_pretrained_weights_from_hf_dir_and_uer_checkpoint(env, tmp_path):
+    from miniroberta.checkpoint import load_weights
+    from miniroberta.export import write_hf_dir
+    from miniroberta.finetune import build_classifier
+    from miniroberta.uer import hf_to_uer
+    cfg, sd, _ = load_weights(env["model"])
+    hf_dir = tmp_path / "hf_mlm"
+    write_hf_dir(sd, cfg, env["vocab"], str(hf_dir))
+    uer_bin = tmp_path / "uer_model.bin-100"
+    torch.save(hf_to_uer(sd), uer_bin)
+    emb = sd["bert.embeddings.word_embeddings.weight"]
+    for src in (str(hf_dir), str(uer_bin)):
+        model, info = build_classifier(FinetuneConfig(pretrained_model_path=src, seed=1), {0: "neg", 1: "pos"})
+        assert torch.equal(model.bert.embeddings.word_embeddings.weight.detach(), emb), src
+        assert torch.equal(model.bert.encoder.layer[1].output.dense.weight.detach(),
+                           sd["bert.encoder.layer.1.output.dense.weight"]), src
+        assert model.classifier.weight.shape == (2, cfg.hidden_size) and not info["pooler_from_checkpoint"]
+    # the vocab defaults to the one beside the model
+    d = D.write_single(tmp_path / "t", n_train=32, n_dev=16)
+    res = run_finetune(FinetuneConfig(pretrained_model_path=str(hf_dir), train_path=str(d / "train.tsv"),
+                                      dev_path=str(d / "dev.tsv"), cache_dir=env["cache"], save_model=False,
+                                      **{**FAST, "epochs_num": 1}))
+    assert res["vocab_path"] == str(hf_dir / "vocab.txt")
+    assert res["model"]["pretrained_model_path"] == str(hf_dir)
