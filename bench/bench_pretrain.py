@@ -91,7 +91,7 @@ def run_baseline(cfg: PretrainConfig, steps: int, warm: int) -> dict:
         if j >= warm:
             real += b.real_tokens
     dt = time.perf_counter() - t0
-    return {"real_tokens_per_s": real / dt, "seconds": dt, "steps": steps, "final_loss": float(out.loss)}
+    return {"real_tokens_per_s": real / dt, "seconds": dt, "steps": steps, "final_loss": float(out.loss.detach())}
 
 
 def run_ours(cfg: PretrainConfig, steps: int, warm: int, bf16: bool, tmp: str, compile: bool = False) -> dict:
@@ -112,7 +112,8 @@ def main() -> int:
     ap.add_argument("--batch_size", type=int, default=16)
     ap.add_argument("--steps", type=int, default=None, help="timed steps per run (default: 12 tiny, 4 others)")
     ap.add_argument("--warm", type=int, default=2, help="untimed warm-up steps")
-    ap.add_argument("--bf16_steps", type=int, default=2, help="timed steps for bf16 runs")
+    ap.add_argument("--bf16_steps", type=int, default=1, help="timed steps for bf16 runs (after 1 warm-up)")
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved baseline/ours rounds (medians reported)")
     ap.add_argument("--skip_bf16", action="store_true")
     ap.add_argument("--compile", action="store_true", help="also time ours fp32 with --compile")
     ap.add_argument("--max_bytes", type=int, default=600_000)
@@ -138,26 +139,38 @@ def main() -> int:
                                  init="hf")
             mc = load_config(size, vocab_size=21128)
             fpt = flops_per_token(mc, 128, 0.15)
-            row: dict = {}
-            print(f"[{size}] baseline ...", flush=True)
-            row["baseline"] = run_baseline(cfg, steps, args.warm)
-            print(f"[{size}] ours fp32 ...", flush=True)
-            row["ours_fp32"] = run_ours(cfg, steps, args.warm, False, tmp)
-            if args.compile:
-                print(f"[{size}] ours fp32 + compile ...", flush=True)
-                row["ours_fp32_compile"] = run_ours(cfg, steps, args.warm, False, tmp, compile=True)
+            runs: dict = {"baseline": [], "ours_fp32": []}
+            for rep in range(args.repeats):  # interleaved, so machine load hits both alike
+                print(f"[{size}] round {rep + 1}/{args.repeats}: baseline ...", flush=True)
+                runs["baseline"].append(run_baseline(cfg, steps, args.warm))
+                print(f"[{size}] round {rep + 1}/{args.repeats}: ours fp32 ...", flush=True)
+                runs["ours_fp32"].append(run_ours(cfg, steps, args.warm, False, tmp))
+                if args.compile:
+                    runs.setdefault("ours_fp32_compile", []).append(run_ours(cfg, steps, args.warm, False, tmp, True))
+                peaks["fp32"] = max(peaks["fp32"], measure_matmul_peak(dev, torch.float32, 0.5))
             if not args.skip_bf16:
                 print(f"[{size}] ours bf16 ...", flush=True)
-                row["ours_bf16"] = run_ours(cfg, args.bf16_steps, 1, True, tmp)
+                runs["ours_bf16"] = [run_ours(cfg, args.bf16_steps, 1, True, tmp)]
+            row: dict = {}
+            for k, rs in runs.items():
+                tps = [r["real_tokens_per_s"] for r in rs]
+                row[k] = {"real_tokens_per_s": statistics.median(tps), "runs": rs}
             base = row["baseline"]["real_tokens_per_s"]
+            row["ratio_per_round"] = [o["real_tokens_per_s"] / b["real_tokens_per_s"]
+                                      for o, b in zip(runs["ours_fp32"], runs["baseline"])]
             for k, r in row.items():
+                if not isinstance(r, dict):
+                    continue
                 r["ratio_vs_baseline"] = r["real_tokens_per_s"] / base
-                peak = peaks["bf16" if k.endswith("bf16") else "fp32"]
+                # bf16 MFU against the bf16 peak, unless this hardware does bf16 slower than fp32
+                peak = max(peaks["bf16"], peaks["fp32"]) if k.endswith("bf16") else peaks["fp32"]
                 r["mfu"] = fpt * r["real_tokens_per_s"] / peak
                 print(f"[{size}] {k:<18} {r['real_tokens_per_s']:>9.0f} real tok/s  x{r['ratio_vs_baseline']:.2f}  "
                       f"MFU {100 * r['mfu']:.1f}%", flush=True)
+            print(f"[{size}] ours fp32 / baseline per round: {[round(x, 2) for x in row['ratio_per_round']]}", flush=True)
             results["sizes"][size] = {"flops_per_token": fpt, **row}
     results["machine"]["load_avg_end"] = os.getloadavg()
+    results["matmul_peak_flops"] = peaks
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w", encoding="utf-8") as f:
         json.dump(results, f, indent=2)

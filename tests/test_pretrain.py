@@ -313,3 +313,21 @@ def test_unpadded_forward_equals_the_model_forward():
                              list(model.parameters()))
     for a, c in zip(g1, g2):
         torch.testing.assert_close(c, a, atol=1e-4, rtol=1e-4)
+
+
+def test_time_budget_stops_cleanly_with_a_checkpoint(data, tmp_path):
+    res = train(cfg_for(data, tmp_path / "m.bin", total_steps=50), opts(time_budget_s=1e-6))
+    assert res["stopped"] == "time_budget" and res["steps"] == 1
+    assert res["last_checkpoint"].endswith("m.bin-1") and os.path.isfile(res["last_checkpoint"])
+
+
+def test_whole_word_dataset_trains_and_missing_boundaries_are_refused(data, tmp_path):
+    vocab = data["vocab"]
+    inst = [[4] + list(range(7, 7 + n)) + [5] for n in (5, 9, 12, 20)] * 4
+    ws = [[1] + [int(i % 3 == 0) for i in range(len(x) - 2)] + [1] for x in inst]
+    m = dict(vocab_sha256=sha256_file(vocab), vocab_size=127, seq_length=32)
+    wwm = write_dataset(str(tmp_path / "wwm_dataset"), inst, m, word_starts=ws)
+    res = train(cfg_for(data, tmp_path / "w" / "m.bin", dataset_path=wwm, total_steps=2), opts())
+    assert res["steps"] == 2 and res["final_loss"] > 0
+    with pytest.raises(ValueError, match="word boundaries"):
+        train(cfg_for(data, tmp_path / "x" / "m.bin", whole_word_masking=True), opts())

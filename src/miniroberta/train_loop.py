@@ -394,11 +394,12 @@ def run_worker(cfg: PretrainConfig, opts: RunOptions, rank: int, world_size: int
 
     amp = torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=cfg.bf16)
     peak = measure_matmul_peak(dev, torch.bfloat16 if cfg.bf16 else torch.float32) if is0 else 0.0
-    if is0 and cfg.bf16 and dev.type == "cpu":
+    if is0 and cfg.bf16:
         fp32_peak = measure_matmul_peak(dev, torch.float32, 0.2)
         if peak < fp32_peak:
-            log(f"warning: --bf16 on this CPU is slower than fp32 (bf16 matmul {peak / 1e9:.2f} GFLOP/s vs fp32 "
-                f"{fp32_peak / 1e9:.1f}): it has no native bf16 instructions (AVX512-BF16/AMX); drop --bf16 here")
+            log(f"warning: --bf16 on this {dev.type.upper()} is slower than fp32 (bf16 matmul {peak / 1e9:.2f} GFLOP/s "
+                f"vs fp32 {fp32_peak / 1e9:.1f}): no native bf16 instructions (e.g. AVX512-BF16/AMX); drop --bf16 here")
+            peak = fp32_peak  # MFU against the best the hardware does, not an emulated bf16 peak
     fpt = flops_per_token(mc, ds.seq_length, cfg.mask_rate)
     A, B, W = cfg.accumulation_steps, cfg.batch_size, world_size
     src = BatchSource(ds, Stream(len(ds), cfg.seed), special, mcfg, B, W, rank, start_step * A,
@@ -616,7 +617,7 @@ def run_worker(cfg: PretrainConfig, opts: RunOptions, rank: int, world_size: int
                                 if k in rec:
                                     tb.add_scalar(f"pretrain/{k}", rec[k], step)
 
-                if want_stop:
+                if want_stop and step < cfg.total_steps:
                     stopped = {1.0: "signal", 2.0: "stop_after_steps", 3.0: "time_budget"}[want_stop]
                     if eval_ds is not None and stopped == "time_budget" and (last_eval or {}).get("step") != step:
                         last_eval = evaluate(raw_model, eval_ds, special, eval_mcfg, B, dev, amp,
