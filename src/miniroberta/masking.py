@@ -146,6 +146,7 @@ class Batch:
     epochs: np.ndarray
     real_index: np.ndarray | None = None         # (N,) flat indices of real tokens (only with padding)
     masked_real_index: np.ndarray | None = None  # (M,) position of each masked token within real_index
+    pinned: dict | None = None                   # pinned CPU tensors, prepared off the critical path for GPUs
 
     @property
     def num_masked(self) -> int:

@@ -145,10 +145,12 @@ class BatchSource:
     """Micro-batches for one rank from micro-batch ``j0`` on, prepared ahead in threads."""
 
     def __init__(self, ds: MlmDataset, stream: Stream, special: SpecialIds, mcfg: MaskingConfig,
-                 batch_size: int, world: int, rank: int, j0: int, workers: int, pad_multiple: int) -> None:
+                 batch_size: int, world: int, rank: int, j0: int, workers: int, pad_multiple: int,
+                 pin: bool = False) -> None:
         self.ds, self.stream, self.special, self.mcfg = ds, stream, special, mcfg
         self.B, self.W, self.rank, self.j = batch_size, world, rank, j0
         self.pad_multiple = pad_multiple
+        self.pin = pin  # also prepare pinned CPU tensors (for non-blocking copies to a GPU)
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="batches") if workers > 0 else None
         self.ahead: deque = deque()
         self.depth = max(2, 2 * workers)
@@ -157,7 +159,10 @@ class BatchSource:
         idx, ep = self.stream.items((j * self.W + self.rank) * self.B, self.B)
         inst = [self.ds[int(i)] for i in idx]
         ws = [self.ds.word_start_flags(int(i)) for i in idx] if self.mcfg.whole_word else None
-        return collate(inst, idx, ep, self.special, self.mcfg, ws, self.pad_multiple)
+        b = collate(inst, idx, ep, self.special, self.mcfg, ws, self.pad_multiple)
+        if self.pin:
+            b.pinned = b.to_torch(None, pin=True)
+        return b
 
     def next(self) -> Batch:
         if self.pool is None:
@@ -403,7 +408,7 @@ def run_worker(cfg: PretrainConfig, opts: RunOptions, rank: int, world_size: int
     fpt = flops_per_token(mc, ds.seq_length, cfg.mask_rate)
     A, B, W = cfg.accumulation_steps, cfg.batch_size, world_size
     src = BatchSource(ds, Stream(len(ds), cfg.seed), special, mcfg, B, W, rank, start_step * A,
-                      opts.num_workers, opts.pad_to_multiple_of)
+                      opts.num_workers, opts.pad_to_multiple_of, pin=dev.type == "cuda")
 
     eval_ds = eval_mcfg = None
     if opts.eval_dataset_path and is0:
@@ -524,15 +529,20 @@ def run_worker(cfg: PretrainConfig, opts: RunOptions, rank: int, world_size: int
             while step < cfg.total_steps:
                 micro = [src.next() for _ in range(A)]
                 n_masked = sum(b.num_masked for b in micro)
-                count = torch.tensor([float(n_masked)], device=dev)
-                if distributed:
-                    dist.all_reduce(count)  # async on GPU: no host sync
-                scale = W / count.clamp(min=1.0)
+                if distributed:  # global masked-token count; a non-blocking copy + async all-reduce on GPU
+                    count = torch.tensor([float(n_masked)], pin_memory=dev.type == "cuda").to(dev, non_blocking=True)
+                    dist.all_reduce(count)
+                    scale = W / count.clamp(min=1.0)
+                else:
+                    scale = 1.0 / max(1, n_masked)
                 f = lr_factor(step, cfg.total_steps, cfg.warmup)
                 for g in optimizer.param_groups:
                     g["lr"] = cfg.learning_rate * f
                 for m, b in enumerate(micro):
-                    t = b.to_torch(dev, pin=dev.type == "cuda")
+                    if b.pinned is not None:
+                        t = {k: (v.to(dev, non_blocking=True) if v is not None else None) for k, v in b.pinned.items()}
+                    else:
+                        t = b.to_torch(dev)
                     sync_ctx = model.no_sync() if distributed and m < A - 1 else contextlib.nullcontext()
                     with sync_ctx:
                         with amp:
