@@ -866,7 +866,9 @@ def estimate_plan(recipe: dict[str, Any], out: str, calibration_steps: int = 3,
         c = time_preprocess(files, vocab, seq, sample_bytes=min(200_000, slice_bytes), keep_dir=work.name)
         calib_ds[seq] = c["path"]
         rows.append({"step": f"preprocess-seq{seq}", "what": f"{slice_bytes / 1e6:.1f} MB of {len(files)} file(s)",
-                     "estimate_s": slice_bytes / c["bytes_per_s"] / max(1, recipe["preprocess"]["processes_num"]) ** 0.8,
+                     # workers scale sub-linearly and never past the cores there are
+                     "estimate_s": slice_bytes / c["bytes_per_s"]
+                     / max(1, min(recipe["preprocess"]["processes_num"], os.cpu_count() or 1)) ** 0.8,
                      "calibration": f"{c['bytes_per_s'] / 1e6:.2f} MB/s ({c['how']})", "state": cached(f"preprocess-seq{seq}")})
     ft_calib: dict[str, dict[str, Any]] = {}
     g = recipe["grid"]
