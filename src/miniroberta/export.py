@@ -19,7 +19,7 @@ from safetensors.torch import save as st_save
 from .checkpoint import CheckpointError, load_weights, strip_tied
 from .config import ModelConfig
 from .tokenizer import read_vocab
-from .utils import atomic_dir, atomic_write, atomic_write_json, atomic_write_text, log, sha256_file
+from .utils import atomic_dir, atomic_write, atomic_write_json, atomic_write_text, find_shared_data, log, sha256_file
 
 SPECIAL_TOKENS_MAP = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
                       "mask_token": "[MASK]"}
@@ -82,8 +82,8 @@ _CLASSIFIER = ("classifier.weight", "classifier.bias")
 
 
 def shared_data_dir() -> Path:
-    """``../shared/data`` relative to the repository root (where the package is checked out)."""
-    return Path(__file__).resolve().parents[2].parent / "shared" / "data"
+    """The data folder (see ``utils.find_shared_data``), or ``../shared/data`` beside the checkout."""
+    return Path(find_shared_data() or Path(__file__).resolve().parents[2].parent / "shared" / "data")
 
 
 def default_vocab_candidates(input_path: str | os.PathLike | None) -> list[str]:

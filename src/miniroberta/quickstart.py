@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .utils import format_duration, log
+from .utils import find_shared_data, format_duration, log
 
 # the reference corpus first, then a second domain; a held-out file for evaluation
 TRAIN_FILES = ("cluecorpussmall_sampled.txt", "news_thucnews_sample.txt", "wiki_cmrc2018_contexts.txt")
@@ -28,19 +28,6 @@ SENTENCES = (
     "这家餐厅的菜非常好[MASK]。",
     "中国的人口超过十四亿，是世界上人口最多的国[MASK]之一。",
 )
-
-
-def find_shared_data() -> Path | None:
-    """``../shared/data`` beside the repository (or the current directory)."""
-    here = Path(__file__).resolve()
-    cands = [here.parents[2].parent / "shared" / "data", Path.cwd().parent / "shared" / "data",
-             Path.cwd() / "shared" / "data"]
-    if os.environ.get("MINIROBERTA_DATA"):
-        cands.insert(0, Path(os.environ["MINIROBERTA_DATA"]))
-    for c in cands:
-        if (c / "vocab").is_dir() or (c / "corpus").is_dir():
-            return c
-    return None
 
 
 def configure(p: argparse.ArgumentParser) -> None:

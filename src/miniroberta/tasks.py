@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .utils import atomic_write, sha256_bytes, sha256_file
+from .utils import atomic_write, find_shared_data, sha256_bytes, sha256_file
 
 CACHE_VERSION = "1"
 
@@ -62,16 +62,13 @@ TASK_NAMES = tuple(TASKS)
 
 
 def default_data_dir() -> str:
-    """``$MINIROBERTA_DATA_DIR``, else ``../shared/data/tasks`` beside the repository (or the CWD)."""
+    """``$MINIROBERTA_DATA_DIR`` (a tasks folder), else ``tasks/`` of ``utils.find_shared_data()``
+    (``$MINIROBERTA_DATA`` or ``../shared/data`` beside the repository)."""
     env = os.environ.get("MINIROBERTA_DATA_DIR")
     if env:
         return env
-    repo = Path(__file__).resolve().parents[2]
-    for cand in (repo.parent / "shared" / "data" / "tasks", Path.cwd().parent / "shared" / "data" / "tasks",
-                 Path.cwd() / "shared" / "data" / "tasks"):
-        if cand.is_dir():
-            return str(cand)
-    return str(repo.parent / "shared" / "data" / "tasks")
+    data = find_shared_data()
+    return str((data if data is not None else Path(__file__).resolve().parents[2].parent / "shared" / "data") / "tasks")
 
 
 def default_vocab_path() -> str:
