@@ -149,6 +149,18 @@ def test_multiclass_clue_json_with_gapped_codes_and_predict(env, tmp_path):
     assert all(set(r) == {"id", "label"} for r in recs)
 
 
+def test_labelled_test_file_is_scored_and_predicted(env):
+    d = D.write_single(env["root"] / "scored", n_train=64, n_dev=32)
+    out = env["root"] / "scored_out"
+    cfg = FinetuneConfig(pretrained_model_path=env["model"], vocab_path=env["vocab"], train_path=str(d / "train.tsv"),
+                         dev_path=str(d / "dev.tsv"), test_path=str(d / "dev.tsv"), output_dir=str(out),
+                         cache_dir=env["cache"], save_model=False, **{**FAST, "epochs_num": 1})
+    res = run_finetune(cfg)
+    # the test file here is the dev file: the best-epoch model must score it exactly as dev
+    assert res["test"]["acc"] == pytest.approx(res["best_dev_acc"])
+    assert res["test"]["predictions"].endswith("test_predictions.tsv")
+
+
 def test_deterministic_per_seed(env):
     d = D.write_single(env["root"] / "det", n_train=64, n_dev=32)
     kw = dict(pretrained_model_path=env["model"], vocab_path=env["vocab"], train_path=str(d / "train.tsv"),

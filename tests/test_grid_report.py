@@ -86,6 +86,21 @@ def test_grid_refuses_a_different_setup_in_the_same_dir(grid_env):
         _grid(grid_env, out, lr_list=(1e-3,), seeds=(1,), seq_length=24)
 
 
+def test_grid_refuses_finished_cells_when_the_task_data_changed(grid_env, tmp_path):
+    import shutil
+    data = tmp_path / "data"
+    shutil.copytree(grid_env["data"], data)
+    out = tmp_path / "g_data"
+    env = {**grid_env, "data": str(data)}
+    _grid(env, out, lr_list=(1e-3,), seeds=(1,))
+    assert _grid(env, out, lr_list=(1e-3,), seeds=(1,))["cells_skipped"] == 1
+    dev = data / "chnsenticorp" / "dev.tsv"
+    lines = dev.read_text(encoding="utf-8").splitlines(keepends=True)
+    dev.write_text("".join(lines[:-1]), encoding="utf-8")          # one dev row fewer
+    with pytest.raises(ValueError, match="chnsenticorp train/dev files"):
+        _grid(env, out, lr_list=(1e-3,), seeds=(1,))
+
+
 def test_grid_cli_with_parallel_jobs(grid_env, capsys):
     out = grid_env["root"] / "g3"
     rc = cli.main(["grid", "--pretrained_model_path", grid_env["model"], "--tasks", "chnsenticorp",

@@ -193,7 +193,7 @@ def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, eps: 
 def linear_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int):
     def factor(step: int) -> float:
         if step < warmup_steps:
-            return (step + 1) / max(1, warmup_steps)
+            return step / max(1, warmup_steps)   # the first update runs at lr 0, as UER-py and HF
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
@@ -443,13 +443,16 @@ def _run_test(model, tok, cfg: FinetuneConfig, files: T.TaskFiles, test_path: st
     enc = T.cached_encode(tok, data, cfg.seq_length, cfg.truncation, cfg.cache_dir,
                           dict(label=files.label_field, drop=list(files.drop_labels), skip=cfg.skip_bad_rows,
                                test=True))
-    logits = predict_logits(model, enc, eval_bs, device, tok.pad_id)
+    logits = predict_logits(model, enc, eval_bs, device, tok.pad_id, cfg.amp)
     pred = logits.argmax(1)
     res: dict[str, Any] = dict(path=os.path.abspath(test_path), n=len(data))
     if data.labels is not None:
         m = classification_metrics(labels.encode(data), pred, len(labels))
         res.update(acc=m["acc"], macro_f1=m["macro_f1"])
-    elif out_dir:
+    if data.skipped:
+        res["skipped_rows"] = data.skipped
+        log(f"{test_path}: {data.skipped} malformed row(s) skipped (--skip_bad_rows); they have no prediction")
+    if out_dir:
         ext = "json" if files.submission == "clue" else "tsv"
         p = os.path.join(out_dir, f"test_predictions.{ext}")
         write_predictions(p, data.ids, [labels.labels[i] for i in pred], files.submission)

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from . import tasks as T
-from .utils import atomic_write_json, format_duration, log, sha256_file
+from .utils import atomic_write_json, format_duration, log, sha256_bytes, sha256_file
 
 DEFAULT_EPOCHS = (3, 5, 8)
 DEFAULT_BATCHES = (32, 64)
@@ -149,16 +149,25 @@ def run_grid(pretrained_model_path: str | None, tasks: Sequence[str] | str, data
     ident = dict(model=fp, config_path=config_path, vocab_sha256=sha256_file(vocab), seq_length=seq_length,
                  max_train_examples=max_train_examples, max_dev_examples=max_dev_examples,
                  finetune_overrides=finetune_overrides or {})
+    # each task's train/dev files by content: finished cells are only reused for the same data
+    task_data = {}
+    for t in task_list:
+        tf = T.resolve_task(t, data_dir)
+        task_data[t] = sha256_bytes((sha256_file(tf.train_path) + sha256_file(tf.dev_path)).encode())
     os.makedirs(out_dir, exist_ok=True)
     manifest_path = os.path.join(out_dir, "grid.json")
+    old_data: dict[str, str] = {}
     if os.path.isfile(manifest_path):
         with open(manifest_path, encoding="utf-8") as f:
             old = json.load(f)
         diff = [k for k in ident if old.get("identity", {}).get(k) != json.loads(json.dumps(ident[k]))]
+        old_data = old.get("task_data", {})
+        diff += [f"{t} train/dev files" for t in task_list if t in old_data and old_data[t] != task_data[t]]
         if diff:
             raise ValueError(f"{out_dir} holds a grid for a different setup (differs in {diff}); "
                              f"use another --out, or delete {out_dir} to start over")
-    atomic_write_json(manifest_path, dict(identity=ident, data_dir=os.path.abspath(data_dir),
+    atomic_write_json(manifest_path, dict(identity=ident, task_data={**old_data, **task_data},
+                                          data_dir=os.path.abspath(data_dir),
                                           vocab_path=os.path.abspath(vocab),
                                           last_lists=dict(epochs=epochs_list, batch=batch_list, lr=lr_list,
                                                           seeds=seeds, tasks=task_list)))

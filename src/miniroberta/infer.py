@@ -166,11 +166,14 @@ def _load(args: argparse.Namespace, kind: str):
     return model.to(args.device), tok
 
 
-def _read_texts(path: str) -> list[str]:
+def _read_texts(path: str, keep_blank: bool = False) -> list[str]:
+    """One text per line. ``keep_blank``: blank lines stay (as empty texts) so that output row i is
+    input line i (embed); otherwise they are skipped (fill-mask, where a text needs a [MASK])."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"--input {path}: no such file")
     with open(path, encoding="utf-8") as f:
-        return [line.rstrip("\r\n") for line in f if line.strip()]
+        lines = [line.rstrip("\r\n") for line in f]
+    return lines if keep_blank else [t for t in lines if t.strip()]
 
 
 def configure_fill_mask(p: argparse.ArgumentParser) -> None:
@@ -210,7 +213,7 @@ def run_fill_mask(args: argparse.Namespace) -> int:
 
 def configure_embed(p: argparse.ArgumentParser) -> None:
     _model_options(p)
-    p.add_argument("--input", required=True, help="one text per line (blank lines skipped)")
+    p.add_argument("--input", required=True, help="one text per line; row i of the output is line i (a blank line embeds [CLS] [SEP])")
     p.add_argument("--output", required=True, help="features .npy file")
     p.add_argument("--pooling", choices=POOLINGS, default="cls",
                    help="cls: [CLS] vector (N,H); mean: mean over real tokens (N,H); sequence: (N,seq_length,H)")
@@ -218,7 +221,7 @@ def configure_embed(p: argparse.ArgumentParser) -> None:
 
 
 def run_embed(args: argparse.Namespace) -> int:
-    texts = _read_texts(args.input)
+    texts = _read_texts(args.input, keep_blank=True)
     if not texts:
         raise ValueError(f"--input {args.input}: no non-blank lines")
     model, tok = _load(args, "encoder")

@@ -37,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from typing import Any, Callable
 
 from . import __version__
@@ -403,7 +404,8 @@ class Study:
             conv = _need("convert", "HuggingFace export")
             conv.export_checkpoint(stage2["final_checkpoint"], out, vocab_path=self.vocab, type=e["type"],
                                    overwrite=True)
-            result: dict[str, Any] = {"path": out}
+            # a fresh id per write: the directory (and its README.md) was replaced, so the card step must run again
+            result: dict[str, Any] = {"path": out, "written_id": uuid.uuid4().hex}
             if e["parity_check"]:
                 result["parity"] = parity_check(stage2["final_checkpoint"], out, self.vocab, self.sample_texts(),
                                                 atol=e["parity_atol"])

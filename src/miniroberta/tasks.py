@@ -194,7 +194,8 @@ def read_examples(path: str, text_fields: Sequence[str] | None = None, label_fie
                   skip_bad_rows: bool = False, fmt: str | None = None) -> TaskData:
     """Read a UER-style TSV (header row; columns by name) or a JSON-lines file.
 
-    ``require_label=False`` reads unlabeled files (test sets): a missing label column is fine.
+    ``require_label=False`` reads test sets: labels are read when the file has them (TSV: a label
+    column; JSON lines: the first record has the label field), else ``labels`` is ``None``.
     Rows whose label is in ``drop_labels`` (ocnli ``-``) are dropped and counted in ``dropped``.
     """
     if not os.path.isfile(path):
@@ -211,7 +212,7 @@ def read_examples(path: str, text_fields: Sequence[str] | None = None, label_fie
     lines: list[int] = []
     skipped = dropped = 0
     bad: list[str] = []
-    has_label = require_label
+    has_label: bool | None = True if require_label else None   # None: decided by the file
     drop = set(drop_labels)
 
     def fail(lineno: int, msg: str) -> None:
@@ -241,6 +242,9 @@ def read_examples(path: str, text_fields: Sequence[str] | None = None, label_fie
                     raise TaskDataError(f"{path}:1: header {header} has no label column {label_field!r}; "
                                         f"pass --label_field naming it")
                 has_label = False
+            else:
+                has_label = True
+                labels = []
             idc = col.get(id_field) if id_field else None
             texts = [[] for _ in fields]
             tcols = [col[c] for c in fields]
@@ -302,6 +306,9 @@ def read_examples(path: str, text_fields: Sequence[str] | None = None, label_fie
                 if empty:
                     fail(lineno, f"empty text in field(s) {empty}")
                     continue
+                if has_label is None:
+                    has_label = obj.get(label_field) is not None
+                    labels = [] if has_label else None
                 if has_label:
                     if label_field not in obj or obj[label_field] is None:
                         fail(lineno, f"record has no label field {label_field!r} (has {sorted(obj)}); "
