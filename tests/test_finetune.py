@@ -22,13 +22,7 @@ FAST = dict(epochs_num=3, batch_size=16, learning_rate=2e-3, seq_length=32, drop
             progress=False, threads=1)  # tiny models: one thread avoids OpenMP stalls on the shared 2-core box
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core machine: one torch thread avoids OpenMP stalls (restored after)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

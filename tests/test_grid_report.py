@@ -20,12 +20,7 @@ from miniroberta.grid import cell_path, run_grid, Cell  # noqa: E402
 from miniroberta.report import REFERENCE_SCORES, TASK_COLUMNS, build_report  # noqa: E402
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

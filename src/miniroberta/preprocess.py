@@ -594,6 +594,17 @@ def _copy_stream(src, dst) -> int:
         n += len(b)
 
 
+def _concat_shards(tmp: str, results: list[TaskResult], key: str, out_path: str, dtype: np.dtype, n: int) -> None:
+    """Concatenate the workers' ``key`` shard files, in task order, into one ``.npy`` of ``n`` items."""
+    with open(out_path, "wb") as f:
+        _write_npy_header(f, dtype, n)
+        for r in results:
+            p = shard_paths(tmp, r.index)[key]
+            if os.path.exists(p):
+                _copy_file(p, f)
+                os.unlink(p)
+
+
 def _window_lengths(doc_lens: np.ndarray, S: int) -> np.ndarray:
     """Instance lengths of documents cut into consecutive windows of S tokens."""
     k = (doc_lens + S - 1) // S
@@ -609,21 +620,9 @@ def assemble(tmp: str, results: list[TaskResult], dtype: np.dtype, seq_length: i
     Returns (num_instances, num_tokens, continuation_windows)."""
     S = seq_length
     num_tokens = sum(r.tokens for r in results)
-    with open(os.path.join(tmp, "tokens.npy"), "wb") as f:
-        _write_npy_header(f, dtype, num_tokens)
-        for r in results:
-            p = shard_paths(tmp, r.index)["tokens"]
-            if os.path.exists(p):
-                _copy_file(p, f)
-                os.unlink(p)
+    _concat_shards(tmp, results, "tokens", os.path.join(tmp, "tokens.npy"), dtype, num_tokens)
     if whole_word_masking:
-        with open(os.path.join(tmp, "word_starts.npy"), "wb") as f:
-            _write_npy_header(f, np.uint8, num_tokens)
-            for r in results:
-                p = shard_paths(tmp, r.index)["ws"]
-                if os.path.exists(p):
-                    _copy_file(p, f)
-                    os.unlink(p)
+        _concat_shards(tmp, results, "ws", os.path.join(tmp, "word_starts.npy"), np.dtype(np.uint8), num_tokens)
     if full_sentences:
         num_instances = (num_tokens + S - 1) // S
         starts_aligned = 0                                 # documents that begin a window

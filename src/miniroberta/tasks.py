@@ -215,6 +215,23 @@ def read_examples(path: str, text_fields: Sequence[str] | None = None, label_fie
     has_label: bool | None = True if require_label else None   # None: decided by the file
     drop = set(drop_labels)
 
+    def accept(lineno: int, vals: list[str], lab: str | None, where: str, row_id: Any) -> None:
+        """Keep a parsed row (``lab`` None: unlabeled file); empty or dropped labels are handled here."""
+        nonlocal dropped
+        if lab is not None:
+            lab = lab.strip()
+            if not lab:
+                fail(lineno, f"empty label in {where} {label_field!r}")
+                return
+            if lab in drop:
+                dropped += 1
+                return
+            labels.append(lab)
+        for t, v in zip(texts, vals):
+            t.append(v)
+        ids.append(row_id)
+        lines.append(lineno)
+
     def fail(lineno: int, msg: str) -> None:
         nonlocal skipped
         where = f"{path}:{lineno}: {msg}"
@@ -263,19 +280,8 @@ def read_examples(path: str, text_fields: Sequence[str] | None = None, label_fie
                 if empty:
                     fail(lineno, f"empty text in column(s) {empty}")
                     continue
-                if lc is not None:
-                    lab = parts[lc].strip()
-                    if not lab:
-                        fail(lineno, f"empty label in column {label_field!r}")
-                        continue
-                    if lab in drop:
-                        dropped += 1
-                        continue
-                    labels.append(lab)
-                for t, v in zip(texts, vals):
-                    t.append(v)
-                ids.append(parts[idc] if idc is not None else len(ids))
-                lines.append(lineno)
+                accept(lineno, vals, parts[lc] if lc is not None else None, "column",
+                       parts[idc] if idc is not None else len(ids))
         else:
             for lineno, raw in enumerate(f, start=1):
                 if not raw.strip():
@@ -309,23 +315,12 @@ def read_examples(path: str, text_fields: Sequence[str] | None = None, label_fie
                 if has_label is None:
                     has_label = obj.get(label_field) is not None
                     labels = [] if has_label else None
-                if has_label:
-                    if label_field not in obj or obj[label_field] is None:
-                        fail(lineno, f"record has no label field {label_field!r} (has {sorted(obj)}); "
-                                     f"pass --label_field naming it")
-                        continue
-                    lab = str(obj[label_field]).strip()
-                    if not lab:
-                        fail(lineno, f"empty label in field {label_field!r}")
-                        continue
-                    if lab in drop:
-                        dropped += 1
-                        continue
-                    labels.append(lab)
-                for t, v in zip(texts, vals):
-                    t.append(v)
-                ids.append(obj.get(id_field, len(ids)) if id_field else len(ids))
-                lines.append(lineno)
+                if has_label and obj.get(label_field) is None:
+                    fail(lineno, f"record has no label field {label_field!r} (has {sorted(obj)}); "
+                                 f"pass --label_field naming it")
+                    continue
+                accept(lineno, vals, str(obj[label_field]) if has_label else None, "field",
+                       obj.get(id_field, len(ids)) if id_field else len(ids))
     if fields is None:
         raise TaskDataError(f"{path}: no records")
     if texts is None:
