@@ -22,12 +22,12 @@ from pathlib import Path
 
 import torch
 
-from miniroberta.checkpoint import load_model
-from miniroberta.config import preset
-from miniroberta.export import write_hf_dir
-from miniroberta.infer import fill_mask
-from miniroberta.model import build_mlm
-from miniroberta.tokenizer import BertTokenizer
+from miniroberta.interop.checkpoint import load_model
+from miniroberta.modeling.config import preset
+from miniroberta.interop.export import write_hf_dir
+from miniroberta.infer.pipelines import fill_mask
+from miniroberta.modeling.bert import build_mlm
+from miniroberta.modeling.tokenizer import BertTokenizer
 from miniroberta.utils import atomic_write_json
 
 ROOT = Path(__file__).resolve().parents[1]

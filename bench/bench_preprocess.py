@@ -115,7 +115,7 @@ def baseline(corpus: str, vocab: str, out: str, max_bytes: int) -> dict:
     """Pure-Python tokenizer (transformers' BertTokenizerLegacy), windows as the mlm processor."""
     from transformers import BertTokenizerLegacy
 
-    from miniroberta.preprocess import plan_tasks, resolve_corpus
+    from miniroberta.data.preprocess import plan_tasks, resolve_corpus
     files = resolve_corpus(corpus)
     _, used = plan_tasks(files, 1, max_bytes)
     t0 = time.perf_counter()

@@ -6,7 +6,7 @@ same order, same batch size, same masks; all measured in this run, interleaved p
 * baseline -- ``transformers.BertForMaskedLM`` with default settings (full-vocab head on
   every position, batches padded to seq_length, ``torch.optim.AdamW`` defaults), a plain
   forward/backward/step loop;
-* ours fp32 / ours bf16 -- ``miniroberta.pretrain.train`` (head on masked positions only,
+* ours fp32 / ours bf16 -- ``miniroberta.pretrain.launch.train`` (head on masked positions only,
   SDPA, padding trimmed to the batch's longest instance, fused AdamW, batches prepared in a
   background thread, no host syncs between report steps).
 
@@ -36,17 +36,17 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(ROOT / "src"))
 
-from miniroberta.config import load_config  # noqa: E402
-from miniroberta.dataset import MlmDataset  # noqa: E402
-from miniroberta.masking import SpecialIds  # noqa: E402
-from miniroberta.model import flops_per_token  # noqa: E402
-from miniroberta.pretrain import PretrainConfig, RunOptions, train  # noqa: E402
-from miniroberta.tokenizer import read_vocab  # noqa: E402
-from miniroberta.train_loop import BatchSource, Stream, masking_config, measure_matmul_peak  # noqa: E402
+from miniroberta.modeling.config import load_config  # noqa: E402
+from miniroberta.data.dataset import MlmDataset  # noqa: E402
+from miniroberta.data.masking import SpecialIds  # noqa: E402
+from miniroberta.modeling.bert import flops_per_token  # noqa: E402
+from miniroberta.pretrain.launch import PretrainConfig, RunOptions, train  # noqa: E402
+from miniroberta.modeling.tokenizer import read_vocab  # noqa: E402
+from miniroberta.pretrain.trainer import BatchSource, Stream, masking_config, measure_matmul_peak  # noqa: E402
 
 
 def build_data(tmp: str, vocab: str, max_bytes: int) -> str:
-    from miniroberta.preprocess import build_dataset
+    from miniroberta.data.preprocess import build_dataset
     path = os.path.join(tmp, "bench_seq128_dataset")
     build_dataset(str(DATA / "corpus" / "cluecorpussmall_sampled.txt"), vocab, path, seq_length=128,
                   max_bytes=max_bytes, overwrite=True, progress=False)

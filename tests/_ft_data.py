@@ -94,9 +94,9 @@ def write_multi(d: Path, n_train: int = 320, n_dev: int = 64) -> Path:
 
 def tiny_model(path: Path, vocab_size: int, seed: int = 0, hidden: int = 64, layers: int = 2) -> Path:
     """A randomly initialised native checkpoint (MLM model, as pretraining writes it)."""
-    from miniroberta.checkpoint import save_native
-    from miniroberta.config import ModelConfig
-    from miniroberta.model import build_mlm
+    from miniroberta.interop.checkpoint import save_native
+    from miniroberta.modeling.config import ModelConfig
+    from miniroberta.modeling.bert import build_mlm
     cfg = ModelConfig(vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
                       intermediate_size=4 * hidden, max_position_embeddings=128)
     m = build_mlm(cfg, seed=seed)

@@ -5,10 +5,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from miniroberta.config import (ALIASES, ConfigError, ModelConfig, from_uer_dict, load_config, preset, preset_names,
+from miniroberta.modeling.config import (ALIASES, ConfigError, ModelConfig, from_uer_dict, load_config, preset, preset_names,
                                 replace)
-from miniroberta.export import write_hf_dir
-from miniroberta.model import (BertForMaskedLM, BertForSequenceClassification, BertModel, LayerNorm, build_mlm,
+from miniroberta.interop.export import write_hf_dir
+from miniroberta.modeling.bert import (BertForMaskedLM, BertForSequenceClassification, BertModel, LayerNorm, build_mlm,
                                init_weights)
 
 transformers = pytest.importorskip("transformers")
@@ -232,8 +232,8 @@ def test_init_styles():
 
 
 def test_hf_init_zeroes_pad_row_even_with_tied_decoder():
-    from miniroberta.config import preset
-    from miniroberta.model import build_mlm
+    from miniroberta.modeling.config import preset
+    from miniroberta.modeling.bert import build_mlm
     m = build_mlm(preset("tiny", vocab_size=300), seed=0)
     w = m.bert.embeddings.word_embeddings.weight.detach()
     assert m.cls.predictions.decoder.weight is m.bert.embeddings.word_embeddings.weight

@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from miniroberta import cli
-from miniroberta.checkpoint import CheckpointError, load_model, load_weights, save_native
-from miniroberta.config import preset
-from miniroberta.convert import convert, infer_output_format
-from miniroberta.export import export_checkpoint, model_card
-from miniroberta.model import BertForMaskedLM
-from miniroberta.uer import UerFormatError, hf_to_uer, infer_config, is_uer_state_dict, uer_to_hf
+from miniroberta.interop.checkpoint import CheckpointError, load_model, load_weights, save_native
+from miniroberta.modeling.config import preset
+from miniroberta.interop.convert import convert, infer_output_format
+from miniroberta.interop.export import export_checkpoint, model_card
+from miniroberta.modeling.bert import BertForMaskedLM
+from miniroberta.interop.uer import UerFormatError, hf_to_uer, infer_config, is_uer_state_dict, uer_to_hf
 
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
@@ -29,7 +29,7 @@ def write_vocab(path, n=V):
 
 def uer_state_dict(vintage="new", layers=2, heads=("mlm",), seed=0, zero_seg_row=True):
     """A synthetic UER-py BERT state dict, key names written out from the reference's tables (not from
-    miniroberta.uer), every tensor random."""
+    miniroberta.interop.uer), every tensor random."""
     g = torch.Generator().manual_seed(seed)
     r = lambda *shape: torch.randn(*shape, generator=g) * 0.1
     new = vintage == "new"
@@ -173,7 +173,7 @@ def test_infer_config():
 
 
 def preset_cfg(d):
-    from miniroberta.config import ModelConfig
+    from miniroberta.modeling.config import ModelConfig
     return ModelConfig(**d)
 
 

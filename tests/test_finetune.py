@@ -15,8 +15,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _ft_data as D  # noqa: E402
 
 from miniroberta import cli  # noqa: E402
-from miniroberta.finetune import FinetuneConfig, classification_metrics, run_finetune  # noqa: E402
-from miniroberta.predict import load_finetuned, predict_file  # noqa: E402
+from miniroberta.finetune.trainer import FinetuneConfig, classification_metrics, run_finetune  # noqa: E402
+from miniroberta.finetune.predict import load_finetuned, predict_file  # noqa: E402
 
 FAST = dict(epochs_num=3, batch_size=16, learning_rate=2e-3, seq_length=32, dropout=0.0, warmup=0.1,
             progress=False, threads=1)  # tiny models: one thread avoids OpenMP stalls on the shared 2-core box
@@ -107,7 +107,7 @@ def test_pair_task_is_learned_and_pipeline_agrees_on_pairs(env):
     pipe = transformers.pipeline("text-classification", model=mdir, device="cpu")
     got = [o["label"] for o in pipe([{"text": a, "text_pair": b} for a, b, _ in rows])]
     model, _ = load_finetuned(mdir)
-    from miniroberta.tokenizer import BertTokenizer
+    from miniroberta.modeling.tokenizer import BertTokenizer
     tok = BertTokenizer(env["vocab"])
     ours = []
     for a, b, _ in rows:
@@ -253,7 +253,7 @@ def test_output_model_path_native_checkpoint_and_skip_bad_rows(env, tmp_path):
                                       **{**FAST, "epochs_num": 1}))
     assert res["train_skipped"] == 2 and res["n_train"] == 64
     assert native.is_file() and not (tmp_path / "models" / "model").exists()   # no HF dir unless --output_dir
-    from miniroberta.checkpoint import load_weights
+    from miniroberta.interop.checkpoint import load_weights
     cfg, sd, meta = load_weights(str(native))
     assert cfg.id2label == {0: "0", 1: "1"} and "classifier.weight" in sd and meta["task"] == res["task"]
     out = predict_file(str(native), str(d / "dev.tsv"), vocab_path=env["vocab"], text_fields="text_a")
@@ -262,10 +262,10 @@ def test_output_model_path_native_checkpoint_and_skip_bad_rows(env, tmp_path):
 
 
 def test_pretrained_weights_from_hf_dir_and_uer_checkpoint(env, tmp_path):
-    from miniroberta.checkpoint import load_weights
-    from miniroberta.export import write_hf_dir
-    from miniroberta.finetune import build_classifier
-    from miniroberta.uer import hf_to_uer
+    from miniroberta.interop.checkpoint import load_weights
+    from miniroberta.interop.export import write_hf_dir
+    from miniroberta.finetune.trainer import build_classifier
+    from miniroberta.interop.uer import hf_to_uer
     cfg, sd, _ = load_weights(env["model"])
     hf_dir = tmp_path / "hf_mlm"
     write_hf_dir(sd, cfg, env["vocab"], str(hf_dir))

@@ -16,8 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _ft_data as D  # noqa: E402
 
 from miniroberta import cli  # noqa: E402
-from miniroberta.grid import cell_path, run_grid, Cell  # noqa: E402
-from miniroberta.report import REFERENCE_SCORES, TASK_COLUMNS, build_report  # noqa: E402
+from miniroberta.finetune.grid import cell_path, run_grid, Cell  # noqa: E402
+from miniroberta.finetune.report import REFERENCE_SCORES, TASK_COLUMNS, build_report  # noqa: E402
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -176,7 +176,7 @@ def test_report_last_epoch_metric_and_cli_formats(tmp_path, capsys):
 
 
 def test_a_diverged_cell_is_recorded_and_left_out(grid_env, monkeypatch):
-    import miniroberta.finetune as ft
+    import miniroberta.finetune.trainer as ft
     real = ft.run_finetune
 
     def fake(cfg):

@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from miniroberta import cli
-from miniroberta.checkpoint import load_model, save_native
-from miniroberta.config import preset
-from miniroberta.export import write_hf_dir
-from miniroberta.infer import embed, fill_mask
-from miniroberta.model import BertForMaskedLM
-from miniroberta.tokenizer import BertTokenizer
+from miniroberta.interop.checkpoint import load_model, save_native
+from miniroberta.modeling.config import preset
+from miniroberta.interop.export import write_hf_dir
+from miniroberta.infer.pipelines import embed, fill_mask
+from miniroberta.modeling.bert import BertForMaskedLM
+from miniroberta.modeling.tokenizer import BertTokenizer
 
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()

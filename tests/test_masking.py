@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from miniroberta.masking import EVAL_EPOCH, MaskingConfig, SpecialIds, collate, mask_tokens, ordinary_token_ids
+from miniroberta.data.masking import EVAL_EPOCH, MaskingConfig, SpecialIds, collate, mask_tokens, ordinary_token_ids
 
 VOCAB = {t: i for i, t in enumerate(["[PAD]", "[unused1]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[unused2]"]
                                     + [f"w{i}" for i in range(200)] + ["##x", "[foo]"])}

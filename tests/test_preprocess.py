@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from miniroberta.cli import main as cli_main
-from miniroberta.dataset import MlmDataset
-from miniroberta.preprocess import CorpusTokenizer, build_dataset, jieba_word_starts, word_start_bits
-from miniroberta.tokenizer import BertTokenizer, VocabError, read_vocab
+from miniroberta.data.dataset import MlmDataset
+from miniroberta.data.preprocess import CorpusTokenizer, build_dataset, jieba_word_starts, word_start_bits
+from miniroberta.modeling.tokenizer import BertTokenizer, VocabError, read_vocab
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 VOCAB = DATA / "vocab" / "google_zh_vocab.txt"
@@ -158,7 +158,7 @@ def test_full_sentences_same_for_1_and_2_processes(tmp_path):
 
 
 def test_failure_leaves_no_dataset(tmp_path, tiny_vocab, monkeypatch):
-    import miniroberta.preprocess as pp
+    import miniroberta.data.preprocess as pp
     corpus = tmp_path / "c.txt"
     corpus.write_text("中国\n好\n", encoding="utf-8")
 

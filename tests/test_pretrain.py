@@ -17,10 +17,10 @@ import pytest
 import torch
 
 from miniroberta import cli
-from miniroberta.checkpoint import load_weights
-from miniroberta.dataset import write_dataset
-from miniroberta.pretrain import PretrainConfig, PretrainError, RunOptions, configs_from_args, configure, train
-from miniroberta.train_loop import Stream, lr_factor
+from miniroberta.interop.checkpoint import load_weights
+from miniroberta.data.dataset import write_dataset
+from miniroberta.pretrain.launch import PretrainConfig, PretrainError, RunOptions, configs_from_args, configure, train
+from miniroberta.pretrain.trainer import Stream, lr_factor
 from miniroberta.utils import sha256_file
 
 SPECIALS = ["[PAD]", "[unused1]", "[unused2]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -280,10 +280,10 @@ def test_unsupported_target_is_refused():
 
 
 def test_unpadded_forward_equals_the_model_forward():
-    from miniroberta.config import ModelConfig
-    from miniroberta.masking import MaskingConfig, SpecialIds, collate
-    from miniroberta.model import build_mlm
-    from miniroberta.unpad import UnpaddedMLM
+    from miniroberta.modeling.config import ModelConfig
+    from miniroberta.data.masking import MaskingConfig, SpecialIds, collate
+    from miniroberta.modeling.bert import build_mlm
+    from miniroberta.modeling.unpad import UnpaddedMLM
     vocab = {t: i for i, t in enumerate(SPECIALS + [f"w{i}" for i in range(120)])}
     sp = SpecialIds.from_vocab(vocab)
     rng = np.random.default_rng(0)

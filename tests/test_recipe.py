@@ -5,8 +5,8 @@ import argparse
 
 import pytest
 
-from miniroberta.config import preset_names
-from miniroberta.recipe import (PRESETS, TASKS, RecipeError, canonical_model, dumps_toml, load_recipe, parse_override,
+from miniroberta.modeling.config import preset_names
+from miniroberta.study.recipe import (PRESETS, TASKS, RecipeError, canonical_model, dumps_toml, load_recipe, parse_override,
                                 parse_tasks, read_recipe_file, reference_recipe)
 
 
@@ -141,7 +141,7 @@ def test_resolved_recipe_round_trips(tmp_path):
 
 
 def test_cli_flags_become_overrides():
-    from miniroberta.reproduce import configure, resolve_recipe
+    from miniroberta.study.reproduce import configure, resolve_recipe
     p = argparse.ArgumentParser()
     configure(p)
     args = p.parse_args(["--preset", "cpu-smoke", "--models", "tiny,L4_H512", "--tasks", "tnews,ocnli",

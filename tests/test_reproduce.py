@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from miniroberta.reproduce import Runner, best_scores, read_loss_curve, retire
+from miniroberta.study.reproduce import Runner, best_scores, read_loss_curve, retire
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
@@ -174,8 +174,8 @@ def test_kill_then_resume_then_all_cached(study):
 
 @pytestmark_data
 def test_datasets_and_checkpoints(study):
-    from miniroberta.checkpoint import load_weights
-    from miniroberta.dataset import MlmDataset
+    from miniroberta.interop.checkpoint import load_weights
+    from miniroberta.data.dataset import MlmDataset
     out = study["out"]
     for seq in (128, 512):
         ds = MlmDataset(out / "data" / f"seq{seq}")
@@ -199,8 +199,8 @@ def test_hf_export_loads_in_transformers(study):
     import torch
     from transformers import BertForMaskedLM
 
-    from miniroberta.checkpoint import load_model
-    from miniroberta.tokenizer import BertTokenizer
+    from miniroberta.interop.checkpoint import load_model
+    from miniroberta.modeling.tokenizer import BertTokenizer
     out = study["out"]
     exp = _manifest(out, "export-L2_H128")["result"]
     assert exp["parity"]["passed"] and exp["parity"]["max_abs_diff"] < 1e-4
@@ -242,8 +242,8 @@ def test_grid_report_plots_and_card(study):
 
 @pytestmark_data
 def test_dry_run_plan_measures(tmp_path):
-    from miniroberta.recipe import load_recipe
-    from miniroberta.reproduce import estimate_plan
+    from miniroberta.study.recipe import load_recipe
+    from miniroberta.study.reproduce import estimate_plan
     r = load_recipe("cpu-smoke", overrides=[f"data.corpus={json.dumps(str(DATA / 'corpus'))}",
                                             f"data.vocab={json.dumps(str(DATA / 'vocab' / 'google_zh_vocab.txt'))}",
                                             f"data.data_dir={json.dumps(str(DATA / 'tasks'))}",

@@ -15,8 +15,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _ft_data as D  # noqa: E402
 
-from miniroberta import tasks as T  # noqa: E402
-from miniroberta.tokenizer import BertTokenizer  # noqa: E402
+from miniroberta.data import tasks as T  # noqa: E402
+from miniroberta.modeling.tokenizer import BertTokenizer  # noqa: E402
 
 TASKS_DIR = D.SHARED / "tasks"
 UER_DIR = D.SHARED / "uer" / "datasets" / "test_data"

@@ -35,9 +35,9 @@ REASON = _tf_stack_available()
 def test_tf_bert_from_pt_matches(tmp_path, name, V):
     from transformers import TFBertModel
 
-    from miniroberta.config import preset
-    from miniroberta.export import write_hf_dir
-    from miniroberta.model import BertForMaskedLM
+    from miniroberta.modeling.config import preset
+    from miniroberta.interop.export import write_hf_dir
+    from miniroberta.modeling.bert import BertForMaskedLM
 
     cfg = preset(name, vocab_size=V)
     torch.manual_seed(0)

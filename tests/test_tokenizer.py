@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from miniroberta.tokenizer import BertTokenizer, VocabError
+from miniroberta.modeling.tokenizer import BertTokenizer, VocabError
 
 transformers = pytest.importorskip("transformers")
 

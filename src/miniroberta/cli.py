@@ -13,27 +13,27 @@ import sys
 
 # name -> (module, configure function, run function, one-line help)
 COMMANDS: dict[str, tuple[str, str, str, str]] = {
-    "quickstart": ("miniroberta.quickstart", "configure", "run",
+    "quickstart": ("miniroberta.study.quickstart", "configure", "run",
                    "preprocess a corpus slice, pretrain a tiny model, export it and show fill-mask predictions"),
-    "preprocess": ("miniroberta.preprocess", "configure", "run",
+    "preprocess": ("miniroberta.data.preprocess", "configure", "run",
                    "turn a corpus (one document per line) into a memory-mapped MLM dataset"),
-    "pretrain": ("miniroberta.pretrain", "configure", "run",
+    "pretrain": ("miniroberta.pretrain.launch", "configure", "run",
                  "MLM pretraining (single process, DDP via --world_size or torchrun), resumable"),
-    "convert": ("miniroberta.convert", "configure", "run",
+    "convert": ("miniroberta.interop.convert", "configure", "run",
                 "convert between native, HuggingFace and UER-py checkpoints"),
-    "fill-mask": ("miniroberta.infer", "configure_fill_mask", "run_fill_mask",
+    "fill-mask": ("miniroberta.infer.pipelines", "configure_fill_mask", "run_fill_mask",
                   "predict [MASK] tokens, like transformers' fill-mask pipeline"),
-    "embed": ("miniroberta.infer", "configure_embed", "run_embed",
+    "embed": ("miniroberta.infer.pipelines", "configure_embed", "run_embed",
               "write sentence or token features of texts to a .npy file"),
-    "finetune": ("miniroberta.finetune", "configure", "run",
+    "finetune": ("miniroberta.finetune.trainer", "configure", "run",
                  "fine-tune a pretrained model for sequence classification on one task"),
-    "grid": ("miniroberta.grid", "configure", "run",
+    "grid": ("miniroberta.finetune.grid", "configure", "run",
              "run the reference hyper-parameter grid on one or more tasks (resumable)"),
-    "report": ("miniroberta.report", "configure", "run",
+    "report": ("miniroberta.finetune.report", "configure", "run",
                "print the score table (Markdown/CSV/JSON) and plot score against size"),
-    "predict": ("miniroberta.predict", "configure", "run",
+    "predict": ("miniroberta.finetune.predict", "configure", "run",
                 "label unlabeled files with a fine-tuned model (CLUE submission format)"),
-    "reproduce": ("miniroberta.reproduce", "configure", "run",
+    "reproduce": ("miniroberta.study.reproduce", "configure", "run",
                   "run the whole reference study (preprocess, 2-stage pretrain, export, grid, report)"),
     "presets": ("miniroberta.cli", "configure_presets", "run_presets",
                 "list the 24 model sizes and their parameter counts"),
@@ -55,7 +55,7 @@ def normalize_argv(argv: list[str]) -> list[str]:
 
 
 def _top_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from miniroberta import __version__
     lines = "\n".join(f"  {n:<11} {h}" for n, (_, _, _, h) in COMMANDS.items())
     p = argparse.ArgumentParser(
         prog="miniroberta",
@@ -110,7 +110,7 @@ def configure_presets(p: argparse.ArgumentParser) -> None:
 def run_presets(args: argparse.Namespace) -> int:
     import json
 
-    from .config import ALIASES, preset, preset_names
+    from miniroberta.modeling.config import ALIASES, preset, preset_names
     rev = {v: k for k, v in ALIASES.items()}
     rows = []
     for n in preset_names():

@@ -25,12 +25,12 @@ import re
 
 import torch
 
-from .checkpoint import CheckpointError, load_weights, save_native
-from .config import replace
-from .export import (EXPORT_TYPES, HF_WEIGHT_NAMES, export_checkpoint, model_card, resolve_vocab, select_for_type,
+from miniroberta.interop.checkpoint import CheckpointError, load_weights, save_native
+from miniroberta.modeling.config import replace
+from miniroberta.interop.export import (EXPORT_TYPES, HF_WEIGHT_NAMES, export_checkpoint, model_card, resolve_vocab, select_for_type,
                      write_hf_dir, write_hf_files, _check_fits)
-from .uer import VINTAGES, hf_to_uer
-from .utils import atomic_write, log
+from miniroberta.interop.uer import VINTAGES, hf_to_uer
+from miniroberta.utils import atomic_write, log
 
 OUTPUT_FORMATS = ("hf", "native", "uer")
 

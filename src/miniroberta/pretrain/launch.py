@@ -13,7 +13,7 @@ workers, compile, device, time budget ...).
 Launch modes: one process (CPU or one GPU); ``--world_size N`` spawns N local processes
 (NCCL on the GPUs in ``--gpu_ranks``, gloo on CPU without ``--gpu_ranks``); or ``torchrun``
 (its ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``/``MASTER_ADDR`` environment, single or multi-node).
-The training loop itself is in ``miniroberta.train_loop``.
+The training loop itself is in ``miniroberta.pretrain.trainer``.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from .utils import log
+from miniroberta.utils import log
 
 
 class PretrainError(RuntimeError):
@@ -107,7 +107,7 @@ class RunOptions:
     master_ip: str | None = None          # tcp://host:port for --world_size spawns
     backend: str | None = None            # nccl | gloo (default by device)
     pad_to_multiple_of: int = 8
-    unpad: bool = True                    # position-wise layers on real tokens only (see miniroberta.unpad)
+    unpad: bool = True                    # position-wise layers on real tokens only (see miniroberta.modeling.unpad)
     threads: int | None = None            # torch intra-op threads per process
     progress: bool = True
     # test hooks (hidden on the command line)
@@ -171,7 +171,7 @@ def plan_devices(cfg: PretrainConfig, opts: RunOptions) -> tuple[list[int], bool
 def train(cfg: PretrainConfig, opts: RunOptions | None = None) -> dict[str, Any]:
     """Pretrain; returns ``{final_loss, steps, tokens_seen, checkpoints, last_checkpoint,
     state_path, metrics_path, wall_time_s, stopped, eval}`` (from rank 0)."""
-    from . import train_loop
+    from miniroberta.pretrain import trainer as train_loop
     opts = opts or RunOptions()
     cfg.validate()
     train_loop.preflight(cfg, opts)  # fail in the parent, before any process is started

@@ -35,12 +35,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import tasks as T
-from .checkpoint import load_into, load_weights, save_native
-from .config import ModelConfig, load_config, replace
-from .model import BertForSequenceClassification, init_weights
-from .tokenizer import BertTokenizer
-from .utils import JsonlWriter, atomic_write_json, format_duration, log
+from miniroberta.data import tasks as T
+from miniroberta.interop.checkpoint import load_into, load_weights, save_native
+from miniroberta.modeling.config import ModelConfig, load_config, replace
+from miniroberta.modeling.bert import BertForSequenceClassification, init_weights
+from miniroberta.modeling.tokenizer import BertTokenizer
+from miniroberta.utils import JsonlWriter, atomic_write_json, format_duration, log
 
 
 @dataclass
@@ -425,7 +425,7 @@ def _run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
 
 def save_classifier(state: dict[str, torch.Tensor], mcfg: ModelConfig, vocab_path: str, out: str,
                     ft_meta: dict[str, Any]) -> str:
-    from .export import write_hf_dir
+    from miniroberta.interop.export import write_hf_dir
     card = (f"# {mcfg.name} fine-tuned on {ft_meta['task']}\n\nBertForSequenceClassification written by "
             f"`miniroberta finetune`; best epoch {ft_meta['best_epoch']}, dev accuracy "
             f"{ft_meta['best_dev_acc']:.4f}. Labels: {', '.join(ft_meta['labels'][:20])}"
@@ -437,7 +437,7 @@ def save_classifier(state: dict[str, torch.Tensor], mcfg: ModelConfig, vocab_pat
 
 def _run_test(model, tok, cfg: FinetuneConfig, files: T.TaskFiles, test_path: str, fields, labels: T.LabelMap,
               eval_bs: int, device, out_dir: str | None) -> dict[str, Any]:
-    from .predict import write_predictions
+    from miniroberta.finetune.predict import write_predictions
     data = T.read_examples(test_path, text_fields=fields, label_field=files.label_field, require_label=False,
                            drop_labels=files.drop_labels, id_field=files.id_field, skip_bad_rows=cfg.skip_bad_rows)
     enc = T.cached_encode(tok, data, cfg.seq_length, cfg.truncation, cfg.cache_dir,

@@ -27,7 +27,6 @@ import argparse
 import contextlib
 import dataclasses
 import hashlib
-import importlib
 import json
 import math
 import os
@@ -40,9 +39,14 @@ import time
 import uuid
 from typing import Any, Callable
 
-from . import __version__
-from .recipe import (PRESETS, STAGES, RecipeError, canonical_model, dumps_toml, load_recipe, parse_tasks)
-from .utils import JsonlWriter, atomic_write_json, atomic_write_text, format_duration, log, sha256_file
+from miniroberta import __version__
+from miniroberta.data import preprocess as pre_mod
+from miniroberta.finetune import grid as grid_mod
+from miniroberta.finetune import report as report_mod
+from miniroberta.interop import convert as convert_mod
+from miniroberta.pretrain import launch as pretrain_mod
+from miniroberta.study.recipe import (PRESETS, STAGES, RecipeError, canonical_model, dumps_toml, load_recipe, parse_tasks)
+from miniroberta.utils import JsonlWriter, atomic_write_json, atomic_write_text, format_duration, log, sha256_file
 
 STEP_FORMAT = "miniroberta-reproduce-step/1"
 
@@ -56,17 +60,6 @@ class Interrupted(RuntimeError):
 
 
 # ------------------------------------------------------------------ helpers
-def _need(module: str, what: str):
-    """Import a sibling module that provides a pipeline stage, or fail naming it."""
-    try:
-        return importlib.import_module(f"miniroberta.{module}")
-    except ModuleNotFoundError as e:
-        if e.name == f"miniroberta.{module}":
-            raise RuntimeError(f"`miniroberta reproduce` needs miniroberta.{module} ({what}), which is not installed "
-                               f"in this checkout") from None
-        raise
-
-
 def _json_hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -323,8 +316,8 @@ class Study:
         out = self.paths.dataset(seq)
 
         def fn(resume: bool, fresh: bool) -> dict[str, Any]:
-            pre = _need("preprocess", "corpus preprocessing")
-            from .dataset import MlmDataset
+            pre = pre_mod
+            from miniroberta.data.dataset import MlmDataset
             pre.build_dataset(self.corpus_files if len(self.corpus_files) > 1 else self.corpus_files[0],
                               self.vocab, out, seq_length=seq, processes_num=p["processes_num"],
                               dynamic_masking=p["dynamic_masking"], dup_factor=p["dup_factor"],
@@ -354,7 +347,7 @@ class Study:
         stage_dir = os.path.dirname(prefix)
 
         def fn(resume: bool, fresh: bool) -> dict[str, Any]:
-            pt = _need("pretrain", "MLM pretraining")
+            pt = pretrain_mod
             if fresh and self.rank == 0:
                 retire(stage_dir)
             os.makedirs(stage_dir, exist_ok=True)
@@ -401,7 +394,7 @@ class Study:
         out = self.paths.hf(model)
 
         def fn(resume: bool, fresh: bool) -> dict[str, Any]:
-            conv = _need("convert", "HuggingFace export")
+            conv = convert_mod
             conv.export_checkpoint(stage2["final_checkpoint"], out, vocab_path=self.vocab, type=e["type"],
                                    overwrite=True)
             # a fresh id per write: the directory (and its README.md) was replaced, so the card step must run again
@@ -437,7 +430,7 @@ class Study:
         out = self.paths.grid(model)
 
         def fn(resume: bool, fresh: bool) -> dict[str, Any]:
-            gr = _need("grid", "the fine-tuning grid")
+            gr = grid_mod
             if fresh:
                 retire(out)
             res = gr.run_grid(export["path"], g["tasks"], self.data_dir, out, epochs_list=tuple(g["epochs"]),
@@ -451,7 +444,7 @@ class Study:
 
     def tasks_hash(self, tasks: list[str]) -> str:
         """Hash of the train and dev files the grid reads (test files do not matter)."""
-        from . import tasks as T
+        from miniroberta.data import tasks as T
         files = []
         for t in tasks:
             try:
@@ -472,7 +465,7 @@ class Study:
         out = self.paths.report
 
         def fn(resume: bool, fresh: bool) -> dict[str, Any]:
-            rp = _need("report", "the score report")
+            rp = report_mod
             res = rp.build_report([grids[m]["path"] for m in models], out_dir=out,
                                   reference=self.recipe["report"]["reference"], model_names=models)
             curves = os.path.join(out, "pretrain_loss.png")
@@ -490,8 +483,8 @@ class Study:
         path = os.path.join(export["path"], "README.md")
 
         def fn(resume: bool, fresh: bool) -> dict[str, Any]:
-            conv = _need("convert", "model cards")
-            from .checkpoint import load_weights
+            conv = convert_mod
+            from miniroberta.interop.checkpoint import load_weights
             config, _, _ = load_weights(export["path"])
             meta = self.card_meta(model, pre, datasets, export)
             text = conv.model_card(config, meta, scores=grid.get("scores") or None, type=self.recipe["export"]["type"],
@@ -640,8 +633,8 @@ def parity_check(checkpoint: str, hf_dir: str, vocab: str, texts: list[str], ato
     import torch
     from transformers import BertForMaskedLM as HFBertForMaskedLM
 
-    from .checkpoint import load_model
-    from .tokenizer import BertTokenizer
+    from miniroberta.interop.checkpoint import load_model
+    from miniroberta.modeling.tokenizer import BertTokenizer
 
     ours, _ = load_model(checkpoint, "mlm")
     ours.eval()
@@ -743,8 +736,8 @@ def time_finetune_step(model: str, vocab_size: int, seq: int, batch: int, steps:
     """Seconds per fine-tuning step (sequence classification) and per evaluated example."""
     import torch
 
-    from .config import preset
-    from .model import BertForSequenceClassification
+    from miniroberta.modeling.config import preset
+    from miniroberta.modeling.bert import BertForSequenceClassification
     cfg = preset(model, vocab_size=vocab_size, num_labels=3)
     m = BertForSequenceClassification(cfg).to(device).train()
     opt = torch.optim.AdamW(m.parameters(), lr=1e-4)
@@ -778,7 +771,7 @@ def time_preprocess(corpus: list[str], vocab: str, seq: int, sample_bytes: int =
                     keep_dir: str | None = None) -> dict[str, Any]:
     """Bytes per second of ``build_dataset`` on the first ``sample_bytes`` of the corpus; the dataset is
     built under ``keep_dir`` (for the pretraining calibration) or a temp dir."""
-    pre = _need("preprocess", "corpus preprocessing")
+    pre = pre_mod
     with tempfile.TemporaryDirectory(prefix="miniroberta-calib-") as tmp:
         path = os.path.join(keep_dir or tmp, f"seq{seq}")
         t0 = time.perf_counter()
@@ -793,7 +786,7 @@ def time_pretrain_run(model: str, dataset_path: str, vocab: str, seq: int, batch
     """Seconds per optimizer step from a real ``pretrain.train`` run of ``steps + 1`` steps on the
     calibration dataset (the median step time after the first, read from its metrics), at a batch of
     at most ``max_tokens`` tokens, scaled linearly to ``batch``."""
-    pt = _need("pretrain", "MLM pretraining")
+    pt = pretrain_mod
     micro = max(1, min(batch, max_tokens // seq))
     out = os.path.join(workdir, f"{model}-seq{seq}")
     metrics = out + ".metrics.jsonl"
@@ -819,7 +812,7 @@ def task_stats(data_dir: str, task: str, tokenizer, seq: int, sample: int = 512)
     up to ``sample`` examples of each (fine-tuning pads each batch to its longest example)."""
     import numpy as np
 
-    from . import tasks as T
+    from miniroberta.data import tasks as T
     tf = T.resolve_task(task, data_dir)
     out: dict[str, Any] = {}
     for split, path in (("train", tf.train_path), ("dev", tf.dev_path)):
@@ -843,7 +836,7 @@ def _mean_batch_max(lengths, batch: int, trials: int = 200) -> float:
 def estimate_plan(recipe: dict[str, Any], out: str, calibration_steps: int = 3,
                   max_tokens: int | None = None) -> dict[str, Any]:
     """Every step of the study with its estimated wall time from measured calibration runs."""
-    from .tokenizer import read_vocab
+    from miniroberta.modeling.tokenizer import read_vocab
     device = _device()
     max_tokens = max_tokens or (16384 if device == "cuda" else 2048)
     d = recipe["data"]
@@ -874,7 +867,7 @@ def estimate_plan(recipe: dict[str, Any], out: str, calibration_steps: int = 3,
                      "calibration": f"{c['bytes_per_s'] / 1e6:.2f} MB/s ({c['how']})", "state": cached(f"preprocess-seq{seq}")})
     ft_calib: dict[str, dict[str, Any]] = {}
     g = recipe["grid"]
-    from .tokenizer import BertTokenizer
+    from miniroberta.modeling.tokenizer import BertTokenizer
     tok = BertTokenizer(vocab)
     stats = {t: task_stats(os.path.abspath(d["data_dir"]), t, tok, g["seq_length"]) for t in g["tasks"]}
     for m in recipe["models"]:
@@ -895,7 +888,7 @@ def estimate_plan(recipe: dict[str, Any], out: str, calibration_steps: int = 3,
                 est = budget
             rows.append({"step": f"pretrain-{m}-{stage}", "what": f"{s['total_steps']:,} steps", "estimate_s": est,
                          "calibration": note, "state": cached(f"pretrain-{m}-{stage}")})
-        from .config import preset
+        from miniroberta.modeling.config import preset
         params = preset(m, vocab_size=V).num_parameters()
         rows.append({"step": f"export-{m}", "what": "HF export + parity check", "estimate_s": 2.0 + params * 4 / 100e6,
                      "calibration": "fixed: ~2 s + writing the weights at ~100 MB/s", "state": cached(f"export-{m}")})

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .utils import atomic_write, find_shared_data, sha256_bytes, sha256_file
+from miniroberta.utils import atomic_write, find_shared_data, sha256_bytes, sha256_file
 
 CACHE_VERSION = "1"
 

@@ -17,7 +17,7 @@ import tomllib
 from importlib import resources
 from typing import Any, Iterable
 
-from .config import ALIASES, ConfigError, preset_names
+from miniroberta.modeling.config import ALIASES, ConfigError, preset_names
 
 PRESETS = ("reference", "cpu-smoke", "cpu-hour", "gpu-day")
 TASKS = ("book_review", "chnsenticorp", "lcqmc", "tnews", "iflytek", "ocnli")
@@ -31,13 +31,13 @@ class RecipeError(ValueError):
 # ------------------------------------------------------------------ loading
 def _read_packaged(name: str) -> dict[str, Any]:
     try:
-        text = resources.files("miniroberta").joinpath("recipes", f"{name}.toml").read_text(encoding="utf-8")
+        text = resources.files("miniroberta.study").joinpath("recipes", f"{name}.toml").read_text(encoding="utf-8")
     except FileNotFoundError:
         raise RecipeError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}") from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:  # a packaging bug, but say where
-        raise RecipeError(f"miniroberta/recipes/{name}.toml: {e}") from None
+        raise RecipeError(f"miniroberta/study/recipes/{name}.toml: {e}") from None
 
 
 def reference_recipe() -> dict[str, Any]:

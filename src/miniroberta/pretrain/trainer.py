@@ -1,4 +1,4 @@
-"""The pretraining loop behind ``miniroberta.pretrain.train`` (one call per process).
+"""The pretraining loop behind ``miniroberta.pretrain.launch.train`` (one call per process).
 
 Data order: the training stream is the concatenation of per-epoch permutations of the
 whole dataset (``numpy`` generator seeded by ``(seed, epoch)``). Micro-batch ``j`` covers
@@ -31,14 +31,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .checkpoint import CheckpointError, load_into, load_weights, save_native
-from .config import ConfigError, ModelConfig, load_config, replace
-from .dataset import DatasetError, MlmDataset
-from .masking import EVAL_EPOCH, Batch, MaskingConfig, SpecialIds, collate
-from .model import build_mlm, flops_per_token
-from .pretrain import PretrainConfig, PretrainError, RunOptions, metrics_path_for, state_path_for
-from .tokenizer import read_vocab
-from .utils import JsonlWriter, atomic_write, format_duration, human_count, log, sha256_file
+from miniroberta.interop.checkpoint import CheckpointError, load_into, load_weights, save_native
+from miniroberta.modeling.config import ConfigError, ModelConfig, load_config, replace
+from miniroberta.data.dataset import DatasetError, MlmDataset
+from miniroberta.data.masking import EVAL_EPOCH, Batch, MaskingConfig, SpecialIds, collate
+from miniroberta.modeling.bert import build_mlm, flops_per_token
+from miniroberta.pretrain.launch import PretrainConfig, PretrainError, RunOptions, metrics_path_for, state_path_for
+from miniroberta.modeling.tokenizer import read_vocab
+from miniroberta.utils import JsonlWriter, atomic_write, format_duration, human_count, log, sha256_file
 
 STATE_FORMAT = "miniroberta-train-state"
 STATE_VERSION = 1
@@ -387,7 +387,7 @@ def run_worker(cfg: PretrainConfig, opts: RunOptions, rank: int, world_size: int
 
     raw_model = model
     if opts.unpad:
-        from .unpad import UnpaddedMLM
+        from miniroberta.modeling.unpad import UnpaddedMLM
         model = UnpaddedMLM(raw_model)
     ctrl_group = None
     if distributed:

@@ -17,11 +17,11 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from . import tasks as T
-from .checkpoint import load_into, load_weights
-from .model import BertForSequenceClassification
-from .tokenizer import BertTokenizer
-from .utils import atomic_write, log
+from miniroberta.data import tasks as T
+from miniroberta.interop.checkpoint import load_into, load_weights
+from miniroberta.modeling.bert import BertForSequenceClassification
+from miniroberta.modeling.tokenizer import BertTokenizer
+from miniroberta.utils import atomic_write, log
 
 
 def write_predictions(path: str, ids: Sequence[Any], labels: Sequence[str], submission: str = "tsv",
@@ -62,7 +62,7 @@ def load_finetuned(path: str, device: str | None = None) -> tuple[BertForSequenc
         ft = dict(meta)
     if cfg.id2label is None:
         if ft.get("labels"):
-            from .config import replace
+            from miniroberta.modeling.config import replace
             cfg = replace(cfg, id2label=dict(enumerate(ft["labels"])))
         else:
             raise ValueError(f"{path}: the model config has no id2label; is this a fine-tuned classifier?")
@@ -71,7 +71,7 @@ def load_finetuned(path: str, device: str | None = None) -> tuple[BertForSequenc
                          f"`miniroberta finetune`")
     model = BertForSequenceClassification(cfg)
     load_into(model, sd, path, allow_unexpected=("cls.",))
-    from .finetune import resolve_device
+    from miniroberta.finetune.trainer import resolve_device
     model.to(resolve_device(device)).eval()
     ft.setdefault("labels", [cfg.id2label[i] for i in range(cfg.num_labels)])
     ft["model_dir"] = path
@@ -83,7 +83,7 @@ def predict_file(model_path: str, input_path: str, output_path: str | None = Non
                  batch_size: int = 64, seq_length: int | None = None, device: str | None = None,
                  fmt: str | None = None, output_prob: bool = False, skip_bad_rows: bool = False) -> dict[str, Any]:
     """Predict every row of ``input_path``; returns ids, labels, probs and the output path."""
-    from .finetune import predict_logits, resolve_device, resolve_vocab
+    from miniroberta.finetune.trainer import predict_logits, resolve_device, resolve_vocab
     model, ft = load_finetuned(model_path, device)
     task = task or ft.get("task")
     spec = T.TASKS.get(task) if task else None

@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from .config import ConfigError, ModelConfig, load_config
+from miniroberta.modeling.config import ConfigError, ModelConfig, load_config
 
 VINTAGES = ("new", "old", "2020")
 

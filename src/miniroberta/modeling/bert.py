@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import ModelConfig
+from miniroberta.modeling.config import ModelConfig
 
 
 def _activation(name: str):

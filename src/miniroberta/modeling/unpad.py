@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .model import BertForMaskedLM
+from miniroberta.modeling.bert import BertForMaskedLM
 
 
 class UnpaddedMLM(nn.Module):

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .utils import find_shared_data, format_duration, log
+from miniroberta.utils import find_shared_data, format_duration, log
 
 # the reference corpus first, then a second domain; a held-out file for evaluation
 TRAIN_FILES = ("cluecorpussmall_sampled.txt", "news_thucnews_sample.txt", "wiki_cmrc2018_contexts.txt")
@@ -68,7 +68,7 @@ def _steps_for_budget(model_cfg, seq_length: int, batch_size: int, seconds: floa
     """Time a few training steps of the model on random data and size the run to the budget."""
     import torch
 
-    from .model import build_mlm
+    from miniroberta.modeling.bert import build_mlm
     if threads:
         torch.set_num_threads(threads)
     model = build_mlm(model_cfg, seed=0)
@@ -96,11 +96,11 @@ def _steps_for_budget(model_cfg, seq_length: int, batch_size: int, seconds: floa
 
 
 def run(args: argparse.Namespace) -> int:
-    from .export import export_checkpoint
-    from .preprocess import build_dataset
-    from .pretrain import PretrainConfig, RunOptions, train
-    from .tokenizer import read_vocab
-    from .train_loop import model_config
+    from miniroberta.interop.export import export_checkpoint
+    from miniroberta.data.preprocess import build_dataset
+    from miniroberta.pretrain.launch import PretrainConfig, RunOptions, train
+    from miniroberta.modeling.tokenizer import read_vocab
+    from miniroberta.pretrain.trainer import model_config
 
     t_all = time.time()
     data = find_shared_data()
@@ -190,12 +190,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def fill_mask_predictions(model_dir: str, sentences) -> list[list[dict[str, Any]]]:
-    from .checkpoint import load_model
-    from .tokenizer import BertTokenizer
+    from miniroberta.interop.checkpoint import load_model
+    from miniroberta.modeling.tokenizer import BertTokenizer
     model, _ = load_model(model_dir, "mlm")
     tok = BertTokenizer(os.path.join(model_dir, "vocab.txt"))
     try:
-        from .infer import fill_mask
+        from miniroberta.infer.pipelines import fill_mask
     except ImportError:
         fill_mask = None
     if fill_mask is not None:

@@ -9,7 +9,7 @@ name can be anything -- e.g. UER-style ``models/x_seq128_model.bin-100000``. Tie
   * a native safetensors file,
   * a HuggingFace directory (``config.json`` + ``model.safetensors`` or ``pytorch_model.bin``),
   * a bare HF ``model.safetensors`` / ``pytorch_model.bin`` with ``config.json`` beside it,
-  * a UER-py checkpoint (``model.bin-<step>``, a torch pickle of UER key names), via ``miniroberta.uer``.
+  * a UER-py checkpoint (``model.bin-<step>``, a torch pickle of UER key names), via ``miniroberta.interop.uer``.
 """
 from __future__ import annotations
 
@@ -21,9 +21,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save as st_save
 
-from .config import ConfigError, ModelConfig, load_config
-from .model import TIED_KEYS
-from .utils import atomic_write
+from miniroberta.modeling.config import ConfigError, ModelConfig, load_config
+from miniroberta.modeling.bert import TIED_KEYS
+from miniroberta.utils import atomic_write
 
 FORMAT = "miniroberta"
 FORMAT_VERSION = "1"
@@ -144,7 +144,7 @@ def load_weights(path: str | os.PathLike, config_path: str | None = None,
 
     if _is_torch_file(path):
         sd = torch_load(path)
-        from . import uer
+        from miniroberta.interop import uer
         if uer.is_uer_state_dict(sd):
             cfg_spec = config_path
             sd_hf, info = uer.uer_to_hf(sd, layers_num=layers_num, source=path)
@@ -204,8 +204,8 @@ def load_into(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], sourc
 def load_model(path: str | os.PathLike, kind: str = "mlm", config_path: str | None = None,
                layers_num: int | None = None, layer_norm_type: str | None = None):
     """Build a model of ``kind`` (``mlm``, ``encoder`` or ``cls``) from any checkpoint source."""
-    from .config import replace
-    from .model import BertForMaskedLM, BertForSequenceClassification, BertModel
+    from miniroberta.modeling.config import replace
+    from miniroberta.modeling.bert import BertForMaskedLM, BertForSequenceClassification, BertModel
 
     cfg, sd, meta = load_weights(path, config_path=config_path, layers_num=layers_num)
     if layer_norm_type and layer_norm_type != cfg.layer_norm_type:

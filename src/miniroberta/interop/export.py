@@ -16,10 +16,10 @@ from typing import Any
 import torch
 from safetensors.torch import save as st_save
 
-from .checkpoint import CheckpointError, load_weights, strip_tied
-from .config import ModelConfig
-from .tokenizer import read_vocab
-from .utils import atomic_dir, atomic_write, atomic_write_json, atomic_write_text, find_shared_data, log, sha256_file
+from miniroberta.interop.checkpoint import CheckpointError, load_weights, strip_tied
+from miniroberta.modeling.config import ModelConfig
+from miniroberta.modeling.tokenizer import read_vocab
+from miniroberta.utils import atomic_dir, atomic_write, atomic_write_json, atomic_write_text, find_shared_data, log, sha256_file
 
 SPECIAL_TOKENS_MAP = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
                       "mask_token": "[MASK]"}
@@ -302,7 +302,7 @@ def export_checkpoint(input_path: str | os.PathLike, output_dir: str | os.PathLi
 
 def _check_fits(sd: dict[str, torch.Tensor], cfg: ModelConfig, type: str, source: str) -> None:
     """Strict: the exported tensors must load into our model of that type (names and shapes)."""
-    from .model import TIED_KEYS, BertForMaskedLM, BertForSequenceClassification
+    from miniroberta.modeling.bert import TIED_KEYS, BertForMaskedLM, BertForSequenceClassification
     with torch.device("meta"):
         model = (BertForSequenceClassification(cfg) if type == "cls"
                  else BertForMaskedLM(cfg, add_pooling_layer=type == "bert"))

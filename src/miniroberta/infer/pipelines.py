@@ -17,8 +17,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .tokenizer import BertTokenizer
-from .utils import atomic_write, log
+from miniroberta.modeling.tokenizer import BertTokenizer
+from miniroberta.utils import atomic_write, log
 
 POOLINGS = ("cls", "mean", "sequence")
 
@@ -155,8 +155,8 @@ def _model_options(p: argparse.ArgumentParser) -> None:
 
 
 def _load(args: argparse.Namespace, kind: str):
-    from .checkpoint import load_model
-    from .export import resolve_vocab
+    from miniroberta.interop.checkpoint import load_model
+    from miniroberta.interop.export import resolve_vocab
     model, meta = load_model(args.model, kind, config_path=args.config_path, layers_num=args.layers_num,
                              layer_norm_type=args.layer_norm)
     tok = BertTokenizer(resolve_vocab(args.model, args.vocab_path, meta))

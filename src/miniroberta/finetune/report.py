@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from .utils import atomic_write, atomic_write_json, atomic_write_text
+from miniroberta.utils import atomic_write, atomic_write_json, atomic_write_text
 
 TASK_COLUMNS = ("book_review", "chnsenticorp", "lcqmc", "tnews", "iflytek", "ocnli")
 
@@ -45,7 +45,7 @@ DASH = "–"
 
 
 def _reference_params(preset_name: str) -> int:
-    from .config import preset
+    from miniroberta.modeling.config import preset
     return preset(preset_name).num_parameters(mlm_head=False, pooler=True)
 
 
@@ -70,7 +70,7 @@ def _collect(path: str) -> list[tuple[str, dict[str, Any]]]:
     if (p / "summary.json").is_file():
         return [("grid", _load_json(p / "summary.json"))]
     if (p / "cells").is_dir():
-        from .grid import summarize
+        from miniroberta.finetune.grid import summarize
         return [("grid", summarize(str(p)))]
     if (p / "result.json").is_file():
         return [("result", _load_json(p / "result.json"))]

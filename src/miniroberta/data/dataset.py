@@ -26,8 +26,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from . import __version__
-from .utils import atomic_dir, sha256_bytes
+from miniroberta import __version__
+from miniroberta.utils import atomic_dir, sha256_bytes
 
 FORMAT = "miniroberta-mlm-dataset"
 FORMAT_VERSION = 1

@@ -43,9 +43,9 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from .dataset import default_manifest, token_dtype
-from .utils import atomic_dir
-from .utils import log as _log_to
+from miniroberta.data.dataset import default_manifest, token_dtype
+from miniroberta.utils import atomic_dir
+from miniroberta.utils import log as _log_to
 
 def log(msg: str) -> None:
     _log_to(msg, sys.stderr)
@@ -340,7 +340,7 @@ def _init_worker(opts: PreprocessOptions, tmpdir: str, stop_event: Any, limit_th
     if limit_threads:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         os.environ.setdefault("RAYON_NUM_THREADS", "1")
-    from .tokenizer import read_vocab
+    from miniroberta.modeling.tokenizer import read_vocab
     vocab = read_vocab(opts.vocab_path)
     _W.update(opts=opts, tmpdir=tmpdir, stop=stop_event, tok=CorpusTokenizer(vocab, lowercase=opts.lowercase),
               cls=vocab["[CLS]"], sep=vocab["[SEP]"], unk=vocab["[UNK]"], dtype=token_dtype(len(vocab)))
@@ -694,8 +694,8 @@ def build_dataset(corpus_path, vocab_path, dataset_path, seq_length=128, process
     ``corpus_path``: a file, a directory (its ``*.txt`` files in sorted order) or a list of files, read
     as one corpus. ``max_bytes``: use only the first N bytes, cut at a line boundary. ``chunk_bytes``:
     size of the byte ranges handed to workers (default: derived from the corpus size)."""
-    from .tokenizer import read_vocab
-    from .utils import sha256_file
+    from miniroberta.modeling.tokenizer import read_vocab
+    from miniroberta.utils import sha256_file
 
     t_start = time.time()
     if on_error not in ON_ERROR:

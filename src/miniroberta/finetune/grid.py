@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from . import tasks as T
-from .utils import atomic_write_json, format_duration, log, sha256_bytes, sha256_file
+from miniroberta.data import tasks as T
+from miniroberta.utils import atomic_write_json, format_duration, log, sha256_bytes, sha256_file
 
 DEFAULT_EPOCHS = (3, 5, 8)
 DEFAULT_BATCHES = (32, 64)
@@ -101,7 +101,7 @@ def _init_worker(slots, threads: int | None, devices: list[str] | None) -> None:
 
 
 def _run_cell(job: dict[str, Any]) -> dict[str, Any]:
-    from .finetune import FinetuneConfig, run_finetune
+    from miniroberta.finetune.trainer import FinetuneConfig, run_finetune
     cfg = FinetuneConfig(**{**job["finetune"], "device": job["finetune"].get("device") or _WORKER.get("device")})
     t0 = time.time()
     try:
@@ -144,7 +144,7 @@ def run_grid(pretrained_model_path: str | None, tasks: Sequence[str] | str, data
     fp = model_fingerprint(pretrained_model_path)
     if not pretrained_model_path and not config_path:
         raise ValueError("give --pretrained_model_path (or --config_path PRESET for a random-init baseline)")
-    from .finetune import resolve_vocab
+    from miniroberta.finetune.trainer import resolve_vocab
     vocab = resolve_vocab(vocab_path, pretrained_model_path)
     ident = dict(model=fp, config_path=config_path, vocab_sha256=sha256_file(vocab), seq_length=seq_length,
                  max_train_examples=max_train_examples, max_dev_examples=max_dev_examples,
@@ -193,8 +193,8 @@ def run_grid(pretrained_model_path: str | None, tasks: Sequence[str] | str, data
 
     if pending:
         # tokenize each task once up front, so parallel workers all hit the cache
-        from .finetune import FinetuneConfig, load_task_data
-        from .tokenizer import BertTokenizer
+        from miniroberta.finetune.trainer import FinetuneConfig, load_task_data
+        from miniroberta.modeling.tokenizer import BertTokenizer
         tok = BertTokenizer(vocab)
         for t in dict.fromkeys(c.task for c in pending):
             cfg = FinetuneConfig(task=t, data_dir=data_dir, seq_length=seq_length, cache_dir=cache_dir)

@@ -1,0 +1,1 @@
+"""Data: corpus preprocessing, the memory-mapped MLM dataset, masking, task readers."""

@@ -1,0 +1,1 @@
+"""Fine-tuning and evaluation: classifier trainer, inference, predictions, grid, report."""

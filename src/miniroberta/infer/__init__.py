@@ -1,0 +1,1 @@
+"""Inference pipelines: fill-mask and embeddings."""

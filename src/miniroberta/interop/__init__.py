@@ -1,0 +1,1 @@
+"""Checkpoints and formats: native safetensors, HuggingFace export, UER-py keys, conversion."""

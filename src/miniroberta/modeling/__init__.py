@@ -1,0 +1,1 @@
+"""The model: config, BERT modules (HF parameter names), padding-free forward, tokenizer."""

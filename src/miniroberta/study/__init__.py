@@ -1,0 +1,1 @@
+"""The whole study as data: recipes, reproduce, quickstart."""
