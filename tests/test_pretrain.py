@@ -20,7 +20,8 @@ from miniroberta import cli
 from miniroberta.interop.checkpoint import load_weights
 from miniroberta.data.dataset import write_dataset
 from miniroberta.pretrain.launch import PretrainConfig, PretrainError, RunOptions, configs_from_args, configure, train
-from miniroberta.pretrain.trainer import Stream, lr_factor
+from miniroberta.engine.optim import lr_factor
+from miniroberta.pretrain.batches import Stream
 from miniroberta.utils import sha256_file
 
 SPECIALS = ["[PAD]", "[unused1]", "[unused2]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -61,7 +62,8 @@ def data(tmp_path_factory):
 
 def cfg_for(data, out, **kw):
     base = dict(dataset_path=data["ds"], vocab_path=data["vocab"], config_path=data["config"],
-                output_model_path=str(out), total_steps=8, batch_size=8, learning_rate=1e-3, warmup=0.25)
+                output_model_path=str(out), total_steps=8, batch_size=8, learning_rate=1e-3, warmup=0.25,
+                precision="fp32")
     base.update(kw)
     return PretrainConfig(**base)
 
@@ -114,7 +116,7 @@ def test_training_writes_checkpoints_metrics_and_loss_falls(data, tmp_path):
     reports = [r for r in recs if r["event"] == "report"]
     assert [r["step"] for r in reports] == [10, 20, 30, 40]
     assert reports[-1]["loss"] < reports[0]["loss"] - 0.3
-    for k in ("mlm_accuracy", "lr", "real_tokens_per_s", "padded_tokens_per_s", "mfu", "eta_s", "eval_loss"):
+    for k in ("accuracy", "lr", "real_tokens_per_s", "padded_tokens_per_s", "mfu", "eta_s", "eval_loss", "eval_accuracy"):
         assert k in reports[-1]
     assert reports[-1]["padded_tokens_per_s"] >= reports[-1]["real_tokens_per_s"] > 0
     cfg_m, sd, meta = load_weights(res["last_checkpoint"])
@@ -162,7 +164,8 @@ def test_sigterm_writes_checkpoint_exits_cleanly_and_resume_matches(data, tmp_pa
     cmd = [sys.executable, "-m", "miniroberta.cli", "pretrain", "--dataset_path", data["ds"], "--vocab_path",
            data["vocab"], "--config_path", data["config"], "--output_model_path", str(out), "--total_steps", str(n),
            "--batch_size", "8", "--learning_rate", "1e-3", "--warmup", "0.25", "--report_steps", "1",
-           "--save_checkpoint_steps", "1000", "--threads", "1", "--no_progress", "--debug_step_sleep", "0.1"]
+           "--save_checkpoint_steps", "1000", "--threads", "1", "--no_progress", "--debug_step_sleep", "0.1",
+           "--precision", "fp32"]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     metrics = f"{out}.metrics.jsonl"
     t0 = time.time()

@@ -149,6 +149,11 @@ class Batch:
     pinned: dict | None = None                   # pinned CPU tensors, prepared off the critical path for GPUs
 
     @property
+    def units(self) -> int:
+        """Loss terms of this batch (the training engine's weighting unit): masked tokens."""
+        return self.num_masked
+
+    @property
     def num_masked(self) -> int:
         return int(self.labels.shape[0])
 

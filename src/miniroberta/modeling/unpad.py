@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from miniroberta.modeling.bert import BertForMaskedLM
+from miniroberta.modeling.bert import BertForMaskedLM, attention
 
 
 class UnpaddedMLM(nn.Module):
@@ -48,8 +48,7 @@ class UnpaddedMLM(nn.Module):
             qkv = torch.cat([sa.query(x), sa.key(x), sa.value(x)], dim=1)          # (N, 3H)
             padded = qkv.new_zeros(B * T, 3 * H).index_copy(0, real_index, qkv)    # (B*T, 3H)
             q, k, v = padded.view(B, T, 3, nh, hd).permute(2, 0, 3, 1, 4)          # 3 x (B, nh, T, hd)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
-                                               dropout_p=sa.dropout_p if self.training else 0.0)
+            y = attention(q, k, v, mask, sa.dropout_p, self.training)
             y = y.transpose(1, 2).reshape(B * T, H).index_select(0, real_index)    # (N, H)
             a = layer.attention.output(y, x)
             x = layer.output(layer.intermediate(a), a)

@@ -43,7 +43,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch_size", type=int, default=32)
     p.add_argument("--learning_rate", type=float, default=1e-3)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
-    p.add_argument("--bf16", action="store_true")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="training precision (see `miniroberta pretrain --help`)")
     p.add_argument("--no_progress", action="store_true")
 
 
@@ -63,36 +64,20 @@ def _corpus_and_eval(args: argparse.Namespace, data: Path | None) -> tuple[Any, 
     return files, str(ev) if ev.is_file() and str(ev) not in files else None
 
 
-def _steps_for_budget(model_cfg, seq_length: int, batch_size: int, seconds: float, bf16: bool,
-                      threads: int | None) -> int:
-    """Time a few training steps of the model on random data and size the run to the budget."""
-    import torch
+def _steps_for_budget(base, seconds: float, threads: int | None) -> int:
+    """Time a few real training steps (the same engine, data and precision) and size the run
+    to the budget."""
+    import tempfile
 
-    from miniroberta.modeling.bert import build_mlm
-    if threads:
-        torch.set_num_threads(threads)
-    model = build_mlm(model_cfg, seed=0)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    g = torch.Generator().manual_seed(0)
-    T = int(seq_length * 0.85)  # typical trimmed length
-    ids = torch.randint(1000, model_cfg.vocab_size, (batch_size, T), generator=g)
-    pos = torch.randperm(batch_size * T, generator=g)[: int(0.15 * batch_size * T)]
-    labels = ids.reshape(-1)[pos]
-
-    def step() -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            logits = model(ids, masked_positions=pos).logits
-        torch.nn.functional.cross_entropy(logits.float(), labels).backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    step()
-    t0, n = time.perf_counter(), 0
-    while n < 2 or time.perf_counter() - t0 < 1.5:
-        step()
-        n += 1
-    per_step = (time.perf_counter() - t0) / n  # real batches run a little faster (measured), data is off-path
-    return max(20, int(seconds / per_step))
+    from miniroberta.pretrain.launch import PretrainConfig, RunOptions, train
+    with tempfile.TemporaryDirectory(prefix="miniroberta-calib-") as tmp:
+        cfg = PretrainConfig(**{**base.__dict__, "total_steps": 10 ** 6, "output_model_path": f"{tmp}/m.bin"})
+        res = train(cfg, RunOptions(report_steps=1, save_checkpoint_steps=10 ** 9, stop_after_steps=8,
+                                    threads=threads, progress=False))
+        reps = [json.loads(l) for l in open(res["metrics_path"], encoding="utf-8")]
+    el = [r["elapsed_s"] for r in reps if r.get("event") == "report"]
+    per_step = (el[-1] - el[2]) / max(1, len(el) - 3)  # after two warm-up steps
+    return max(20, int(seconds / max(per_step, 1e-6)))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -127,13 +112,14 @@ def run(args: argparse.Namespace) -> int:
 
     base = PretrainConfig(dataset_path=str(ds_path), output_model_path=str(ckpt), vocab_path=vocab,
                           config_path=args.config, total_steps=1, batch_size=args.batch_size,
-                          learning_rate=args.learning_rate, warmup=0.06, seed=7, init="hf", bf16=args.bf16)
+                          learning_rate=args.learning_rate, warmup=0.06, seed=7, init="hf",
+                          precision=args.precision)
     mc = model_config(base, len(read_vocab(vocab)), args.seq_length)
     if args.steps:
         steps, budget = int(args.steps), None
     else:
         budget = args.minutes * 60.0
-        steps = _steps_for_budget(mc, args.seq_length, args.batch_size, budget, args.bf16, args.threads)
+        steps = _steps_for_budget(base, budget, args.threads)
     cfg = PretrainConfig(**{**base.__dict__, "total_steps": steps})
     report = max(1, steps // 20)
     log(f"[2/4] pretrain {mc.name} for {steps} steps" + (f" (sized to ~{args.minutes:g} min on this machine)"
@@ -160,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
     lines = ["", "quickstart finished in " + format_duration(time.time() - t_all), ""]
     if first is not None:
         lines.append(f"MLM loss: {first['loss']:.3f} at step {first['step']} -> {last['loss']:.3f} at step {last['step']} "
-                     f"(accuracy {first['mlm_accuracy']:.3f} -> {last['mlm_accuracy']:.3f}; "
+                     f"(accuracy {first['accuracy']:.3f} -> {last['accuracy']:.3f}; "
                      f"a random model starts near ln(vocab) = {__import__('math').log(mc.vocab_size):.2f})")
     if len(evals) >= 2:
         lines.append(f"held-out MLM loss ({os.path.basename(str(eval_corpus))}): {evals[0]['eval_loss']:.3f} at step "

@@ -356,7 +356,8 @@ class Study:
                 dataset_path=dataset["path"], vocab_path=self.vocab, config_path=model, output_model_path=prefix,
                 pretrained_model_path=init["final_checkpoint"] if init else None, total_steps=s["total_steps"],
                 batch_size=s["batch_size"], world_size=procs, accumulation_steps=accum,
-                learning_rate=s["learning_rate"], warmup=s["warmup"], seed=self.recipe["seed"], bf16=s["bf16"]))
+                learning_rate=s["learning_rate"], warmup=s["warmup"], seed=self.recipe["seed"],
+                precision="bf16" if s["bf16"] else "fp32"))
             opts = make_dataclass(pt.RunOptions, dict(
                 save_checkpoint_steps=s["save_checkpoint_steps"], report_steps=s["report_steps"], resume="auto",
                 time_budget_s=float(s["time_budget_s"]) or None, metrics_path=metrics, progress=self.progress))
