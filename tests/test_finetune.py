@@ -15,11 +15,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _ft_data as D  # noqa: E402
 
 from miniroberta import cli  # noqa: E402
-from miniroberta.finetune.trainer import FinetuneConfig, classification_metrics, run_finetune  # noqa: E402
+from miniroberta.finetune.inference import classification_metrics  # noqa: E402
+from miniroberta.finetune.trainer import FinetuneConfig, run_finetune  # noqa: E402
 from miniroberta.finetune.predict import load_finetuned, predict_file  # noqa: E402
 
 FAST = dict(epochs_num=3, batch_size=16, learning_rate=2e-3, seq_length=32, dropout=0.0, warmup=0.1,
-            progress=False, threads=1)  # tiny models: one thread avoids OpenMP stalls on the shared 2-core box
+            progress=False, threads=1, precision="fp32")  # tiny models: one thread avoids OpenMP stalls on the shared 2-core box
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -61,7 +62,7 @@ def test_single_sentence_task_is_learned(single_run):
     assert res["best_dev_acc"] == max(e["dev_acc"] for e in res["epochs"])
     assert res["labels"] == ["0", "1"]
     lines = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [l["epoch"] for l in lines if l["kind"] == "epoch"] == [1, 2, 3]
+    assert [l["epoch"] for l in lines if l["event"] == "epoch"] == [1, 2, 3]
     saved = json.loads((out / "result.json").read_text())
     assert saved["best_dev_acc"] == res["best_dev_acc"]
     cfg = json.loads((out / "model" / "config.json").read_text())
@@ -123,7 +124,7 @@ def test_multiclass_clue_json_with_gapped_codes_and_predict(env, tmp_path):
     out = env["root"] / "multi_out"
     cfg = FinetuneConfig(pretrained_model_path=env["model"], vocab_path=env["vocab"], train_path=str(d / "train.json"),
                          dev_path=str(d / "dev.json"), test_path=str(d / "test.json"), output_dir=str(out),
-                         cache_dir=env["cache"], seed=11, **{**FAST, "epochs_num": 4})
+                         cache_dir=env["cache"], seed=11, **{**FAST, "epochs_num": 6})
     res = run_finetune(cfg)
     assert res["labels"] == ["100", "101", "103", "107"]      # numeric order -> ids 0..3
     assert res["best_dev_acc"] >= 0.8, res["epochs"]
@@ -285,3 +286,29 @@ def test_pretrained_weights_from_hf_dir_and_uer_checkpoint(env, tmp_path):
                                       **{**FAST, "epochs_num": 1}))
     assert res["vocab_path"] == str(hf_dir / "vocab.txt")
     assert res["model"]["pretrained_model_path"] == str(hf_dir)
+
+
+def test_stop_mid_epoch_then_resume_is_bit_identical(env, tmp_path):
+    """The engine gives fine-tuning exact mid-run resume: stop inside epoch 2, resume, and the best
+    weights and every epoch's dev accuracy equal an uninterrupted run's; other settings are refused."""
+    from safetensors.torch import load_file
+    d = D.write_single(env["root"] / "single_resume")
+
+    def cfg(out, **kw):
+        return FinetuneConfig(pretrained_model_path=env["model"], vocab_path=env["vocab"],
+                              train_path=str(d / "train.tsv"), dev_path=str(d / "dev.tsv"), output_dir=str(out),
+                              cache_dir=env["cache"], seed=5, **{**FAST, "dropout": 0.1, **kw})
+    full = run_finetune(cfg(tmp_path / "full"))
+    part = run_finetune(cfg(tmp_path / "part", stop_after_steps=21))   # 16 steps per epoch: inside epoch 2
+    assert part["stopped"] == "stop_after_steps" and part["steps"] == 21
+    assert [e["epoch"] for e in part["epochs"]] == [1]
+    with pytest.raises(ValueError, match="learning_rate"):
+        run_finetune(cfg(tmp_path / "part", resume=True, learning_rate=1e-3))
+    rest = run_finetune(cfg(tmp_path / "part", resume=True))
+    assert [e["dev_acc"] for e in rest["epochs"]] == [e["dev_acc"] for e in full["epochs"]]
+    assert rest["best_epoch"] == full["best_epoch"]
+    a = load_file(str(tmp_path / "full" / "model" / "model.safetensors"))
+    b = load_file(str(tmp_path / "part" / "model" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(FileNotFoundError, match="no training state"):
+        run_finetune(cfg(tmp_path / "nothing", resume=True))

@@ -204,9 +204,10 @@ class Trainer:
                       padded_tokens_per_s=pad_s, mfu=mfu, elapsed_s=el, eta_s=eta, units=int(d[3]),
                       tokens_seen=self.tokens_seen + int(tot[4]))
         fields.update(task.report_fields(self, log))
-        line = (f"step {self.step}/{self.total_steps} | loss {self.last_loss:.4f} | acc {self.last_accuracy:.3f} | "
-                f"lr {self.lr:.2e} | real tok/s {human_count(real_s)} | padded tok/s {human_count(pad_s)} | "
-                f"MFU {100 * mfu:.1f}% | elapsed {format_duration(el)} | ETA {format_duration(eta)}")
+        line = ((f"step {self.step}/{self.total_steps} | loss {self.last_loss:.4f} | acc {self.last_accuracy:.3f} | "
+                f"lr {self.lr:.2e} | real tok/s {human_count(real_s)} | padded tok/s {human_count(pad_s)} | ")
+                + (f"MFU {100 * mfu:.1f}% | " if opts.peak_flops else "")
+                + f"elapsed {format_duration(el)} | ETA {format_duration(eta)}")
         if "eval_loss" in fields:
             line += f" | eval loss {fields['eval_loss']:.4f} acc {fields['eval_accuracy']:.3f}"
         log.write("report", self.step, **fields)

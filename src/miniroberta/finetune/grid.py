@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from miniroberta.data import tasks as T
+from miniroberta.interop.export import resolve_vocab
 from miniroberta.utils import atomic_write_json, format_duration, log, sha256_bytes, sha256_file
 
 DEFAULT_EPOCHS = (3, 5, 8)
@@ -144,8 +145,7 @@ def run_grid(pretrained_model_path: str | None, tasks: Sequence[str] | str, data
     fp = model_fingerprint(pretrained_model_path)
     if not pretrained_model_path and not config_path:
         raise ValueError("give --pretrained_model_path (or --config_path PRESET for a random-init baseline)")
-    from miniroberta.finetune.trainer import resolve_vocab
-    vocab = resolve_vocab(vocab_path, pretrained_model_path)
+    vocab = resolve_vocab(pretrained_model_path, vocab_path)
     ident = dict(model=fp, config_path=config_path, vocab_sha256=sha256_file(vocab), seq_length=seq_length,
                  max_train_examples=max_train_examples, max_dev_examples=max_dev_examples,
                  finetune_overrides=finetune_overrides or {})

@@ -18,7 +18,10 @@ import numpy as np
 import torch
 
 from miniroberta.data import tasks as T
+from miniroberta.engine.device import resolve_device
+from miniroberta.finetune.inference import predict_logits
 from miniroberta.interop.checkpoint import load_into, load_weights
+from miniroberta.interop.export import resolve_vocab
 from miniroberta.modeling.bert import BertForSequenceClassification
 from miniroberta.modeling.tokenizer import BertTokenizer
 from miniroberta.utils import atomic_write, log
@@ -71,7 +74,6 @@ def load_finetuned(path: str, device: str | None = None) -> tuple[BertForSequenc
                          f"`miniroberta finetune`")
     model = BertForSequenceClassification(cfg)
     load_into(model, sd, path, allow_unexpected=("cls.",))
-    from miniroberta.finetune.trainer import resolve_device
     model.to(resolve_device(device)).eval()
     ft.setdefault("labels", [cfg.id2label[i] for i in range(cfg.num_labels)])
     ft["model_dir"] = path
@@ -83,7 +85,6 @@ def predict_file(model_path: str, input_path: str, output_path: str | None = Non
                  batch_size: int = 64, seq_length: int | None = None, device: str | None = None,
                  fmt: str | None = None, output_prob: bool = False, skip_bad_rows: bool = False) -> dict[str, Any]:
     """Predict every row of ``input_path``; returns ids, labels, probs and the output path."""
-    from miniroberta.finetune.trainer import predict_logits, resolve_device, resolve_vocab
     model, ft = load_finetuned(model_path, device)
     task = task or ft.get("task")
     spec = T.TASKS.get(task) if task else None
@@ -97,7 +98,7 @@ def predict_file(model_path: str, input_path: str, output_path: str | None = Non
                            require_label=False, id_field=id_field, skip_bad_rows=skip_bad_rows)
     if fields is not None and len(fields) != len(data.text_fields):
         raise ValueError(f"{input_path}: expected text fields {list(fields)}")
-    vocab = resolve_vocab(vocab_path, ft["model_dir"])
+    vocab = resolve_vocab(ft["model_dir"], vocab_path)
     tok = BertTokenizer(vocab)
     if tok.vocab_size != model.config.vocab_size:
         raise ValueError(f"{vocab} has {tok.vocab_size} tokens but the model has {model.config.vocab_size}")

@@ -26,21 +26,28 @@ import dataclasses
 import json
 import math
 import os
-import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from miniroberta.data import tasks as T
+from miniroberta.engine.device import device_info, resolve_device
+from miniroberta.engine.metrics import RunLog
+from miniroberta.engine.optim import OptimConfig
+from miniroberta.engine.precision import resolve_precision
+from miniroberta.engine.trainer import STATE_FORMAT, LoopOptions, Trainer
+from miniroberta.finetune.inference import classification_metrics, mean_cross_entropy, predict_logits, to_device
+from miniroberta.finetune.predict import write_predictions
 from miniroberta.interop.checkpoint import load_into, load_weights, save_native
-from miniroberta.modeling.config import ModelConfig, load_config, replace
+from miniroberta.interop.export import resolve_vocab, write_hf_dir
 from miniroberta.modeling.bert import BertForSequenceClassification, init_weights
+from miniroberta.modeling.config import ModelConfig, load_config, replace
 from miniroberta.modeling.tokenizer import BertTokenizer
-from miniroberta.utils import JsonlWriter, atomic_write_json, format_duration, log
+from miniroberta.utils import atomic_write_json, format_duration, log
 
 
 @dataclass
@@ -85,7 +92,27 @@ class FinetuneConfig:
     export_hf: str | None = None                 # extra HF directory
     save_model: bool = True                      # write output_dir/model
     run_test: bool = True                        # score / predict the test file with the best epoch
-    amp: bool = False                            # bf16 autocast (for GPUs; weights and optimizer stay fp32)
+    precision: str = "auto"                      # auto | fp32 | bf16 (bf16 compute, fp32 master weights)
+    amp: bool = False                            # alias of precision="bf16" (0.1.0's flag)
+    resume: bool = False                         # continue <output_dir>/train_state.pt
+    stop_after_steps: int | None = None          # test hook: stop as if signalled after this many steps
+
+    # settings that do not change the result (speed, logging, outputs); the rest are checked on resume
+    _RESULT_FREE = ("report_steps", "device", "threads", "progress", "verbose", "output_dir", "output_model_path",
+                    "export_hf", "save_model", "run_test", "resume", "stop_after_steps", "cache_dir",
+                    "eval_batch_size", "precision", "amp")
+
+    @property
+    def effective_precision(self) -> str:
+        return "bf16" if self.amp else self.precision
+
+    def result_key(self) -> dict[str, Any]:
+        d = self.to_dict()
+        return {k: v for k, v in d.items() if k not in self._RESULT_FREE}
+
+    def optim(self) -> OptimConfig:
+        return OptimConfig(learning_rate=self.learning_rate, warmup=self.warmup, weight_decay=self.weight_decay,
+                           adam_eps=self.adam_eps)
 
     def __post_init__(self) -> None:
         if isinstance(self.text_fields, str):
@@ -98,6 +125,8 @@ class FinetuneConfig:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
         if not 0 <= self.warmup < 1:
             raise ValueError(f"warmup is a fraction of the steps in [0, 1), got {self.warmup}")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
         if self.truncation not in ("longest_first", "concat"):
             raise ValueError(f"truncation must be longest_first or concat, got {self.truncation!r}")
 
@@ -108,42 +137,7 @@ class FinetuneConfig:
         return d
 
 
-# ------------------------------------------------------------------------------------ metrics
-def classification_metrics(gold: np.ndarray, pred: np.ndarray, num_labels: int) -> dict[str, Any]:
-    """Accuracy, macro-F1 (over classes present in gold or predictions, as scikit-learn) and
-    the confusion matrix (rows = gold, columns = predicted)."""
-    gold = np.asarray(gold, dtype=np.int64)
-    pred = np.asarray(pred, dtype=np.int64)
-    conf = np.zeros((num_labels, num_labels), dtype=np.int64)
-    np.add.at(conf, (gold, pred), 1)
-    tp = np.diag(conf).astype(np.float64)
-    gold_n = conf.sum(1).astype(np.float64)
-    pred_n = conf.sum(0).astype(np.float64)
-    present = (gold_n + pred_n) > 0
-    f1 = np.where(gold_n + pred_n > 0, 2 * tp / np.maximum(gold_n + pred_n, 1), 0.0)
-    return dict(acc=float(tp.sum() / max(len(gold), 1)),
-                macro_f1=float(f1[present].mean()) if present.any() else 0.0,
-                correct=int(tp.sum()), total=int(len(gold)), confusion=conf.tolist())
-
-
-# ------------------------------------------------------------------------------------ helpers
-def resolve_device(device: str | None) -> torch.device:
-    if device:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def resolve_vocab(vocab_path: str | None, model_path: str | None) -> str:
-    if vocab_path:
-        return vocab_path
-    if model_path:
-        p = Path(model_path)
-        for cand in ((p / "vocab.txt") if p.is_dir() else None, p.parent / "vocab.txt"):
-            if cand is not None and cand.is_file():
-                return str(cand)
-    return T.default_vocab_path()
-
-
+# ------------------------------------------------------------------------------------ model
 def build_classifier(cfg: FinetuneConfig, id2label: dict[int, str]) -> tuple[BertForSequenceClassification, dict]:
     """The classifier with pretrained encoder weights (and pooler, if the checkpoint has one);
     the rest initialised from N(0, initializer_range) with zero bias under ``cfg.seed``."""
@@ -171,60 +165,12 @@ def build_classifier(cfg: FinetuneConfig, id2label: dict[int, str]) -> tuple[Ber
     init_weights(model, mcfg.initializer_range, "hf")
     if sd is not None:
         # a previous classifier head has other labels: always start a fresh one
-        sd = {k: v for k, v in sd.items() if not k.startswith(("classifier.", "cls.")) }
+        sd = {k: v for k, v in sd.items() if not k.startswith(("classifier.", "cls."))}
         load_into(model, sd, str(cfg.pretrained_model_path), allow_missing=("bert.pooler.", "classifier."))
         info["pooler_from_checkpoint"] = any(k.startswith("bert.pooler.") for k in sd)
     return model, info
 
 
-def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, eps: float) -> torch.optim.Optimizer:
-    decay, no_decay = [], []
-    for n, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (no_decay if n.endswith("bias") or "LayerNorm" in n else decay).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    try:  # the fused kernel is several times faster on CPU for the large embedding matrix
-        return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), eps=eps, fused=True)
-    except (RuntimeError, TypeError, ValueError):
-        return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), eps=eps)
-
-
-def linear_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int):
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return step / max(1, warmup_steps)   # the first update runs at lr 0, as UER-py and HF
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def _to(device: torch.device, *arrays: np.ndarray) -> list[torch.Tensor]:
-    return [torch.from_numpy(a).to(device, non_blocking=True) for a in arrays]
-
-
-@torch.no_grad()
-def predict_logits(model: BertForSequenceClassification, enc: T.Encoded, batch_size: int,
-                   device: torch.device, pad_id: int = 0, amp: bool = False) -> np.ndarray:
-    """Logits (N, num_labels) in the original order; batches are length-sorted for speed."""
-    model.eval()
-    order = np.argsort(enc.lengths(), kind="stable")
-    out = np.zeros((len(enc), model.num_labels), dtype=np.float32)
-    for s in range(0, len(order), batch_size):
-        idx = order[s:s + batch_size]
-        ids, types, mask = _to(device, *enc.batch(idx, pad_id))
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            logits = model(ids, attention_mask=mask, token_type_ids=types).logits
-        out[idx] = logits.float().cpu().numpy()
-    return out
-
-
-def _cross_entropy(logits: np.ndarray, gold: np.ndarray) -> float:
-    z = logits - logits.max(1, keepdims=True)
-    logp = z - np.log(np.exp(z).sum(1, keepdims=True))
-    return float(-logp[np.arange(len(gold)), gold].mean())
-
-
-# ------------------------------------------------------------------------------------ main
 def load_task_data(cfg: FinetuneConfig) -> tuple[T.TaskFiles, T.TaskData, T.TaskData]:
     files = T.resolve_task(cfg.task, cfg.data_dir, cfg.train_path, cfg.dev_path, cfg.test_path,
                            cfg.text_fields, cfg.label_field)
@@ -235,6 +181,110 @@ def load_task_data(cfg: FinetuneConfig) -> tuple[T.TaskFiles, T.TaskData, T.Task
     return files, train, dev
 
 
+# ------------------------------------------------------------------------------------ the task
+@dataclass
+class ClassifierBatch:
+    ids: np.ndarray
+    types: np.ndarray
+    mask: np.ndarray
+    labels: np.ndarray
+
+    @property
+    def units(self) -> int:
+        return len(self.labels)
+
+    @property
+    def real_tokens(self) -> int:
+        return int(self.mask.sum())
+
+    @property
+    def padded_tokens(self) -> int:
+        return int(self.mask.size)
+
+
+class ClassifierTask:
+    """Sequence classification for the engine. Epoch ``e`` visits the training set in the
+    order of a permutation seeded by ``(seed, e)``, so the data position is a function of the
+    step (exact mid-run resume); dev accuracy after every epoch decides the best epoch."""
+    name = "finetune"
+
+    def __init__(self, cfg: FinetuneConfig, model: BertForSequenceClassification, enc_train: T.Encoded,
+                 y_train: np.ndarray, enc_dev: T.Encoded, y_dev: np.ndarray, num_labels: int, pad_id: int,
+                 device: torch.device) -> None:
+        self.cfg, self.model, self.device, self.pad_id, self.num_labels = cfg, model, device, pad_id, num_labels
+        self.enc_train, self.y_train, self.enc_dev, self.y_dev = enc_train, y_train, enc_dev, y_dev
+        self.n = len(enc_train)
+        self.steps_per_epoch = math.ceil(self.n / cfg.batch_size)
+        self.eval_bs = cfg.eval_batch_size or max(64, 2 * cfg.batch_size)
+        self.epochs: list[dict[str, Any]] = []
+        self.best: dict[str, Any] | None = None
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self._perm: tuple[int, np.ndarray] | None = None
+        self._epoch_t0 = time.time()
+        self._epoch_sums = [0.0, 0, 0]   # loss sum, examples, real tokens of the running epoch (host copies)
+
+    def permutation(self, epoch: int) -> np.ndarray:
+        if self._perm is None or self._perm[0] != epoch:
+            self._perm = (epoch, np.random.default_rng([self.cfg.seed, epoch, 0xF17E]).permutation(self.n))
+        return self._perm[1]
+
+    def batches(self, step: int) -> list[ClassifierBatch]:
+        epoch, b = divmod(step, self.steps_per_epoch)
+        idx = self.permutation(epoch)[b * self.cfg.batch_size:(b + 1) * self.cfg.batch_size]
+        ids, types, mask = self.enc_train.batch(idx, self.pad_id)
+        return [ClassifierBatch(ids, types, mask, self.y_train[idx])]
+
+    def loss(self, model: torch.nn.Module, b: ClassifierBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        ids, types, mask, gold = to_device(self.device, b.ids, b.types, b.mask, b.labels)
+        logits = model(ids, attention_mask=mask, token_type_ids=types).logits.float()
+        loss = F.cross_entropy(logits, gold, reduction="sum")
+        self._epoch_sums[1] += len(b.labels)
+        self._epoch_sums[2] += b.real_tokens
+        return loss, (logits.detach().argmax(-1) == gold).sum()
+
+    def report_fields(self, trainer: Trainer, log: RunLog) -> dict[str, Any]:
+        return {"epoch": trainer.step / self.steps_per_epoch}
+
+    def after_step(self, trainer: Trainer, log: RunLog) -> None:
+        if trainer.step % self.steps_per_epoch and trainer.step != trainer.total_steps:
+            return
+        epoch = math.ceil(trainer.step / self.steps_per_epoch)
+        tot = trainer.totals()
+        ep_time = time.time() - self._epoch_t0
+        t_ev = time.time()
+        logits = predict_logits(self.model, self.enc_dev, self.eval_bs, self.device, self.pad_id)
+        m = classification_metrics(self.y_dev, logits.argmax(1), self.num_labels)
+        prev = self.epochs[-1] if self.epochs else {"_loss": 0.0, "_units": 0.0}
+        rec = dict(epoch=epoch, train_loss=float((tot[0] - prev["_loss"]) / max(1.0, tot[3] - prev["_units"])),
+                   dev_loss=mean_cross_entropy(logits, self.y_dev), dev_acc=m["acc"], dev_macro_f1=m["macro_f1"],
+                   dev_correct=m["correct"], dev_total=m["total"], train_time_s=ep_time,
+                   eval_time_s=time.time() - t_ev, train_examples_per_s=self._epoch_sums[1] / max(ep_time, 1e-9),
+                   train_tokens_per_s=self._epoch_sums[2] / max(ep_time, 1e-9), _loss=float(tot[0]),
+                   _units=float(tot[3]))
+        self.epochs.append(rec)
+        log.write("epoch", trainer.step, **{k: v for k, v in rec.items() if not k.startswith("_")})
+        improved = self.best is None or m["acc"] > self.best["dev_acc"]
+        log.say(f"epoch {epoch}: train loss {rec['train_loss']:.4f}, dev acc {m['acc']:.4f} ({m['correct']}/"
+                f"{m['total']}), macro-F1 {m['macro_f1']:.4f}, {format_duration(ep_time)}"
+                f"{'  *best*' if improved else ''}")
+        if improved:
+            self.best = dict(rec, confusion=m["confusion"])
+            self.best_state = trainer.precision.state_dict()
+        self._epoch_t0 = time.time()
+        self._epoch_sums = [0.0, 0, 0]
+
+    def save(self, trainer: Trainer, final: bool) -> str | None:
+        return None  # the best epoch's weights are written once training ends (run_finetune)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epochs": self.epochs, "best": self.best, "best_state": self.best_state,
+                "settings": self.cfg.result_key()}
+
+    def load_state_dict(self, st: dict[str, Any]) -> None:
+        self.epochs, self.best, self.best_state = st["epochs"], st["best"], st["best_state"]
+
+
+# ------------------------------------------------------------------------------------ main
 def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     """Fine-tune, evaluate on dev after every epoch, keep the best epoch; see the module doc.
     ``cfg.threads`` sets torch's thread count for this run only (restored afterwards)."""
@@ -248,11 +298,7 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         torch.set_num_threads(before)
 
 
-def _run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
-    t_start = time.time()
-    device = resolve_device(cfg.device)
-    say = log if cfg.verbose else (lambda *_a, **_k: None)
-
+def _prepare_data(cfg: FinetuneConfig, say) -> dict[str, Any]:
     files, train, dev = load_task_data(cfg)
     for d in (train, dev):
         if d.skipped:
@@ -260,10 +306,8 @@ def _run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         if d.dropped:
             say(f"dropped {d.dropped} rows of {d.path} labelled {list(files.drop_labels)}")
     labels = T.LabelMap.from_labels(train.labels, source=files.train_path)
-    y_train_all = labels.encode(train)
-    y_dev_all = labels.encode(dev)
-
-    vocab_path = resolve_vocab(cfg.vocab_path, cfg.pretrained_model_path)
+    y_train, y_dev = labels.encode(train), labels.encode(dev)
+    vocab_path = resolve_vocab(cfg.pretrained_model_path, cfg.vocab_path)
     tok = BertTokenizer(vocab_path)
     reader_key = dict(label=files.label_field, drop=list(files.drop_labels), skip=cfg.skip_bad_rows)
     enc_train = T.cached_encode(tok, train, cfg.seq_length, cfg.truncation, cfg.cache_dir, reader_key)
@@ -271,119 +315,104 @@ def _run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     sub_tr = T.subsample(len(train), cfg.max_train_examples, seed=0)
     sub_dev = T.subsample(len(dev), cfg.max_dev_examples, seed=1)
     if sub_tr is not None:
-        enc_train, y_train = enc_train.subset(sub_tr), y_train_all[sub_tr]
-    else:
-        y_train = y_train_all
+        enc_train, y_train = enc_train.subset(sub_tr), y_train[sub_tr]
     if sub_dev is not None:
-        enc_dev, y_dev = enc_dev.subset(sub_dev), y_dev_all[sub_dev]
-    else:
-        y_dev = y_dev_all
+        enc_dev, y_dev = enc_dev.subset(sub_dev), y_dev[sub_dev]
+    return dict(files=files, train=train, dev=dev, labels=labels, vocab_path=vocab_path, tok=tok,
+                enc_train=enc_train, y_train=y_train, enc_dev=enc_dev, y_dev=y_dev,
+                subsampled=sub_tr is not None or sub_dev is not None)
+
+
+def _run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
+    t_start = time.time()
+    device = resolve_device(cfg.device)
+    say = log if cfg.verbose else (lambda *_a, **_k: None)
+    d = _prepare_data(cfg, say)
+    files, train, labels, tok = d["files"], d["train"], d["labels"], d["tok"]
+    out_dir = cfg.output_dir or (os.path.dirname(os.path.abspath(cfg.output_model_path))
+                                 if cfg.output_model_path else None)
+    state_path = os.path.join(out_dir, "train_state.pt") if out_dir else None
+    st = _load_resume_state(cfg, state_path)
 
     model, init_info = build_classifier(cfg, labels.id2label)
     mcfg = model.config
     if mcfg.vocab_size != tok.vocab_size:
-        raise ValueError(f"{vocab_path} has {tok.vocab_size} tokens but the model's vocab_size is {mcfg.vocab_size}; "
-                         f"pass --vocab_path with the vocab the model was pretrained with")
-    model.to(device)
+        raise ValueError(f"{d['vocab_path']} has {tok.vocab_size} tokens but the model's vocab_size is "
+                         f"{mcfg.vocab_size}; pass --vocab_path with the vocab the model was pretrained with")
+    if st is not None:
+        load_into(model, st["model"], state_path)
+    model.to(device).train()
     n_params = sum(p.numel() for p in model.parameters())
+    precision, why = (st["precision"], "as the training state") if st is not None else \
+        resolve_precision(cfg.effective_precision, device, mcfg.hidden_size)
 
-    out_dir = cfg.output_dir or (os.path.dirname(os.path.abspath(cfg.output_model_path))
-                                 if cfg.output_model_path else None)
+    task = ClassifierTask(cfg, model, d["enc_train"], d["y_train"], d["enc_dev"], d["y_dev"], len(labels),
+                          tok.pad_id, device)
+    total_steps = task.steps_per_epoch * cfg.epochs_num
+    trainer = Trainer(model, optim=cfg.optim(), total_steps=total_steps, device=device, precision=precision)
+    if st is not None:
+        trainer.load_state_dict(st)
+        task.load_state_dict(st["task"])
+    else:
+        torch.manual_seed(cfg.seed)  # dropout
     metrics_path = os.path.join(out_dir, "metrics.jsonl") if out_dir else None
-    if metrics_path and os.path.exists(metrics_path):
+    if metrics_path and st is None and os.path.exists(metrics_path):
         os.unlink(metrics_path)
-    metrics = JsonlWriter(metrics_path)
-
-    n = len(enc_train)
-    steps_per_epoch = math.ceil(n / cfg.batch_size)
-    total_steps = steps_per_epoch * cfg.epochs_num
-    warmup_steps = int(total_steps * cfg.warmup)
-    opt = make_optimizer(model, cfg.learning_rate, cfg.weight_decay, cfg.adam_eps)
-    sched = linear_schedule(opt, warmup_steps, total_steps)
-    eval_bs = cfg.eval_batch_size or max(64, 2 * cfg.batch_size)
-    rng = np.random.RandomState(cfg.seed)
-    torch.manual_seed(cfg.seed)
-
-    say(f"finetune {files.name}: {n} train / {len(enc_dev)} dev examples, {len(labels)} labels, "
-        f"model {mcfg.name} ({n_params / 1e6:.1f}M params) on {device}; {cfg.epochs_num} epochs x "
-        f"{steps_per_epoch} steps, batch {cfg.batch_size}, lr {cfg.learning_rate:g}")
+    run_log = RunLog(metrics_path, name="finetune", total=total_steps, initial=trainer.step,
+                     progress=cfg.progress, verbose=cfg.verbose)
+    run_log.say(f"finetune {files.name}: {task.n} train / {len(d['enc_dev'])} dev examples, {len(labels)} labels, "
+                f"model {mcfg.name} ({n_params / 1e6:.1f}M params) on {device}, precision {precision} ({why}); "
+                f"{cfg.epochs_num} epochs x {task.steps_per_epoch} steps, batch {cfg.batch_size}, "
+                f"lr {cfg.learning_rate:g}" + (f"; resumed at step {trainer.step}" if st is not None else ""))
     if files.note:
-        say(f"note: {files.note}")
+        run_log.say(f"note: {files.note}")
+    run_log.write("start", trainer.step, settings=cfg.to_dict(), model_config=mcfg.to_dict(),
+                  device=device_info(device), precision=precision, precision_reason=why)
+    loop = LoopOptions(report_steps=cfg.report_steps or 10 ** 9, save_steps=task.steps_per_epoch,
+                       stop_after_steps=cfg.stop_after_steps)
+    try:
+        fit = trainer.fit(task, loop, run_log, state_path,
+                          advice=f"Lower --learning_rate (now {cfg.learning_rate:g}) and run again.")
+    finally:
+        run_log.close()
+    if fit.stopped:
+        say(f"stopped ({fit.stopped}) at step {fit.steps}/{total_steps}; continue with the same command plus --resume")
+        return dict(task=files.name, stopped=fit.stopped, steps=fit.steps, state_path=state_path, epochs=task.epochs)
+    return _finish(cfg, d, task, model, mcfg, n_params, init_info, trainer, device, out_dir, metrics_path,
+                   precision, t_start)
 
-    epochs: list[dict[str, Any]] = []
-    best: dict[str, Any] | None = None
-    best_state: dict[str, torch.Tensor] | None = None
-    step = 0
-    train_time = 0.0
-    for epoch in range(1, cfg.epochs_num + 1):
-        model.train()
-        perm = rng.permutation(n)
-        t_ep = time.time()
-        loss_sum, loss_n, seen_tokens = 0.0, 0, 0
-        bar = None
-        if cfg.progress:
-            from tqdm import tqdm
-            bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{cfg.epochs_num}", file=sys.stderr,
-                       dynamic_ncols=True, leave=False)
-        for b in range(steps_per_epoch):
-            idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-            ids, types, mask = _to(device, *enc_train.batch(idx, tok.pad_id))
-            gold = torch.from_numpy(y_train[idx]).to(device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp):
-                out = model(ids, attention_mask=mask, token_type_ids=types, labels=gold)
-            opt.zero_grad(set_to_none=True)
-            out.loss.backward()
-            opt.step()
-            sched.step()
-            step += 1
-            lv = float(out.loss.detach())
-            if not math.isfinite(lv):
-                raise RuntimeError(f"loss became {lv} at epoch {epoch} step {step}; lower --learning_rate "
-                                   f"(now {cfg.learning_rate:g})")
-            loss_sum += lv * len(idx)
-            loss_n += len(idx)
-            seen_tokens += int(mask.sum())
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss_sum / loss_n:.4f}", lr=f"{sched.get_last_lr()[0]:.2e}")
-            if cfg.report_steps and step % cfg.report_steps == 0:
-                metrics.write(dict(kind="train", epoch=epoch, step=step, loss=loss_sum / loss_n,
-                                   lr=sched.get_last_lr()[0], time=time.time() - t_start))
-        if bar is not None:
-            bar.close()
-        ep_time = time.time() - t_ep
-        train_time += ep_time
-        t_ev = time.time()
-        logits = predict_logits(model, enc_dev, eval_bs, device, tok.pad_id, cfg.amp)
-        pred = logits.argmax(1)
-        m = classification_metrics(y_dev, pred, len(labels))
-        rec = dict(kind="epoch", epoch=epoch, step=step, train_loss=loss_sum / max(loss_n, 1),
-                   dev_loss=_cross_entropy(logits, y_dev), dev_acc=m["acc"], dev_macro_f1=m["macro_f1"],
-                   dev_correct=m["correct"], dev_total=m["total"], train_time_s=ep_time,
-                   eval_time_s=time.time() - t_ev, train_examples_per_s=n / max(ep_time, 1e-9),
-                   train_tokens_per_s=seen_tokens / max(ep_time, 1e-9))
-        metrics.write(rec)
-        epochs.append(rec)
-        improved = best is None or m["acc"] > best["dev_acc"]
-        say(f"epoch {epoch}: train loss {rec['train_loss']:.4f}, dev acc {m['acc']:.4f} ({m['correct']}/{m['total']}), "
-            f"macro-F1 {m['macro_f1']:.4f}, {format_duration(ep_time)}{'  *best*' if improved else ''}")
-        if improved:
-            best = dict(rec, confusion=m["confusion"])
-            if (cfg.save_model and cfg.output_dir) or cfg.output_model_path or cfg.export_hf or \
-                    (cfg.run_test and (cfg.test_path or files.test_path)):
-                best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-    metrics.close()
+
+def _load_resume_state(cfg: FinetuneConfig, state_path: str | None) -> dict[str, Any] | None:
+    if not cfg.resume:
+        return None
+    if not state_path or not os.path.isfile(state_path):
+        raise FileNotFoundError(f"--resume: no training state {state_path or '(give --output_dir)'}; it is written "
+                                f"to <output_dir>/train_state.pt after every epoch and when a run is stopped")
+    st = torch.load(state_path, map_location="cpu", weights_only=True)
+    if not isinstance(st, dict) or st.get("format") != STATE_FORMAT or "task" not in st:
+        raise ValueError(f"{state_path}: not a miniroberta fine-tuning state")
+    old, now = st["task"]["settings"], cfg.result_key()
+    diff = sorted(k for k in set(old) | set(now) if old.get(k) != now.get(k))
+    if diff:
+        raise ValueError(f"refusing to resume {state_path}: settings that change the result differ: " + ", ".join(
+            f"--{k} {old.get(k)!r} (state) vs {now.get(k)!r} (now)" for k in diff))
+    return st
+
+
+def _finish(cfg, d, task: ClassifierTask, model, mcfg, n_params, init_info, trainer: Trainer, device, out_dir,
+            metrics_path, precision, t_start) -> dict[str, Any]:
+    files, train, dev, labels, tok, vocab_path = d["files"], d["train"], d["dev"], d["labels"], d["tok"], \
+        d["vocab_path"]
+    best, last = task.best, task.epochs[-1]
     assert best is not None
-    last = epochs[-1]
-
+    epochs = [{k: v for k, v in e.items() if not k.startswith("_")} for e in task.epochs]
     result: dict[str, Any] = dict(
         task=files.name, train_path=os.path.abspath(files.train_path), dev_path=os.path.abspath(files.dev_path),
         text_fields=list(train.text_fields), labels=labels.labels, num_labels=len(labels),
-        n_train=n, n_dev=len(enc_dev), n_train_file=len(train), n_dev_file=len(dev),
+        n_train=task.n, n_dev=len(d["enc_dev"]), n_train_file=len(train), n_dev_file=len(dev),
         train_skipped=train.skipped, dev_skipped=dev.skipped, train_dropped=train.dropped, dev_dropped=dev.dropped,
         max_train_examples=cfg.max_train_examples, max_dev_examples=cfg.max_dev_examples,
-        subsampled=sub_tr is not None or sub_dev is not None,
-        note=files.note,
+        subsampled=d["subsampled"], note=files.note,
         best_epoch=best["epoch"], best_dev_acc=best["dev_acc"], macro_f1=best["dev_macro_f1"],
         best_dev_macro_f1=best["dev_macro_f1"], last_dev_acc=last["dev_acc"], last_dev_macro_f1=last["dev_macro_f1"],
         best_confusion=best["confusion"], epochs=epochs,
@@ -392,40 +421,40 @@ def _run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
                    num_parameters_with_head=n_params, config=mcfg.to_dict(),
                    pretrained_model_path=os.path.abspath(cfg.pretrained_model_path) if cfg.pretrained_model_path else None,
                    **init_info),
-        device=str(device), threads=torch.get_num_threads(), steps=step, train_time_s=train_time,
-        paths={}, torch_version=torch.__version__,
+        device=str(device), precision=precision, threads=torch.get_num_threads(), steps=trainer.step,
+        train_time_s=sum(e["train_time_s"] for e in epochs), paths={}, torch_version=torch.__version__,
     )
     ft_meta = dict(task=files.name, text_fields=list(train.text_fields), label_field=files.label_field,
                    labels=labels.labels, seq_length=cfg.seq_length, truncation=cfg.truncation,
                    submission=files.submission, id_field=files.id_field, best_epoch=best["epoch"],
                    best_dev_acc=best["dev_acc"], pretrained_model_path=result["model"]["pretrained_model_path"])
-    if best_state is not None:
-        model.load_state_dict(best_state)
-        if cfg.output_dir and cfg.save_model:
-            result["paths"]["model_dir"] = save_classifier(best_state, mcfg, vocab_path, os.path.join(out_dir, "model"),
-                                                           ft_meta)
-        if cfg.export_hf:
-            result["paths"]["export_hf"] = save_classifier(best_state, mcfg, vocab_path, cfg.export_hf, ft_meta)
-        if cfg.output_model_path:
-            save_native(cfg.output_model_path, best_state, mcfg, meta=ft_meta)
-            result["paths"]["output_model_path"] = os.path.abspath(cfg.output_model_path)
-        test_path = cfg.test_path or files.test_path
-        if test_path and cfg.run_test:
-            result["test"] = _run_test(model, tok, cfg, files, test_path, train.text_fields, labels, eval_bs,
-                                       device, out_dir)
+    best_state = task.best_state
+    model.load_state_dict(best_state)  # (into the model's own precision) for the test predictions
+    if cfg.output_dir and cfg.save_model:
+        result["paths"]["model_dir"] = save_classifier(best_state, mcfg, vocab_path, os.path.join(out_dir, "model"),
+                                                       ft_meta)
+    if cfg.export_hf:
+        result["paths"]["export_hf"] = save_classifier(best_state, mcfg, vocab_path, cfg.export_hf, ft_meta)
+    if cfg.output_model_path:
+        save_native(cfg.output_model_path, best_state, mcfg, meta=ft_meta)
+        result["paths"]["output_model_path"] = os.path.abspath(cfg.output_model_path)
+    test_path = cfg.test_path or files.test_path
+    if test_path and cfg.run_test:
+        result["test"] = _run_test(model, tok, cfg, files, test_path, train.text_fields, labels, task.eval_bs,
+                                   device, out_dir)
     result["wall_time_s"] = time.time() - t_start
     if out_dir:
         result["paths"]["metrics"] = os.path.abspath(metrics_path)
         result["paths"]["result"] = os.path.abspath(os.path.join(out_dir, "result.json"))
         atomic_write_json(os.path.join(out_dir, "result.json"), result)
-    say(f"best epoch {best['epoch']}: dev acc {best['dev_acc']:.4f}, macro-F1 {best['dev_macro_f1']:.4f}; "
-        f"last epoch dev acc {last['dev_acc']:.4f}; {format_duration(result['wall_time_s'])}")
+    if cfg.verbose:
+        log(f"best epoch {best['epoch']}: dev acc {best['dev_acc']:.4f}, macro-F1 {best['dev_macro_f1']:.4f}; "
+            f"last epoch dev acc {last['dev_acc']:.4f}; {format_duration(result['wall_time_s'])}")
     return result
 
 
 def save_classifier(state: dict[str, torch.Tensor], mcfg: ModelConfig, vocab_path: str, out: str,
                     ft_meta: dict[str, Any]) -> str:
-    from miniroberta.interop.export import write_hf_dir
     card = (f"# {mcfg.name} fine-tuned on {ft_meta['task']}\n\nBertForSequenceClassification written by "
             f"`miniroberta finetune`; best epoch {ft_meta['best_epoch']}, dev accuracy "
             f"{ft_meta['best_dev_acc']:.4f}. Labels: {', '.join(ft_meta['labels'][:20])}"
@@ -437,13 +466,12 @@ def save_classifier(state: dict[str, torch.Tensor], mcfg: ModelConfig, vocab_pat
 
 def _run_test(model, tok, cfg: FinetuneConfig, files: T.TaskFiles, test_path: str, fields, labels: T.LabelMap,
               eval_bs: int, device, out_dir: str | None) -> dict[str, Any]:
-    from miniroberta.finetune.predict import write_predictions
     data = T.read_examples(test_path, text_fields=fields, label_field=files.label_field, require_label=False,
                            drop_labels=files.drop_labels, id_field=files.id_field, skip_bad_rows=cfg.skip_bad_rows)
     enc = T.cached_encode(tok, data, cfg.seq_length, cfg.truncation, cfg.cache_dir,
                           dict(label=files.label_field, drop=list(files.drop_labels), skip=cfg.skip_bad_rows,
                                test=True))
-    logits = predict_logits(model, enc, eval_bs, device, tok.pad_id, cfg.amp)
+    logits = predict_logits(model, enc, eval_bs, device, tok.pad_id)
     pred = logits.argmax(1)
     res: dict[str, Any] = dict(path=os.path.abspath(test_path), n=len(data))
     if data.labels is not None:
@@ -474,7 +502,10 @@ def add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max_dev_examples", type=int, default=None, help="deterministic dev subsample (smoke runs)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ...; unset: cuda if available")
     p.add_argument("--layer_norm_type", choices=("hf", "uer"), default=None)
-    p.add_argument("--amp", action="store_true", help="bf16 autocast (GPU); weights and optimizer stay fp32")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="bf16: bf16 compute with fp32 master weights; auto: bf16 where the hardware has native bf16 "
+                        "and measures faster")
+    p.add_argument("--amp", action="store_true", help="alias of --precision bf16")
     p.add_argument("--vocab_path", default=None,
                    help="default: vocab.txt beside the model, else ../shared/data/vocab/google_zh_vocab.txt")
     p.add_argument("--config_path", default=None, help="preset/config JSON (random init or UER checkpoints)")
@@ -505,6 +536,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     g.add_argument("--output_model_path", default=None, help="UER-style path of a native checkpoint of the best epoch")
     g.add_argument("--export_hf", default=None, help="also write an HF BertForSequenceClassification directory here")
     g.add_argument("--no_progress", action="store_true")
+    g.add_argument("--resume", action="store_true",
+                   help="continue the run in --output_dir from its train_state.pt (written every epoch and on stop)")
+    p.add_argument("--stop_after_steps", type=int, default=None, help=argparse.SUPPRESS)
 
 
 def config_from_args(args: argparse.Namespace) -> FinetuneConfig:
@@ -519,6 +553,9 @@ def run(args: argparse.Namespace) -> int:
     if not (cfg.output_dir or cfg.output_model_path or cfg.export_hf):
         log("note: no --output_dir/--output_model_path/--export_hf given; the fine-tuned model is not saved")
     res = run_finetune(cfg)
+    if res.get("stopped"):
+        print(json.dumps({k: res[k] for k in ("task", "stopped", "steps", "state_path")}, indent=2))
+        return 0
     summary = {k: res[k] for k in ("task", "best_epoch", "best_dev_acc", "last_dev_acc", "macro_f1", "wall_time_s")}
     summary["paths"] = res["paths"]
     if "test" in res:
@@ -527,5 +564,5 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["FinetuneConfig", "run_finetune", "classification_metrics", "build_classifier", "predict_logits",
-           "save_classifier", "resolve_vocab", "resolve_device", "configure", "run"]
+__all__ = ["FinetuneConfig", "run_finetune", "build_classifier", "save_classifier", "ClassifierTask", "configure",
+           "run", "load_task_data"]
