@@ -6,15 +6,18 @@ same order, same batch size, same masks; all measured in this run, interleaved p
 * baseline -- ``transformers.BertForMaskedLM`` with default settings (full-vocab head on
   every position, batches padded to seq_length, ``torch.optim.AdamW`` defaults), a plain
   forward/backward/step loop;
-* ours fp32 / ours bf16 -- ``miniroberta.pretrain.launch.train`` (head on masked positions only,
-  SDPA, padding trimmed to the batch's longest instance, fused AdamW, batches prepared in a
-  background thread, no host syncs between report steps).
+* ours fp32 / ours bf16 -- ``miniroberta.pretrain.launch.train`` with ``--precision fp32|bf16``
+  (the engine: padding-free forward, head and fused loss on masked positions only, fast
+  dropout masks, bf16 weights with fp32 masters, fused AdamW, batches prepared in a background
+  thread, no host syncs between report steps). ``--precision auto`` (the default) picks one of
+  the two; the result records which and why.
 
 Reported: real (non-padding) tokens/s, ratio to the baseline, and MFU = useful training
-FLOPs (``model.flops_per_token``) x real tokens/s / the matmul peak measured at the start
-(fp32 and bf16 separately). Writes ``bench/results/pretrain.json``.
+FLOPs (``model.flops_per_token``) x real tokens/s / the matmul peak measured in this run
+(fp32 and bf16 separately; bf16 against the bf16 peak unless bf16 is slower than fp32 here).
+Records the CPU model and flags. Writes ``bench/results/pretrain.json``.
 
-    python bench/bench_pretrain.py                       # tiny and small, fp32 and bf16
+    python bench/bench_pretrain.py                       # tiny mini small, batch 32, fp32 and bf16
     python bench/bench_pretrain.py --sizes tiny --steps 10 --skip_bf16
 """
 from __future__ import annotations
@@ -22,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -42,7 +44,9 @@ from miniroberta.data.masking import SpecialIds  # noqa: E402
 from miniroberta.modeling.bert import flops_per_token  # noqa: E402
 from miniroberta.pretrain.launch import PretrainConfig, RunOptions, train  # noqa: E402
 from miniroberta.modeling.tokenizer import read_vocab  # noqa: E402
-from miniroberta.pretrain.trainer import BatchSource, Stream, masking_config, measure_matmul_peak  # noqa: E402
+from miniroberta.engine.device import device_info, measure_matmul_peak  # noqa: E402
+from miniroberta.pretrain.batches import BatchSource, Stream  # noqa: E402
+from miniroberta.pretrain.trainer import masking_config  # noqa: E402
 
 
 def build_data(tmp: str, vocab: str, max_bytes: int) -> str:
@@ -94,9 +98,9 @@ def run_baseline(cfg: PretrainConfig, steps: int, warm: int) -> dict:
     return {"real_tokens_per_s": real / dt, "seconds": dt, "steps": steps, "final_loss": float(out.loss.detach())}
 
 
-def run_ours(cfg: PretrainConfig, steps: int, warm: int, bf16: bool, tmp: str, compile: bool = False) -> dict:
-    out = os.path.join(tmp, f"ours_{'bf16' if bf16 else 'fp32'}{'_c' if compile else ''}_{time.time_ns()}", "m.bin")
-    c = PretrainConfig(**{**cfg.__dict__, "output_model_path": out, "total_steps": warm + steps, "bf16": bf16})
+def run_ours(cfg: PretrainConfig, steps: int, warm: int, precision: str, tmp: str, compile: bool = False) -> dict:
+    out = os.path.join(tmp, f"ours_{precision}{'_c' if compile else ''}_{time.time_ns()}", "m.bin")
+    c = PretrainConfig(**{**cfg.__dict__, "output_model_path": out, "total_steps": warm + steps, "precision": precision})
     res = train(c, RunOptions(report_steps=1, save_checkpoint_steps=10 ** 9, progress=False, compile=compile))
     reps = [json.loads(l) for l in open(res["metrics_path"])]
     reps = [r for r in reps if r.get("event") == "report"]
@@ -108,11 +112,10 @@ def run_ours(cfg: PretrainConfig, steps: int, warm: int, bf16: bool, tmp: str, c
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sizes", nargs="+", default=["tiny", "small"])
-    ap.add_argument("--batch_size", type=int, default=16)
-    ap.add_argument("--steps", type=int, default=None, help="timed steps per run (default: 12 tiny, 4 others)")
+    ap.add_argument("--sizes", nargs="+", default=["tiny", "mini", "small"])
+    ap.add_argument("--batch_size", type=int, default=32)
+    ap.add_argument("--steps", type=int, default=None, help="timed steps per run (default: 12 tiny, 6 others)")
     ap.add_argument("--warm", type=int, default=2, help="untimed warm-up steps")
-    ap.add_argument("--bf16_steps", type=int, default=1, help="timed steps for bf16 runs (after 1 warm-up)")
     ap.add_argument("--repeats", type=int, default=3, help="interleaved baseline/ours rounds (medians reported)")
     ap.add_argument("--skip_bf16", action="store_true")
     ap.add_argument("--compile", action="store_true", help="also time ours fp32 with --compile")
@@ -127,16 +130,18 @@ def main() -> int:
     peaks = {"fp32": measure_matmul_peak(dev, torch.float32, 1.0), "bf16": measure_matmul_peak(dev, torch.bfloat16, 1.0)}
     print(f"matmul peak: fp32 {peaks['fp32'] / 1e9:.1f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.2f} GFLOP/s "
           f"({torch.get_num_threads()} threads)", flush=True)
-    results = {"machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-                           "torch": torch.__version__, "load_avg_start": os.getloadavg()},
+    from miniroberta.engine.precision import resolve_precision
+    auto = resolve_precision("auto", dev)
+    print(f"--precision auto chooses {auto[0]} here: {auto[1]}", flush=True)
+    results = {"machine": {**device_info(dev), "load_avg_start": os.getloadavg()}, "auto_precision": list(auto),
                "matmul_peak_flops": peaks, "batch_size": args.batch_size, "seq_length": 128, "sizes": {}}
     with tempfile.TemporaryDirectory() as tmp:
         ds = build_data(tmp, vocab, args.max_bytes)
         for size in args.sizes:
-            steps = args.steps or (12 if size == "tiny" else 4)
+            steps = args.steps or (12 if size == "tiny" else 6)
             cfg = PretrainConfig(dataset_path=ds, output_model_path=os.path.join(tmp, "x"), vocab_path=vocab,
                                  config_path=size, batch_size=args.batch_size, learning_rate=1e-4, warmup=0.0,
-                                 init="hf")
+                                 init="hf", precision="fp32")
             mc = load_config(size, vocab_size=21128)
             fpt = flops_per_token(mc, 128, 0.15)
             runs: dict = {"baseline": [], "ours_fp32": []}
@@ -144,22 +149,24 @@ def main() -> int:
                 print(f"[{size}] round {rep + 1}/{args.repeats}: baseline ...", flush=True)
                 runs["baseline"].append(run_baseline(cfg, steps, args.warm))
                 print(f"[{size}] round {rep + 1}/{args.repeats}: ours fp32 ...", flush=True)
-                runs["ours_fp32"].append(run_ours(cfg, steps, args.warm, False, tmp))
+                runs["ours_fp32"].append(run_ours(cfg, steps, args.warm, "fp32", tmp))
+                if not args.skip_bf16:
+                    print(f"[{size}] round {rep + 1}/{args.repeats}: ours bf16 ...", flush=True)
+                    runs.setdefault("ours_bf16", []).append(run_ours(cfg, steps, args.warm, "bf16", tmp))
                 if args.compile:
-                    runs.setdefault("ours_fp32_compile", []).append(run_ours(cfg, steps, args.warm, False, tmp, True))
+                    runs.setdefault("ours_fp32_compile", []).append(run_ours(cfg, steps, args.warm, "fp32", tmp, True))
                 peaks["fp32"] = max(peaks["fp32"], measure_matmul_peak(dev, torch.float32, 0.5))
-            if not args.skip_bf16:
-                print(f"[{size}] ours bf16 ...", flush=True)
-                runs["ours_bf16"] = [run_ours(cfg, args.bf16_steps, 1, True, tmp)]
+                peaks["bf16"] = max(peaks["bf16"], measure_matmul_peak(dev, torch.bfloat16, 0.5))
             row: dict = {}
             for k, rs in runs.items():
                 tps = [r["real_tokens_per_s"] for r in rs]
                 row[k] = {"real_tokens_per_s": statistics.median(tps), "runs": rs}
             base = row["baseline"]["real_tokens_per_s"]
-            row["ratio_per_round"] = [o["real_tokens_per_s"] / b["real_tokens_per_s"]
-                                      for o, b in zip(runs["ours_fp32"], runs["baseline"])]
+            row["ratio_per_round"] = {k: [o["real_tokens_per_s"] / b["real_tokens_per_s"]
+                                          for o, b in zip(runs[k], runs["baseline"])]
+                                      for k in runs if k != "baseline"}
             for k, r in row.items():
-                if not isinstance(r, dict):
+                if k == "ratio_per_round":
                     continue
                 r["ratio_vs_baseline"] = r["real_tokens_per_s"] / base
                 # bf16 MFU against the bf16 peak, unless this hardware does bf16 slower than fp32
@@ -167,7 +174,8 @@ def main() -> int:
                 r["mfu"] = fpt * r["real_tokens_per_s"] / peak
                 print(f"[{size}] {k:<18} {r['real_tokens_per_s']:>9.0f} real tok/s  x{r['ratio_vs_baseline']:.2f}  "
                       f"MFU {100 * r['mfu']:.1f}%", flush=True)
-            print(f"[{size}] ours fp32 / baseline per round: {[round(x, 2) for x in row['ratio_per_round']]}", flush=True)
+            for k, v in row["ratio_per_round"].items():
+                print(f"[{size}] {k} / baseline per round: {[round(x, 2) for x in v]}", flush=True)
             results["sizes"][size] = {"flops_per_token": fpt, **row}
     results["machine"]["load_avg_end"] = os.getloadavg()
     results["matmul_peak_flops"] = peaks

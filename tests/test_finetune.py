@@ -312,3 +312,37 @@ def test_stop_mid_epoch_then_resume_is_bit_identical(env, tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     with pytest.raises(FileNotFoundError, match="no training state"):
         run_finetune(cfg(tmp_path / "nothing", resume=True))
+
+
+def test_unpadded_classifier_equals_the_model_forward():
+    """The padding-free classifier forward (fine-tuning's default) is the model's forward: logits
+    and gradients agree on a padded batch of pairs."""
+    from miniroberta.finetune.trainer import ClassifierBatch
+    from miniroberta.modeling.bert import BertForSequenceClassification, init_weights
+    from miniroberta.modeling.config import ModelConfig
+    from miniroberta.modeling.unpad import UnpaddedClassifier
+    torch.manual_seed(0)
+    mc = ModelConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                     max_position_embeddings=64, id2label={0: "a", 1: "b", 2: "c"}, hidden_dropout_prob=0.0,
+                     attention_probs_dropout_prob=0.0)
+    model = BertForSequenceClassification(mc)
+    init_weights(model, 0.02, "uer")
+    rng = np.random.default_rng(0)
+    lens = np.array([5, 17, 9, 3])
+    ids = np.zeros((4, 17), np.int64)
+    types = np.zeros_like(ids)
+    mask = np.zeros_like(ids)
+    for i, n in enumerate(lens):
+        ids[i, :n] = rng.integers(1, 50, n)
+        types[i, n // 2:n] = 1
+        mask[i, :n] = 1
+    b = ClassifierBatch.make(ids, types, mask, np.array([0, 1, 2, 1]))
+    t = [torch.from_numpy(a) for a in (b.ids, b.types, b.mask, b.real_index, b.cls_rows)]
+    model.train()
+    ref = model(t[0], attention_mask=t[2], token_type_ids=t[1]).logits
+    got = UnpaddedClassifier(model)(t[0], t[2], t[1], t[3], t[4])
+    torch.testing.assert_close(got, ref, atol=2e-5, rtol=1e-5)
+    g1 = torch.autograd.grad(ref.square().sum(), list(model.parameters()))
+    g2 = torch.autograd.grad(got.square().sum(), list(model.parameters()))
+    for a, c in zip(g1, g2):
+        torch.testing.assert_close(c, a, atol=1e-4, rtol=1e-4)

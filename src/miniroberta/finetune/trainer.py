@@ -47,6 +47,7 @@ from miniroberta.interop.export import resolve_vocab, write_hf_dir
 from miniroberta.modeling.bert import BertForSequenceClassification, init_weights
 from miniroberta.modeling.config import ModelConfig, load_config, replace
 from miniroberta.modeling.tokenizer import BertTokenizer
+from miniroberta.modeling.unpad import UnpaddedClassifier
 from miniroberta.utils import atomic_write_json, format_duration, log
 
 
@@ -96,11 +97,12 @@ class FinetuneConfig:
     amp: bool = False                            # alias of precision="bf16" (0.1.0's flag)
     resume: bool = False                         # continue <output_dir>/train_state.pt
     stop_after_steps: int | None = None          # test hook: stop as if signalled after this many steps
+    unpad: bool = True                           # position-wise layers on real tokens only (same maths)
 
     # settings that do not change the result (speed, logging, outputs); the rest are checked on resume
     _RESULT_FREE = ("report_steps", "device", "threads", "progress", "verbose", "output_dir", "output_model_path",
                     "export_hf", "save_model", "run_test", "resume", "stop_after_steps", "cache_dir",
-                    "eval_batch_size", "precision", "amp")
+                    "eval_batch_size", "precision", "amp", "unpad")
 
     @property
     def effective_precision(self) -> str:
@@ -184,10 +186,19 @@ def load_task_data(cfg: FinetuneConfig) -> tuple[T.TaskFiles, T.TaskData, T.Task
 # ------------------------------------------------------------------------------------ the task
 @dataclass
 class ClassifierBatch:
-    ids: np.ndarray
+    ids: np.ndarray          # (B, T) padded to the batch's longest
     types: np.ndarray
     mask: np.ndarray
-    labels: np.ndarray
+    labels: np.ndarray       # (B,)
+    real_index: np.ndarray   # flat indices of the real tokens (the padding-free path)
+    cls_rows: np.ndarray     # where each sequence's [CLS] sits among them
+
+    @classmethod
+    def make(cls, ids: np.ndarray, types: np.ndarray, mask: np.ndarray, labels: np.ndarray) -> "ClassifierBatch":
+        lengths = mask.sum(1)
+        cls_rows = np.zeros(len(lengths), dtype=np.int64)
+        np.cumsum(lengths[:-1], out=cls_rows[1:])
+        return cls(ids, types, mask, labels, np.flatnonzero(mask.reshape(-1)), cls_rows)
 
     @property
     def units(self) -> int:
@@ -232,11 +243,15 @@ class ClassifierTask:
         epoch, b = divmod(step, self.steps_per_epoch)
         idx = self.permutation(epoch)[b * self.cfg.batch_size:(b + 1) * self.cfg.batch_size]
         ids, types, mask = self.enc_train.batch(idx, self.pad_id)
-        return [ClassifierBatch(ids, types, mask, self.y_train[idx])]
+        return [ClassifierBatch.make(ids, types, mask, self.y_train[idx])]
 
     def loss(self, model: torch.nn.Module, b: ClassifierBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        ids, types, mask, gold = to_device(self.device, b.ids, b.types, b.mask, b.labels)
-        logits = model(ids, attention_mask=mask, token_type_ids=types).logits.float()
+        ids, types, mask, gold, real, cls_rows = to_device(self.device, b.ids, b.types, b.mask, b.labels,
+                                                           b.real_index, b.cls_rows)
+        if self.cfg.unpad:
+            logits = model(ids, mask, types, real, cls_rows).float()
+        else:
+            logits = model(ids, attention_mask=mask, token_type_ids=types).logits.float()
         loss = F.cross_entropy(logits, gold, reduction="sum")
         self._epoch_sums[1] += len(b.labels)
         self._epoch_sums[2] += b.real_tokens
@@ -349,7 +364,8 @@ def _run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     task = ClassifierTask(cfg, model, d["enc_train"], d["y_train"], d["enc_dev"], d["y_dev"], len(labels),
                           tok.pad_id, device)
     total_steps = task.steps_per_epoch * cfg.epochs_num
-    trainer = Trainer(model, optim=cfg.optim(), total_steps=total_steps, device=device, precision=precision)
+    trainer = Trainer(model, optim=cfg.optim(), total_steps=total_steps, device=device, precision=precision,
+                      forward=UnpaddedClassifier(model) if cfg.unpad else model)
     if st is not None:
         trainer.load_state_dict(st)
         task.load_state_dict(st["task"])
