@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from miniroberta.data.dataset import MlmDataset  # noqa: E402
 from miniroberta.data.masking import MaskingConfig, SpecialIds  # noqa: E402
 from miniroberta.engine.device import device_info, measure_matmul_peak  # noqa: E402
-from miniroberta.engine.loss import cross_entropy_sum  # noqa: E402
+from miniroberta.modeling.loss import cross_entropy_sum  # noqa: E402
 from miniroberta.engine.optim import OptimConfig  # noqa: E402
 from miniroberta.engine.trainer import Trainer  # noqa: E402
 from miniroberta.modeling import bert as bert_mod  # noqa: E402

@@ -100,10 +100,11 @@ class Precision:
         """The model's state dict with fp32 weights (masters in bf16 mode), detached, on CPU."""
         sd = self.model.state_dict()
         if self.kind == "fp32":
-            return {k: v.detach().cpu() for k, v in sd.items()}
+            return {k: v.detach().to("cpu", copy=True) for k, v in sd.items()}
         by_id = {id(p): m for (_, p), (_, m) in zip(self.params, self.master)}
         full = self.model.state_dict(keep_vars=True)
-        return {k: (by_id[id(v)] if id(v) in by_id else v).detach().float().cpu() for k, v in full.items()}
+        return {k: (by_id[id(v)] if id(v) in by_id else v).detach().to("cpu", torch.float32, copy=True)
+                for k, v in full.items()}
 
 
 __all__ = ["PRECISIONS", "resolve_precision", "Precision"]

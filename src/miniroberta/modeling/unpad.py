@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from miniroberta.modeling.bert import BertForMaskedLM, attention
+from miniroberta.modeling.bert import attention
+from miniroberta.modeling.loss import linear_cross_entropy_sum
 
 
 class _GatherRows(torch.autograd.Function):
@@ -92,17 +93,31 @@ class UnpaddedMLM(_Unpadded):
         """(M, V) MLM logits of the masked positions."""
         return self.model.cls(gather_rows(x, masked_real_index))
 
+    def head_loss(self, x: torch.Tensor, masked_real_index: torch.Tensor,
+                  labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(summed cross-entropy, correct count) of the masked positions, the decoder fused into
+        the loss (``modeling.loss.linear_cross_entropy_sum``)."""
+        p = self.model.cls.predictions
+        h = p.transform(gather_rows(x, masked_real_index))
+        return linear_cross_entropy_sum(h, p.decoder.weight, p.bias, labels)
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
                 masked_positions: torch.Tensor, real_index: torch.Tensor | None = None,
-                masked_real_index: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits ``(M, V)`` for ``masked_positions`` (flat indices into B*T).
-        ``real_index``: flat indices of the real tokens (ascending); ``masked_real_index``:
-        where each masked position sits in ``real_index``. Without them (no padding) this is
-        the model's ordinary forward."""
-        if attention_mask is None or real_index is None:
-            return self.model(input_ids, attention_mask, None, masked_positions=masked_positions).logits
-        x = self.embed(input_ids, real_index)
-        return self.head(self.encode(x, attention_mask, real_index), masked_real_index)
+                masked_real_index: torch.Tensor | None = None, labels: torch.Tensor | None = None):
+        """Logits ``(M, V)`` for ``masked_positions`` (flat indices into B*T), or with ``labels``
+        (M,) the (summed loss, correct count) pair. ``real_index``: flat indices of the real
+        tokens (ascending); ``masked_real_index``: where each masked position sits in
+        ``real_index``. Without padding both default to the identity."""
+        B, T = input_ids.shape
+        if real_index is None:   # no padding: every position is real
+            real_index = torch.arange(B * T, device=input_ids.device)
+            masked_real_index = masked_positions
+        if attention_mask is None:
+            attention_mask = torch.ones(B, T, dtype=torch.long, device=input_ids.device)
+        x = self.encode(self.embed(input_ids, real_index), attention_mask, real_index)
+        if labels is not None:
+            return self.head_loss(x, masked_real_index, labels)
+        return self.head(x, masked_real_index)
 
 
 class UnpaddedClassifier(_Unpadded):

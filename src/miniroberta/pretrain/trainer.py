@@ -23,7 +23,7 @@ from torch import nn
 from miniroberta.data.dataset import DatasetError, MlmDataset
 from miniroberta.data.masking import EVAL_EPOCH, Batch, MaskingConfig, SpecialIds, collate
 from miniroberta.engine.device import device_info, measure_matmul_peak
-from miniroberta.engine.loss import cross_entropy_sum
+from miniroberta.modeling.loss import cross_entropy_sum
 from miniroberta.engine.metrics import RunLog
 from miniroberta.engine.precision import resolve_precision
 from miniroberta.engine.trainer import STATE_FORMAT, LoopOptions, Trainer, TrainingError
@@ -207,9 +207,9 @@ class MlmTask:
             t = b.to_torch(self.device)
         mask = t["attention_mask"] if b.has_padding else None
         if self.opts.unpad:
-            logits = model(t["input_ids"], mask, t["masked_positions"], t["real_index"], t["masked_real_index"])
-        else:
-            logits = model(t["input_ids"], mask, None, masked_positions=t["masked_positions"]).logits
+            return model(t["input_ids"], mask, t["masked_positions"], t["real_index"], t["masked_real_index"],
+                         labels=t["labels"])
+        logits = model(t["input_ids"], mask, None, masked_positions=t["masked_positions"]).logits
         return cross_entropy_sum(logits, t["labels"])
 
     def evaluate(self, trainer: Trainer, log: RunLog) -> dict[str, Any]:

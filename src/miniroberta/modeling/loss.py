@@ -1,0 +1,117 @@
+"""Token-level cross-entropy for the MLM head, fused and chunked.
+
+``F.cross_entropy(logits.float(), labels)`` on the (M, V) logits of the masked positions (V =
+21128) costs a full-size float copy, a log-softmax forward and backward over 40 MB tensors,
+and an argmax pass for the accuracy: for a tiny model that was a quarter of the training step.
+
+* :func:`cross_entropy_sum` computes the same sum of per-token losses from logits in their own
+  dtype (bf16 or fp32), a few rows at a time so the float work stays in cache, returns the
+  number of correct argmax predictions from the same pass, and writes ``softmax - one_hot``
+  straight into the logits' dtype in the backward.
+* :func:`linear_cross_entropy_sum` also owns the output projection ``x @ W.T + b`` (the MLM
+  decoder, tied to the word embeddings): the bias is added chunk by chunk inside the loss
+  instead of being broadcast into a full (M, V) matrix by ``addmm``, its gradient is summed
+  in the same pass, and the projection's backward is two plain matmuls.
+
+Numerically both are the float32 log-sum-exp of each row (``F.cross_entropy`` on float
+logits, within rounding); the gradient w.r.t. the logits has the logits' dtype, as autograd's.
+"""
+from __future__ import annotations
+
+import torch
+
+CHUNK_ROWS = 32  # rows of (M, V) logits per piece: 32 x 21128 floats = 2.7 MB
+
+
+def _lse_argmax(logits: torch.Tensor, bias: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    M = logits.shape[0]
+    lse = torch.empty(M, dtype=torch.float32, device=logits.device)
+    argmax = torch.empty(M, dtype=torch.int64, device=logits.device)
+    b = None if bias is None else bias.float()
+    for s in range(0, M, CHUNK_ROWS):
+        x = logits[s:s + CHUNK_ROWS].to(torch.float32, copy=True)
+        if b is not None:
+            x += b
+        mx, am = x.max(dim=-1)
+        argmax[s:s + CHUNK_ROWS] = am
+        lse[s:s + CHUNK_ROWS] = x.sub_(mx[:, None]).exp_().sum(-1).log_().add_(mx)
+    return lse, argmax
+
+
+def _grad_logits(logits: torch.Tensor, bias: torch.Tensor | None, labels: torch.Tensor, lse: torch.Tensor,
+                 g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(softmax - one_hot) * g in the logits' dtype, and its column sums (the bias gradient)."""
+    M, V = logits.shape
+    out = torch.empty_like(logits)
+    b = None if bias is None else bias.float()
+    db = None if bias is None else torch.zeros(V, dtype=torch.float32, device=logits.device)
+    for s in range(0, M, CHUNK_ROWS):
+        p = logits[s:s + CHUNK_ROWS].to(torch.float32, copy=True)
+        if b is not None:
+            p += b
+        p.sub_(lse[s:s + CHUNK_ROWS, None]).exp_().mul_(g)
+        if db is not None:
+            db += p.sum(0)
+        out[s:s + CHUNK_ROWS] = p
+    flat = torch.arange(M, device=logits.device) * V + labels      # the one-hot entries, one per row
+    out.view(-1)[flat] -= g.to(out.dtype)
+    if db is not None:
+        db.index_add_(0, labels, (-g).expand(M))
+    return out, db
+
+
+def _target(logits: torch.Tensor, bias: torch.Tensor | None, labels: torch.Tensor) -> torch.Tensor:
+    t = logits.gather(1, labels[:, None]).squeeze(1).float()
+    return t if bias is None else t + bias.float()[labels]
+
+
+class _CrossEntropySum(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        lse, argmax = _lse_argmax(logits, None)
+        ctx.save_for_backward(logits, labels, lse)
+        return (lse - _target(logits, None, labels)).sum(), (argmax == labels).sum()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor, _grad_correct: torch.Tensor | None):
+        logits, labels, lse = ctx.saved_tensors
+        return _grad_logits(logits, None, labels, lse, grad.float())[0], None
+
+
+class _LinearCrossEntropySum(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = x @ weight.t()                                       # (M, V), bias added per chunk
+        lse, argmax = _lse_argmax(logits, bias)
+        ctx.save_for_backward(x, weight, bias, labels, logits, lse)
+        return (lse - _target(logits, bias, labels)).sum(), (argmax == labels).sum()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor, _grad_correct: torch.Tensor | None):
+        x, weight, bias, labels, logits, lse = ctx.saved_tensors
+        dlogits, db = _grad_logits(logits, bias, labels, lse, grad.float())
+        dx = dlogits @ weight if ctx.needs_input_grad[0] else None
+        dw = dlogits.t() @ x if ctx.needs_input_grad[1] else None
+        return dx, dw, db.to(bias.dtype), None
+
+
+def cross_entropy_sum(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum over rows of -log softmax(logits)[label] as float32, number of rows whose argmax is
+    the label). ``logits`` (M, V) any float dtype, ``labels`` (M,) int64 in [0, V)."""
+    if logits.shape[0] == 0:
+        zero = logits.sum() * 0
+        return zero.float(), zero.long()
+    return _CrossEntropySum.apply(logits, labels)
+
+
+def linear_cross_entropy_sum(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                             labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`cross_entropy_sum` of ``x @ weight.T + bias`` -- x (M, H), weight (V, H), bias (V,)."""
+    if x.shape[0] == 0:
+        zero = x.sum() * 0 + weight.sum() * 0 + bias.sum() * 0
+        return zero.float(), zero.long()
+    return _LinearCrossEntropySum.apply(x, weight, bias, labels)
+
+
+__all__ = ["cross_entropy_sum", "linear_cross_entropy_sum"]

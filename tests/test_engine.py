@@ -1,0 +1,148 @@
+"""The training engine's pieces: fused losses, dropout masks, precision, optimizer groups, resume."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from miniroberta.engine.optim import OptimConfig, lr_factor, param_groups
+from miniroberta.engine.precision import Precision, resolve_precision
+from miniroberta.engine.trainer import Trainer
+from miniroberta.modeling.bert import build_mlm, dropout, dropout_mask
+from miniroberta.modeling.config import ModelConfig
+from miniroberta.modeling.loss import cross_entropy_sum, linear_cross_entropy_sum
+
+MC = ModelConfig(vocab_size=97, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                 max_position_embeddings=32)
+
+
+@pytest.mark.parametrize("M", [0, 1, 31, 70])
+def test_fused_losses_equal_cross_entropy_in_float64(M):
+    torch.manual_seed(M)
+    V, H = 300, 16
+    x0, w0, b0 = torch.randn(M, H, dtype=torch.float64), torch.randn(V, H, dtype=torch.float64), \
+        torch.randn(V, dtype=torch.float64)
+    labels = torch.randint(0, V, (M,))
+    ref_in = [a.clone().requires_grad_() for a in (x0, w0, b0)]
+    logits_ref = ref_in[0] @ ref_in[1].t() + ref_in[2]
+    ref = F.cross_entropy(logits_ref, labels, reduction="sum")
+    (ref * 0.3).backward()
+    got_in = [a.float().requires_grad_() for a in (x0, w0, b0)]
+    loss, correct = linear_cross_entropy_sum(*got_in, labels)
+    (loss * 0.3).backward()
+    assert loss.dtype == torch.float32 and float(loss.detach()) == pytest.approx(float(ref.detach()), rel=1e-5, abs=1e-5)
+    assert int(correct) == int((logits_ref.argmax(-1) == labels).sum())
+    for g, r in zip(got_in, ref_in):
+        torch.testing.assert_close(g.grad.double(), r.grad, atol=1e-5, rtol=1e-4)
+    lg = (x0 @ w0.t() + b0).float().requires_grad_()
+    loss2, correct2 = cross_entropy_sum(lg, labels)
+    (loss2 * 0.3).backward()
+    assert float(loss2.detach()) == pytest.approx(float(ref.detach()), rel=1e-5, abs=1e-5) and int(correct2) == int(correct)
+    if M:
+        torch.testing.assert_close(lg.grad.double(), (torch.softmax(x0 @ w0.t() + b0, -1)
+                                                      - F.one_hot(labels, V)) * 0.3, atol=1e-6, rtol=1e-4)
+
+
+def test_bf16_loss_is_the_float32_loss_of_the_bf16_logits():
+    torch.manual_seed(0)
+    logits = (torch.randn(40, 500) * 4).bfloat16().requires_grad_()
+    labels = torch.randint(0, 500, (40,))
+    loss, _ = cross_entropy_sum(logits, labels)
+    ref = F.cross_entropy(logits.detach().float(), labels, reduction="sum")
+    assert float(loss.detach()) == pytest.approx(float(ref.detach()), rel=1e-5)
+    loss.backward()
+    assert logits.grad.dtype == torch.bfloat16
+
+
+def test_dropout_masks_rate_scale_and_seeding():
+    torch.manual_seed(3)
+    m = dropout_mask((1000, 1000), 0.1, torch.float32, torch.device("cpu"))
+    vals = torch.unique(m).tolist()
+    assert len(vals) == 2 and vals[0] == 0.0 and vals[1] == pytest.approx(1 / 0.9)
+    assert float((m == 0).float().mean()) == pytest.approx(round(0.1 * 65536) / 65536, abs=2e-3)
+    torch.manual_seed(3)
+    assert torch.equal(m, dropout_mask((1000, 1000), 0.1, torch.float32, torch.device("cpu")))
+    x = torch.randn(64, 64, requires_grad=True)
+    assert dropout(x, 0.1, False) is x and dropout(x, 0.0, True) is x
+    y = dropout(x, 0.5, True)
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, (y.detach() != 0).float() * 2.0)
+
+
+def test_weight_decay_rule_matches_the_name_rule_for_bert():
+    model = build_mlm(MC)
+    decay, no_decay = param_groups(model.named_parameters(), 0.01)
+    names = {id(p): n for n, p in model.named_parameters()}
+    by_name = {n for n in names.values() if "bias" in n or "LayerNorm" in n}
+    assert {names[id(p)] for p in no_decay["params"]} == by_name
+    assert decay["weight_decay"] == 0.01 and no_decay["weight_decay"] == 0.0
+
+
+def test_schedule_warmup_then_linear_decay():
+    f = [lr_factor(s, 100, 0.1) for s in range(100)]
+    assert f[0] == 0.0 and f[10] == 1.0 and f[55] == pytest.approx(0.5) and f[99] == pytest.approx(1 / 90)
+
+
+def test_bf16_precision_keeps_fp32_masters_and_exports_them():
+    model = build_mlm(MC, seed=0)
+    ref = {k: v.clone() for k, v in model.state_dict().items()}
+    prec = Precision("bf16", model)
+    assert all(p.dtype == torch.bfloat16 for p in model.parameters())
+    sd = prec.state_dict()
+    assert all(sd[k].dtype == torch.float32 and torch.equal(sd[k], ref[k]) for k in ref)
+    assert sd["cls.predictions.decoder.weight"] is not None  # tied key present, equal to the embeddings
+    torch.testing.assert_close(sd["cls.predictions.decoder.weight"], sd["bert.embeddings.word_embeddings.weight"])
+
+
+def test_resolve_precision_says_why():
+    kind, why = resolve_precision("auto", torch.device("cpu"), 64, 256)
+    assert kind in ("fp32", "bf16") and why
+    assert resolve_precision("fp32", torch.device("cpu")) == ("fp32", "requested")
+    with pytest.raises(ValueError, match="precision"):
+        resolve_precision("fp16", torch.device("cpu"))
+
+
+class _Batch:
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+        self.units, self.real_tokens, self.padded_tokens = len(y), len(y), len(y)
+
+
+class _Task:
+    name = "toy"
+
+    def loss(self, model, b):
+        logits = model(b.x.to(next(model.parameters()).dtype)).float()
+        return F.cross_entropy(logits, b.y, reduction="sum"), (logits.argmax(-1) == b.y).sum()
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_trainer_state_roundtrip_continues_identically(precision):
+    """Two updates, state_dict, two more == a fresh trainer loaded from that state doing the same two."""
+    torch.manual_seed(0)
+    batches = [_Batch(torch.randn(8, 6), torch.randint(0, 3, (8,))) for _ in range(4)]
+
+    def model():
+        torch.manual_seed(1)
+        return torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+
+    def trainer(m):
+        return Trainer(m, optim=OptimConfig(learning_rate=1e-2, warmup=0.25), total_steps=4,
+                       device=torch.device("cpu"), precision=precision)
+    t1 = trainer(model())
+    for b in batches[:2]:
+        t1.train_step([b], _Task())
+    st = copy.deepcopy(t1.state_dict(tokens_seen=16))   # as if written to disk
+    for b in batches[2:]:
+        t1.train_step([b], _Task())
+    m2 = model()
+    m2.load_state_dict(st["model"])   # the fp32 masters, before the Trainer casts the model
+    t2 = trainer(m2)
+    t2.load_state_dict(st)
+    assert t2.step == 2
+    for b in batches[2:]:
+        t2.train_step([b], _Task())
+    a, c = t1.precision.state_dict(), t2.precision.state_dict()
+    assert all(torch.equal(a[k], c[k]) for k in a)
