@@ -78,13 +78,30 @@ def load_finetuned(path: str, device: str | None = None) -> tuple[BertForSequenc
     return model, ft
 
 
-def predict_file(model_path: str, input_path: str, output_path: str | None = None, task: str | None = None,
+def predict_file(model_path: str | None, input_path: str, output_path: str | None = None, task: str | None = None,
                  text_fields: Sequence[str] | str | None = None, vocab_path: str | None = None,
                  batch_size: int = 64, seq_length: int | None = None, device: str | None = None,
-                 fmt: str | None = None, output_prob: bool = False, skip_bad_rows: bool = False) -> dict[str, Any]:
-    """Predict every row of ``input_path``; returns ids, labels, probs and the output path."""
-    from miniroberta.finetune.trainer import predict_logits, resolve_device, resolve_vocab
-    model, ft = load_finetuned(model_path, device)
+                 fmt: str | None = None, output_prob: bool = False, skip_bad_rows: bool = False,
+                 onnx: str | None = None, threads: int = 0) -> dict[str, Any]:
+    """Predict every row of ``input_path``; returns ids, labels, probs and the output path.
+    ``onnx``: run that ``export-onnx --task classify`` graph with onnxruntime instead of PyTorch."""
+    from miniroberta.finetune.trainer import resolve_vocab
+    from miniroberta.infer.backends import Backend, OnnxBackend, TorchBackend, vocab_beside_onnx
+    from miniroberta.infer.pipelines import classify_logits, softmax
+    backend: Backend
+    if onnx:
+        backend = OnnxBackend(onnx, threads=threads)
+        if backend.task != "classify":
+            raise ValueError(f"{onnx} is a {backend.task} export, not a classifier")
+        ft = dict(backend.meta.get("finetune") or {}, labels=backend.info.labels,
+                  seq_length=backend.info.seq_length, truncation=backend.info.truncation)
+        vocab = vocab_path or vocab_beside_onnx(onnx)
+    elif model_path:
+        model, ft = load_finetuned(model_path, device)
+        backend = TorchBackend(model, "classify", labels=ft["labels"])
+        vocab = resolve_vocab(vocab_path, ft["model_dir"])
+    else:
+        raise ValueError("pass --model (a fine-tuned classifier) or --onnx (its export-onnx graph)")
     task = task or ft.get("task")
     spec = T.TASKS.get(task) if task else None
     if isinstance(text_fields, str):
@@ -97,14 +114,13 @@ def predict_file(model_path: str, input_path: str, output_path: str | None = Non
                            require_label=False, id_field=id_field, skip_bad_rows=skip_bad_rows)
     if fields is not None and len(fields) != len(data.text_fields):
         raise ValueError(f"{input_path}: expected text fields {list(fields)}")
-    vocab = resolve_vocab(vocab_path, ft["model_dir"])
     tok = BertTokenizer(vocab)
-    if tok.vocab_size != model.config.vocab_size:
-        raise ValueError(f"{vocab} has {tok.vocab_size} tokens but the model has {model.config.vocab_size}")
+    if tok.vocab_size != backend.info.vocab_size:
+        raise ValueError(f"{vocab} has {tok.vocab_size} tokens but the model has {backend.info.vocab_size}")
     seq = seq_length or int(ft.get("seq_length", 128))
     enc = T.encode_data(tok, data, seq, ft.get("truncation", "longest_first"))
-    logits = predict_logits(model, enc, batch_size, resolve_device(device), tok.pad_id)
-    probs = torch.softmax(torch.from_numpy(logits), -1).numpy()
+    logits = classify_logits(backend, enc, batch_size, tok.pad_id)
+    probs = softmax(logits)
     pred = logits.argmax(1)
     labels = [ft["labels"][i] for i in pred]
     if output_path:
@@ -114,8 +130,11 @@ def predict_file(model_path: str, input_path: str, output_path: str | None = Non
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", "--load_model_path", dest="model", required=True,
+    p.add_argument("--model", "--load_model_path", dest="model", default=None,
                    help="fine-tune --output_dir, its model/ folder, an HF classifier dir or a native checkpoint")
+    p.add_argument("--onnx", default=None,
+                   help="an `export-onnx --task classify` graph (fp32 or int8) run with onnxruntime instead of --model")
+    p.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0: its default)")
     p.add_argument("--input", "--test_path", dest="input", required=True, help="unlabeled TSV or JSON-lines file")
     p.add_argument("--output", "--prediction_path", dest="output", required=True)
     p.add_argument("--task", default=None, help="preset (default: the task the model was fine-tuned on)")
@@ -134,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
     res = predict_file(args.model, args.input, args.output, task=args.task, text_fields=args.text_fields,
                        vocab_path=args.vocab_path, batch_size=args.batch_size, seq_length=args.seq_length,
                        device=args.device, fmt=args.format, output_prob=args.output_prob,
-                       skip_bad_rows=args.skip_bad_rows)
+                       skip_bad_rows=args.skip_bad_rows, onnx=args.onnx, threads=args.threads)
     counts: dict[str, int] = {}
     for lab in res["labels"]:
         counts[lab] = counts.get(lab, 0) + 1
