@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -31,6 +32,7 @@ from miniroberta.infer.onnx_export import export_onnx  # noqa: E402
 from miniroberta.infer.pipelines import classify, load_backend  # noqa: E402
 
 FAULT = "触发内部错误"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _free_port() -> int:
@@ -229,6 +231,22 @@ def test_concurrent_requests_are_batched(server):
     assert calls < n, f"{n} concurrent requests ran as {calls} model calls"
     assert server.metric("miniroberta_requests_total", endpoint="/classify", status="200") >= n
     assert server.metric("miniroberta_request_duration_seconds_count", endpoint="/classify") >= n
+
+
+def _curl_calls(path: Path) -> list[tuple[str, str]]:
+    return re.findall(r"curl -s localhost:8000(/[\w-]+) -H '[^']*' -d '([^']*)'", path.read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("doc", ["README.md", "docs/serve.md"])
+def test_documented_curl_calls_work(server, doc):
+    """The curl examples of the README and docs/serve.md, sent to the server as written."""
+    calls = _curl_calls(ROOT / doc)
+    assert len(calls) >= 3
+    for path, body in calls:
+        r = server.client.post(path, content=body.encode("utf-8"), headers={"content-type": "application/json"})
+        assert r.status_code == 200, (path, body, r.text)
+        assert "results" in r.json() or "embeddings" in r.json()
+    assert "miniroberta_batch_size_bucket" in server.client.get("/metrics").text
 
 
 def test_sigterm_drains_in_flight_request_and_exits_0(models):
