@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-import torch
 
 from miniroberta.data import tasks as T
 from miniroberta.interop.checkpoint import load_into, load_weights

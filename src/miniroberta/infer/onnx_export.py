@@ -37,7 +37,7 @@ import torch
 
 from miniroberta.infer.backends import INPUT_NAMES, OUTPUT_NAMES, TASKS, Backend, OnnxBackend, TorchBackend, \
     onnx_meta_path
-from miniroberta.infer.pipelines import classify_logits, encode_classify, load_backend
+from miniroberta.infer.pipelines import classify_logits, load_backend
 from miniroberta.modeling.tokenizer import BertTokenizer
 from miniroberta.utils import atomic_write_json, atomic_write_text, fsync_dir, log
 

@@ -204,8 +204,9 @@ def _check_limits(items: Sequence[Any], opts: ServeOptions) -> None:
                              f"text {i + 1} has {n} characters; the limit is --max_chars {opts.max_chars}")
 
 
-def create_app(services: dict[str, Service], opts: ServeOptions) -> FastAPI:
-    """The FastAPI app serving ``services`` (task -> Service) with micro-batching."""
+def create_app(services: dict[str, Service], opts: ServeOptions) -> "MetricsMiddleware":
+    """The ASGI app serving ``services`` (task -> Service) with micro-batching: the FastAPI app
+    wrapped in ``MetricsMiddleware`` (the FastAPI object is its ``.app``)."""
     from miniroberta.serve.batcher import MicroBatcher
     metrics = Metrics.create()
     executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
@@ -283,7 +284,7 @@ def create_app(services: dict[str, Service], opts: ServeOptions) -> FastAPI:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    return MetricsMiddleware(app, services, metrics)  # type: ignore[return-value]
+    return MetricsMiddleware(app, services, metrics)
 
 
 class MetricsMiddleware:
