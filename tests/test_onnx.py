@@ -79,6 +79,23 @@ def test_parity_with_pytorch(tmp_path, vocab, size, task):
     assert all(isinstance(d[0], str) and isinstance(d[1], str) for d in dims[:3]), dims
 
 
+@pytest.mark.parametrize("size", ["L2_H128", "L4_H256"])
+def test_classifier_head_equals_full_forward(tmp_path, vocab, size):
+    """The [CLS]-only last layer the classify backends run gives the full model's logits."""
+    import torch
+    from miniroberta.finetune.predict import load_finetuned
+    from miniroberta.infer.backends import ClassifierHead
+    model, _ = load_finetuned(str(classifier_dir(tmp_path / "m", vocab, size=size)))
+    tok = load_backend("classify", model=str(tmp_path / "m"))[1]
+    ids, mask, types, _ = _inputs(tok, "classify", seed=3)
+    t = [torch.from_numpy(a) for a in (ids, mask, types)]
+    with torch.no_grad():
+        full = model(t[0], attention_mask=t[1], token_type_ids=t[2]).logits
+        head = ClassifierHead(model).eval()(*t)
+    torch.testing.assert_close(head, full, atol=1e-5, rtol=0)
+    assert not torch.allclose(full[0], full[1])  # the inputs matter: the comparison can fail
+
+
 def test_pipelines_same_answers_with_onnx(tmp_path, vocab):
     src = mlm_dir(tmp_path / "mlm", vocab)
     export_onnx(str(src), "fill-mask", str(tmp_path / "o" / "fill.onnx"))

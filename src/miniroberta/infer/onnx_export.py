@@ -71,13 +71,13 @@ class _EmbedGraph(torch.nn.Module):
 
 
 class _ClassifyGraph(torch.nn.Module):
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(self, head: torch.nn.Module) -> None:
         super().__init__()
-        self.model = model
+        self.head = head  # backends.ClassifierHead: the TorchBackend's module, [CLS]-only last layer
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 token_type_ids: torch.Tensor) -> torch.Tensor:
-        return self.model(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).logits
+        return self.head(input_ids, attention_mask, token_type_ids)
 
 
 GRAPHS = {"fill-mask": _FillMaskGraph, "embed": _EmbedGraph, "classify": _ClassifyGraph}
