@@ -194,6 +194,13 @@ def test_errors_are_json_naming_the_problem(server, path, body, status, key, val
         assert f"--{value}" in err["error"]
 
 
+def test_oversized_body_refused_unread(server):
+    r = server.client.post("/embed", content=json.dumps({"texts": ["好" * 80000]}).encode(),
+                           headers={"content-type": "application/json"})
+    assert r.status_code == 413 and r.json()["limit"] == "max_body_bytes"
+    assert server.client.get("/healthz").status_code == 200
+
+
 def test_bad_json_and_internal_error_keep_the_server_alive(server):
     r = server.client.post("/embed", content=b'{"text": ', headers={"content-type": "application/json"})
     assert r.status_code == 422 and "error" in r.json()

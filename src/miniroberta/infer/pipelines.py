@@ -1,4 +1,4 @@
-"""Inference: ``miniroberta fill-mask`` and ``miniroberta embed``.
+"""Inference: ``miniroberta fill-mask`` and ``embed``, and the functions ``predict`` and ``serve`` share.
 
 ``fill_mask`` returns exactly what ``transformers.pipeline('fill-mask')`` returns for each text --
 a list of ``{"score", "token", "token_str", "sequence"}`` dicts (one list per ``[MASK]`` when a

@@ -284,17 +284,41 @@ def create_app(services: dict[str, Service], opts: ServeOptions) -> "MetricsMidd
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    return MetricsMiddleware(app, services, metrics)
+    return MetricsMiddleware(app, services, metrics, max_body_bytes(opts))
+
+
+def max_body_bytes(opts: ServeOptions) -> int:
+    """The largest request body worth parsing: every text at ``--max_chars`` as ``\\uXXXX`` escapes,
+    plus room for the JSON around them. A larger declared Content-Length gets 413 unread."""
+    return opts.max_items * (opts.max_chars * 6 + 64) + 65536
 
 
 class MetricsMiddleware:
-    """ASGI wrapper counting every request (status, latency) and the model requests in flight."""
+    """ASGI wrapper counting every request (status, latency) and the model requests in flight;
+    refuses bodies declared larger than ``max_body`` before they are read."""
 
     KNOWN = {"/fill-mask", "/embed", "/classify", "/healthz", "/metrics"}
 
-    def __init__(self, app: FastAPI, services: dict[str, Service], metrics: Metrics) -> None:
-        self.app, self.services, self.metrics = app, services, metrics
+    def __init__(self, app: FastAPI, services: dict[str, Service], metrics: Metrics, max_body: int = 0) -> None:
+        self.app, self.services, self.metrics, self.max_body = app, services, metrics, max_body
         self.state = app.state
+
+    def _declared_length(self, scope: dict) -> int:
+        for k, v in scope.get("headers") or ():
+            if k == b"content-length":
+                try:
+                    return int(v)
+                except ValueError:
+                    return 0
+        return 0
+
+    async def _too_large(self, send: Any, n: int) -> None:
+        body = json.dumps({"error": f"request body of {n} bytes is larger than this server accepts "
+                                    f"({self.max_body}, from --max_items and --max_chars)",
+                           "limit": "max_body_bytes", "value": self.max_body}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -316,7 +340,11 @@ class MetricsMiddleware:
             service.batcher.inflight += 1
             self.metrics.in_flight.labels(endpoint).inc()
         try:
-            await self.app(scope, receive, send_status)
+            n = self._declared_length(scope)
+            if self.max_body and n > self.max_body:
+                await self._too_large(send_status, n)
+            else:
+                await self.app(scope, receive, send_status)
         finally:
             if model_call:
                 service.batcher.inflight -= 1
