@@ -211,11 +211,10 @@ def test_bad_json_and_internal_error_keep_the_server_alive(server):
     assert server.metric("miniroberta_requests_total", endpoint="/classify", status="500") >= 1
 
 
-def test_concurrent_requests_are_batched(server):
-    """24 simultaneous one-text requests: fewer model calls than requests, all answered alike."""
+def _burst(server, n: int) -> tuple[list, float, float]:
+    """n simultaneous one-text /classify requests; (responses, model calls, items) they caused."""
     before_calls = server.metric("miniroberta_batch_size_count", endpoint="classify")
     before_items = server.metric("miniroberta_batch_size_sum", endpoint="classify")
-    n = 24
     results: list = [None] * n
     barrier = threading.Barrier(n)
 
@@ -229,12 +228,21 @@ def test_concurrent_requests_are_batched(server):
         t.start()
     for t in threads:
         t.join(90)
-    assert all(r is not None and r.status_code == 200 for r in results)
-    labels = {r.json()["results"][0]["label"] for r in results}
-    assert len(labels) == 1
-    calls = server.metric("miniroberta_batch_size_count", endpoint="classify") - before_calls
-    items = server.metric("miniroberta_batch_size_sum", endpoint="classify") - before_items
-    assert items == n
+    return (results, server.metric("miniroberta_batch_size_count", endpoint="classify") - before_calls,
+            server.metric("miniroberta_batch_size_sum", endpoint="classify") - before_items)
+
+
+def test_concurrent_requests_are_batched(server):
+    """24 simultaneous one-text requests: fewer model calls than requests, all answered alike
+    (up to 3 bursts, in case a loaded machine delivers one burst one by one)."""
+    n = 24
+    for _ in range(3):
+        results, calls, items = _burst(server, n)
+        assert all(r is not None and r.status_code == 200 for r in results)
+        assert len({r.json()["results"][0]["label"] for r in results}) == 1
+        assert items == n
+        if calls < n:
+            break
     assert calls < n, f"{n} concurrent requests ran as {calls} model calls"
     assert server.metric("miniroberta_requests_total", endpoint="/classify", status="200") >= n
     assert server.metric("miniroberta_request_duration_seconds_count", endpoint="/classify") >= n
