@@ -260,6 +260,9 @@ def load_backend(task: str, model: str | None = None, onnx: str | None = None, v
         from miniroberta.interop.export import resolve_vocab
         if threads > 0:
             torch.set_num_threads(threads)
+        if os.path.isdir(model) and not os.path.isfile(os.path.join(model, "config.json")) \
+                and os.path.isfile(os.path.join(model, "model", "config.json")):
+            model = os.path.join(model, "model")  # a `finetune --output_dir`
         if task == "classify":
             from miniroberta.finetune.predict import load_finetuned
             m, ft = load_finetuned(model, device)
