@@ -2,9 +2,12 @@
 
 Both run the SAME exported HF directory (random weights) on the same sentences in the same
 process, alternating rounds so machine noise hits both alike; the figure of merit is the ratio.
+Our ``fill_mask`` runs on each backend: PyTorch, and (when onnxruntime is installed) the
+``export-onnx`` graph in fp32 and int8 -- what ``miniroberta fill-mask --onnx`` uses.
 
     python bench/bench_fill_mask.py                       # tiny + medium, batch 1 and 32
     python bench/bench_fill_mask.py --sizes tiny --rounds 5
+    python bench/bench_fill_mask.py --quick               # smoke test (tiny, few sentences, 1 round; /tmp)
 
 Writes ``bench/results/fill_mask.json`` and prints a Markdown table.
 """
@@ -77,8 +80,22 @@ def main(argv: list[str] | None = None) -> int:
                    help="torch threads for both implementations (the shared CPU box is noisy with more)")
     p.add_argument("--top_k", type=int, default=5)
     p.add_argument("--vocab_path", default=str(DATA / "vocab" / "google_zh_vocab.txt"))
-    p.add_argument("--output", default=str(ROOT / "bench" / "results" / "fill_mask.json"))
+    p.add_argument("--output", default=None, help="default bench/results/fill_mask.json (--quick: a temp file)")
+    p.add_argument("--backends", nargs="+", default=["torch", "onnx", "int8"], choices=["torch", "onnx", "int8"],
+                   help="our backends (torch is always run: the rows' `ours` columns)")
+    p.add_argument("--quick", action="store_true", help="smoke test: tiny only, 4/8 sentences, 1 round")
     args = p.parse_args(argv)
+    if args.quick:
+        args.sizes, args.rounds, args.sentences_bs1, args.sentences_batched = ["tiny"], 1, 4, 8
+    args.output = args.output or (os.path.join(tempfile.gettempdir(), "fill_mask.quick.json") if args.quick
+                                  else str(ROOT / "bench" / "results" / "fill_mask.json"))
+    onnx_backends = [b for b in args.backends if b != "torch"]
+    if onnx_backends:
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            print("onnxruntime not installed: PyTorch only (pip install -e '.[serve]')", file=sys.stderr)
+            onnx_backends = []
 
     import transformers
     transformers.logging.set_verbosity_error()
@@ -95,6 +112,14 @@ def main(argv: list[str] | None = None) -> int:
             ours_model, _ = load_model(d, "mlm")
             ours_model.eval()
             pipe = pipeline("fill-mask", model=d, device="cpu")
+            graphs = {}
+            for b in onnx_backends:
+                from miniroberta.infer.backends import OnnxBackend
+                from miniroberta.infer.onnx_export import export_onnx
+                path = os.path.join(tmp, f"{size}-{b}.onnx")
+                export_onnx(d, "fill-mask", path, quantize="int8" if b == "int8" else None,
+                            eval_limit=50 if args.quick else 500, threads=args.threads)
+                graphs[b] = OnnxBackend(path, threads=args.threads)
             for bs in args.batch_sizes:
                 texts = sentences(args.sentences_bs1 if bs == 1 else args.sentences_batched, seed=bs)
                 ours = lambda t: fill_mask(ours_model, tok, t, top_k=args.top_k, batch_size=bs)
@@ -102,10 +127,17 @@ def main(argv: list[str] | None = None) -> int:
                 # warm-up + sanity: same top-1 tokens
                 a, b = ours(texts[:4]), theirs(texts[:4])
                 agree = sum(x[0]["token"] == y[0]["token"] for x, y in zip(a, b)) / 4
+                others = {b: (lambda t, g=g: fill_mask(g, tok, t, top_k=args.top_k, batch_size=bs))
+                          for b, g in graphs.items()}
+                for f in others.values():
+                    f(texts[:4])
                 r_ours, r_hf = [], []
+                r_other: dict[str, list] = {b: [] for b in others}
                 for _ in range(args.rounds):
                     r_ours.append(timed(ours, texts))
                     r_hf.append(timed(theirs, texts))
+                    for b, f in others.items():
+                        r_other[b].append(timed(f, texts))
                 o, h = (statistics.median(x[0] for x in r) for r in (r_ours, r_hf))
                 oc, hc = (statistics.median(x[1] for x in r) for r in (r_ours, r_hf))
                 row = dict(size=size, preset=cfg.name, batch_size=bs, sentences=len(texts), rounds=args.rounds,
@@ -113,9 +145,15 @@ def main(argv: list[str] | None = None) -> int:
                            ours_sent_per_cpu_s=round(oc, 1), pipeline_sent_per_cpu_s=round(hc, 1),
                            speedup_cpu=round(oc / hc, 2), top1_agreement=agree,
                            ours_rounds=[round(x[0], 1) for x in r_ours], pipeline_rounds=[round(x[0], 1) for x in r_hf])
+                for b, r in r_other.items():
+                    w, c = statistics.median(x[0] for x in r), statistics.median(x[1] for x in r)
+                    row.update({f"{b}_sent_per_s": round(w, 1), f"{b}_sent_per_cpu_s": round(c, 1),
+                                f"{b}_speedup": round(w / h, 2), f"{b}_speedup_cpu": round(c / hc, 2),
+                                f"{b}_rounds": [round(x[0], 1) for x in r]})
                 rows.append(row)
                 print(f"{size:>7} bs={bs:<3} wall: ours {o:7.1f}/s pipeline {h:7.1f}/s x{o / h:.2f} | "
-                      f"cpu: ours {oc:7.1f}/s pipeline {hc:7.1f}/s x{oc / hc:.2f}", file=sys.stderr)
+                      f"cpu: ours {oc:7.1f}/s pipeline {hc:7.1f}/s x{oc / hc:.2f}"
+                      + "".join(f" | {b} x{row[f'{b}_speedup']:.2f}" for b in r_other), file=sys.stderr)
     result = dict(
         benchmark="fill-mask throughput (sentences/s), random weights, google_zh vocab, CPU",
         torch=torch.__version__, transformers=transformers.__version__, threads=torch.get_num_threads(),
@@ -123,11 +161,14 @@ def main(argv: list[str] | None = None) -> int:
         machine=platform.machine(), python=platform.python_version(),
         when=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), rows=rows)
     atomic_write_json(args.output, result)
-    print("| model | batch | miniroberta sent/s (wall / CPU) | pipeline sent/s (wall / CPU) | ratio (wall / CPU) |")
-    print("|---|---|---|---|---|")
+    extra = [b for b in ("onnx", "int8") if rows and f"{b}_speedup" in rows[0]]
+    print("| model | batch | miniroberta sent/s (wall / CPU) | pipeline sent/s (wall / CPU) | ratio (wall / CPU) |"
+          + "".join(f" {b} sent/s (ratio) |" for b in extra))
+    print("|---|---|---|---|---|" + "---|" * len(extra))
     for r in rows:
         print(f"| {r['size']} ({r['preset']}) | {r['batch_size']} | {r['ours_sent_per_s']} / {r['ours_sent_per_cpu_s']} | "
-              f"{r['pipeline_sent_per_s']} / {r['pipeline_sent_per_cpu_s']} | {r['speedup']}x / {r['speedup_cpu']}x |")
+              f"{r['pipeline_sent_per_s']} / {r['pipeline_sent_per_cpu_s']} | {r['speedup']}x / {r['speedup_cpu']}x |"
+              + "".join(f" {r[f'{b}_sent_per_s']} ({r[f'{b}_speedup']}x) |" for b in extra))
     print(f"\nwrote {args.output}", file=sys.stderr)
     return 0
 

@@ -10,8 +10,8 @@ For each size (tiny, mini, small by default) and precision (fp32, bf16), one pro
    Plus the top operators by self time.
 2. **Ablation** (wall clock, interleaved rounds, medians): the 0.1.0 step (``nn.Dropout``
    bernoulli masks and SDPA's own attention dropout, ``F.cross_entropy`` on float logits,
-   padded Q/K/V concatenation, ``index_select`` backward, ``torch.autocast`` for bf16) and the
-   step with each of this engine's changes added in turn.
+   ``index_select`` backward, ``torch.autocast`` for bf16) and the step with each of this
+   engine's changes added in turn.
 
 Every result records the CPU model and its flags (AVX2 / AVX512-BF16 / AMX). Ratios, not
 absolute times, are what compare across machines; run it alone on an idle machine.
@@ -43,7 +43,6 @@ sys.path.insert(0, str(ROOT / "src"))
 from miniroberta.data.dataset import MlmDataset  # noqa: E402
 from miniroberta.data.masking import MaskingConfig, SpecialIds  # noqa: E402
 from miniroberta.engine.device import device_info, measure_matmul_peak  # noqa: E402
-from miniroberta.modeling.loss import cross_entropy_sum  # noqa: E402
 from miniroberta.engine.optim import OptimConfig  # noqa: E402
 from miniroberta.engine.trainer import Trainer  # noqa: E402
 from miniroberta.modeling import bert as bert_mod  # noqa: E402
@@ -96,21 +95,24 @@ VARIANTS = {
     "0.1.0": (True, True, True, True),
     "+fast dropout": (False, True, True, True),
     "+write-only gather": (False, False, True, True),
-    "+fused loss": (False, False, False, True),
+    "+fused decoder+loss": (False, False, False, True),
     "+bf16 weights (engine)": (False, False, False, False),
 }
 
 
 class _Task:
-    def __init__(self, loss_fn, amp):
-        self.loss_fn, self.amp = loss_fn, amp
+    def __init__(self, fused: bool, amp):
+        self.fused, self.amp = fused, amp
 
     def loss(self, model, b):
         t = b.to_torch()
+        args = (t["input_ids"], t["attention_mask"] if b.has_padding else None, t["masked_positions"],
+                t["real_index"], t["masked_real_index"])
         with self.amp:
-            logits = model(t["input_ids"], t["attention_mask"] if b.has_padding else None, t["masked_positions"],
-                           t["real_index"], t["masked_real_index"])
-        return self.loss_fn(logits, t["labels"])
+            if self.fused:   # decoder + cross-entropy fused (modeling.loss.linear_cross_entropy_sum)
+                return model(*args, labels=t["labels"])
+            logits = model(*args)
+        return _legacy_loss(logits, t["labels"])
 
 
 def make_trainer(mc, precision: str, autocast: bool) -> tuple[Trainer, UnpaddedMLM]:
@@ -129,7 +131,7 @@ def ablation(mc, batches, precision: str, steps: int, rounds: int) -> dict:
         ld, lg, ll, ac = VARIANTS[n]
         tr, _ = make_trainer(mc, precision, ac and precision == "bf16")
         amp = torch.autocast("cpu", dtype=torch.bfloat16, enabled=(precision == "bf16" and ac))
-        setups[n] = (tr, _Task(_legacy_loss if ll else cross_entropy_sum, amp), (ld, lg))
+        setups[n] = (tr, _Task(not ll, amp), (ld, lg))
     for r in range(rounds):          # interleaved, so machine noise hits every variant alike
         for n in names:
             tr, task, (ld, lg) = setups[n]
@@ -150,7 +152,7 @@ def ablation(mc, batches, precision: str, steps: int, rounds: int) -> dict:
 def breakdown(mc, src: BatchSource, precision: str, steps: int, j0: int) -> dict:
     tr, um = make_trainer(mc, precision, False)
     for j in range(2):                                   # warm-up
-        tr.train_step([src.make(j)], _Task(cross_entropy_sum, contextlib.nullcontext()))
+        tr.train_step([src.make(j)], _Task(True, contextlib.nullcontext()))
 
     def staged(j: int) -> None:
         with record_function("batch"):
@@ -164,7 +166,7 @@ def breakdown(mc, src: BatchSource, precision: str, steps: int, j0: int) -> dict
             h = um.encode(x_in, t["attention_mask"], t["real_index"])
         h_in = h.detach().requires_grad_()
         with record_function("head+loss.fwd"):
-            loss, ok = cross_entropy_sum(um.head(h_in, t["masked_real_index"]), t["labels"])
+            loss, ok = um.head_loss(h_in, t["masked_real_index"], t["labels"])
         with record_function("head+loss.bwd"):
             (loss / n).backward()
         with record_function("encoder.bwd"):
@@ -177,7 +179,7 @@ def breakdown(mc, src: BatchSource, precision: str, steps: int, j0: int) -> dict
             tr.precision.zero_grad()
             tr.precision.master_to_model()
         with record_function("host sync"):
-            float(loss)
+            float(loss.detach())
 
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         t0 = time.perf_counter()

@@ -17,7 +17,8 @@ import _ft_data as D  # noqa: E402
 from miniroberta import cli  # noqa: E402
 from miniroberta.finetune.inference import classification_metrics  # noqa: E402
 from miniroberta.finetune.trainer import FinetuneConfig, run_finetune  # noqa: E402
-from miniroberta.finetune.predict import load_finetuned, predict_file  # noqa: E402
+from miniroberta.finetune.predict import predict_file
+from miniroberta.interop.checkpoint import load_finetuned  # noqa: E402
 
 FAST = dict(epochs_num=3, batch_size=16, learning_rate=2e-3, seq_length=32, dropout=0.0, warmup=0.1,
             progress=False, threads=1, precision="fp32")  # tiny models: one thread avoids OpenMP stalls on the shared 2-core box

@@ -15,14 +15,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-import torch
 
 from miniroberta.data import tasks as T
-from miniroberta.engine.device import resolve_device
-from miniroberta.finetune.inference import predict_logits
-from miniroberta.interop.checkpoint import load_into, load_weights
+from miniroberta.infer.backends import Backend, OnnxBackend, TorchBackend, vocab_beside_onnx
+from miniroberta.infer.pipelines import classify_logits, softmax
+from miniroberta.interop.checkpoint import find_model_dir, load_finetuned
 from miniroberta.interop.export import resolve_vocab
-from miniroberta.modeling.bert import BertForSequenceClassification
 from miniroberta.modeling.tokenizer import BertTokenizer
 from miniroberta.utils import atomic_write, log
 
@@ -42,50 +40,27 @@ def write_predictions(path: str, ids: Sequence[Any], labels: Sequence[str], subm
     return path
 
 
-def find_model_dir(path: str) -> str:
-    """A fine-tune output dir (``model/`` inside), an HF dir or a native checkpoint file."""
-    p = Path(path)
-    if p.is_dir() and not (p / "config.json").is_file() and (p / "model" / "config.json").is_file():
-        return str(p / "model")
-    if not p.exists():
-        raise FileNotFoundError(f"{path}: no such fine-tuned model (give the --output_dir of `miniroberta finetune`, "
-                                f"its model/ folder, an HF classifier directory or a native checkpoint)")
-    return str(p)
-
-
-def load_finetuned(path: str, device: str | None = None) -> tuple[BertForSequenceClassification, dict[str, Any]]:
-    """The classifier and its fine-tuning metadata (task, text fields, labels, seq_length ...)."""
-    path = find_model_dir(path)
-    cfg, sd, meta = load_weights(path)
-    ft: dict[str, Any] = {}
-    fj = Path(path) / "finetune.json"
-    if Path(path).is_dir() and fj.is_file():
-        ft = json.loads(fj.read_text(encoding="utf-8"))
-    elif meta.get("labels"):
-        ft = dict(meta)
-    if cfg.id2label is None:
-        if ft.get("labels"):
-            from miniroberta.modeling.config import replace
-            cfg = replace(cfg, id2label=dict(enumerate(ft["labels"])))
-        else:
-            raise ValueError(f"{path}: the model config has no id2label; is this a fine-tuned classifier?")
-    if "classifier.weight" not in sd:
-        raise ValueError(f"{path}: has no classifier head (classifier.weight); fine-tune it first with "
-                         f"`miniroberta finetune`")
-    model = BertForSequenceClassification(cfg)
-    load_into(model, sd, path, allow_unexpected=("cls.",))
-    model.to(resolve_device(device)).eval()
-    ft.setdefault("labels", [cfg.id2label[i] for i in range(cfg.num_labels)])
-    ft["model_dir"] = path
-    return model, ft
-
-
-def predict_file(model_path: str, input_path: str, output_path: str | None = None, task: str | None = None,
+def predict_file(model_path: str | None, input_path: str, output_path: str | None = None, task: str | None = None,
                  text_fields: Sequence[str] | str | None = None, vocab_path: str | None = None,
                  batch_size: int = 64, seq_length: int | None = None, device: str | None = None,
-                 fmt: str | None = None, output_prob: bool = False, skip_bad_rows: bool = False) -> dict[str, Any]:
-    """Predict every row of ``input_path``; returns ids, labels, probs and the output path."""
-    model, ft = load_finetuned(model_path, device)
+                 fmt: str | None = None, output_prob: bool = False, skip_bad_rows: bool = False,
+                 onnx: str | None = None, threads: int = 0) -> dict[str, Any]:
+    """Predict every row of ``input_path``; returns ids, labels, probs and the output path.
+    ``onnx``: run that ``export-onnx --task classify`` graph with onnxruntime instead of PyTorch."""
+    backend: Backend
+    if onnx:
+        backend = OnnxBackend(onnx, threads=threads)
+        if backend.task != "classify":
+            raise ValueError(f"{onnx} is a {backend.task} export, not a classifier")
+        ft = dict(backend.meta.get("finetune") or {}, labels=backend.info.labels,
+                  seq_length=backend.info.seq_length, truncation=backend.info.truncation)
+        vocab = vocab_path or vocab_beside_onnx(onnx)
+    elif model_path:
+        model, ft = load_finetuned(model_path, device)
+        backend = TorchBackend(model, "classify", labels=ft["labels"])
+        vocab = resolve_vocab(ft["model_dir"], vocab_path)
+    else:
+        raise ValueError("pass --model (a fine-tuned classifier) or --onnx (its export-onnx graph)")
     task = task or ft.get("task")
     spec = T.TASKS.get(task) if task else None
     if isinstance(text_fields, str):
@@ -98,14 +73,13 @@ def predict_file(model_path: str, input_path: str, output_path: str | None = Non
                            require_label=False, id_field=id_field, skip_bad_rows=skip_bad_rows)
     if fields is not None and len(fields) != len(data.text_fields):
         raise ValueError(f"{input_path}: expected text fields {list(fields)}")
-    vocab = resolve_vocab(ft["model_dir"], vocab_path)
     tok = BertTokenizer(vocab)
-    if tok.vocab_size != model.config.vocab_size:
-        raise ValueError(f"{vocab} has {tok.vocab_size} tokens but the model has {model.config.vocab_size}")
+    if tok.vocab_size != backend.info.vocab_size:
+        raise ValueError(f"{vocab} has {tok.vocab_size} tokens but the model has {backend.info.vocab_size}")
     seq = seq_length or int(ft.get("seq_length", 128))
     enc = T.encode_data(tok, data, seq, ft.get("truncation", "longest_first"))
-    logits = predict_logits(model, enc, batch_size, resolve_device(device), tok.pad_id)
-    probs = torch.softmax(torch.from_numpy(logits), -1).numpy()
+    logits = classify_logits(backend, enc, batch_size, tok.pad_id)
+    probs = softmax(logits)
     pred = logits.argmax(1)
     labels = [ft["labels"][i] for i in pred]
     if output_path:
@@ -115,8 +89,11 @@ def predict_file(model_path: str, input_path: str, output_path: str | None = Non
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", "--load_model_path", dest="model", required=True,
+    p.add_argument("--model", "--load_model_path", dest="model", default=None,
                    help="fine-tune --output_dir, its model/ folder, an HF classifier dir or a native checkpoint")
+    p.add_argument("--onnx", default=None,
+                   help="an `export-onnx --task classify` graph (fp32 or int8) run with onnxruntime instead of --model")
+    p.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0: its default)")
     p.add_argument("--input", "--test_path", dest="input", required=True, help="unlabeled TSV or JSON-lines file")
     p.add_argument("--output", "--prediction_path", dest="output", required=True)
     p.add_argument("--task", default=None, help="preset (default: the task the model was fine-tuned on)")
@@ -135,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     res = predict_file(args.model, args.input, args.output, task=args.task, text_fields=args.text_fields,
                        vocab_path=args.vocab_path, batch_size=args.batch_size, seq_length=args.seq_length,
                        device=args.device, fmt=args.format, output_prob=args.output_prob,
-                       skip_bad_rows=args.skip_bad_rows)
+                       skip_bad_rows=args.skip_bad_rows, onnx=args.onnx, threads=args.threads)
     counts: dict[str, int] = {}
     for lab in res["labels"]:
         counts[lab] = counts.get(lab, 0) + 1

@@ -1,10 +1,15 @@
-"""Inference: ``miniroberta fill-mask`` and ``miniroberta embed``.
+"""Inference: ``miniroberta fill-mask`` and ``embed``, and the functions ``predict`` and ``serve`` share.
 
 ``fill_mask`` returns exactly what ``transformers.pipeline('fill-mask')`` returns for each text --
 a list of ``{"score", "token", "token_str", "sequence"}`` dicts (one list per ``[MASK]`` when a
 text has several) -- but runs texts in padded batches and the MLM head on the masked positions
 only. ``embed`` returns the last hidden state at ``[CLS]``, mean-pooled over real tokens, or the
-whole (zero-padded) sequence.
+whole (zero-padded) sequence. ``classify`` labels texts or pairs with a fine-tuned classifier
+(what ``miniroberta predict`` computes).
+
+Every function takes a PyTorch model or a ``Backend`` (``infer/backends.py``: torch or
+onnxruntime); the CLI commands and ``miniroberta serve`` call these same functions, so a server
+response equals the command's output on the same inputs.
 """
 from __future__ import annotations
 
@@ -12,42 +17,65 @@ import argparse
 import json
 import os
 import sys
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence, Union
 
 import numpy as np
 import torch
 
+from miniroberta.infer.backends import Backend, OnnxBackend, TorchBackend, vocab_beside_onnx
 from miniroberta.modeling.tokenizer import BertTokenizer
 from miniroberta.utils import atomic_write, log
 
 POOLINGS = ("cls", "mean", "sequence")
 
+if TYPE_CHECKING:
+    from miniroberta.data.tasks import Encoded
 
-def _device_of(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
+
+def as_backend(model_or_backend: "torch.nn.Module | Backend", task: str) -> Backend:
+    """A ``Backend`` as is, or a PyTorch module wrapped as one for ``task``."""
+    if isinstance(model_or_backend, Backend):
+        if model_or_backend.task != task:
+            raise ValueError(f"this is a {model_or_backend.task} model; {task} needs a {task} export/model")
+        return model_or_backend
+    return TorchBackend(model_or_backend, task)
 
 
-def _pad(rows: list[list[int]], pad_id: int, length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def _pad(rows: list[list[int]], pad_id: int, length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     T = length or max(len(r) for r in rows)
-    ids = torch.full((len(rows), T), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), T), dtype=torch.long)
+    ids = np.full((len(rows), T), pad_id, dtype=np.int64)
+    mask = np.zeros((len(rows), T), dtype=np.int64)
     for i, r in enumerate(rows):
-        ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+        ids[i, : len(r)] = r
         mask[i, : len(r)] = 1
     return ids, mask
 
 
 def _batches(lengths: list[int], batch_size: int) -> list[list[int]]:
     """Indices grouped into batches of similar length (less padding); order restored by the caller."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
     return [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-@torch.no_grad()
-def fill_mask(model: torch.nn.Module, tokenizer: BertTokenizer, texts: Sequence[str] | str, top_k: int = 5,
-              batch_size: int = 32) -> list[Any]:
+def encode_fill_mask(tokenizer: BertTokenizer, texts: Sequence[str], max_length: int) -> list[list[int]]:
+    """``[CLS] text [SEP]`` ids of each text; ValueError naming the first text without a [MASK]
+    or longer than the model takes (the server checks requests with this before batching)."""
+    encoded = [[tokenizer.cls_id] + ids + [tokenizer.sep_id] for ids in tokenizer.encode_batch_ids(list(texts))]
+    for i, ids in enumerate(encoded):
+        if tokenizer.mask_id not in ids:
+            raise ValueError(f"text {i + 1} has no [MASK] token: {texts[i]!r}")
+        if len(ids) > max_length:
+            raise ValueError(f"text {i + 1} is {len(ids)} tokens long; the model takes at most {max_length}")
+    return encoded
+
+
+def fill_mask(model: "torch.nn.Module | Backend", tokenizer: BertTokenizer, texts: Sequence[str] | str,
+              top_k: int = 5, batch_size: int = 32) -> list[Any]:
     """Top-k predictions for every ``[MASK]`` of every text, like transformers' fill-mask pipeline.
 
+    ``model``: a ``BertForMaskedLM`` or a fill-mask ``Backend`` (torch or onnxruntime).
     Returns one entry per text: a list of ``top_k`` dicts ``{"score", "token", "token_str",
     "sequence"}`` when the text has one ``[MASK]``, or a list of such lists (one per mask, with the
     other masks kept in ``sequence``) when it has several -- the pipeline's shapes."""
@@ -55,79 +83,72 @@ def fill_mask(model: torch.nn.Module, tokenizer: BertTokenizer, texts: Sequence[
         texts = [texts]
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
-    model.eval()
-    device = _device_of(model)
-    max_len = model.config.max_position_embeddings
-    encoded = [[tokenizer.cls_id] + ids + [tokenizer.sep_id] for ids in tokenizer.encode_batch_ids(list(texts))]
-    for i, ids in enumerate(encoded):
-        if tokenizer.mask_id not in ids:
-            raise ValueError(f"text {i + 1} has no [MASK] token: {texts[i]!r}")
-        if len(ids) > max_len:
-            raise ValueError(f"text {i + 1} is {len(ids)} tokens long; the model takes at most {max_len}")
-    k = min(top_k, model.config.vocab_size)
+    backend = as_backend(model, "fill-mask")
+    encoded = encode_fill_mask(tokenizer, texts, backend.info.max_length)
+    k = min(top_k, backend.info.vocab_size)
     results: list[Any] = [None] * len(encoded)
     for batch in _batches([len(e) for e in encoded], batch_size):
         rows = [encoded[i] for i in batch]
         ids, mask = _pad(rows, tokenizer.pad_id)
-        flat = (ids.reshape(-1) == tokenizer.mask_id).nonzero().squeeze(-1)
-        logits = model(ids.to(device), attention_mask=mask.to(device),
-                       token_type_ids=torch.zeros_like(ids).to(device),
-                       masked_positions=flat.to(device)).logits
+        flat = np.flatnonzero(ids.reshape(-1) == tokenizer.mask_id)
+        logits = torch.from_numpy(backend.run(ids, mask, np.zeros_like(ids), flat))
         values, preds = logits.float().softmax(-1).topk(k, dim=-1)
-        values, preds = values.cpu().tolist(), preds.cpu().tolist()
-        T = ids.shape[1]
-        # one (row in batch, position) per masked position, in flat order
-        where = [(int(f) // T, int(f) % T) for f in flat]
-        per_text: dict[int, list[list[dict[str, Any]]]] = {b: [] for b in range(len(batch))}
-        seqs, skips = [], []
-        for (b, t), vals, cands in zip(where, values, preds):
-            single = rows[b].count(tokenizer.mask_id) == 1
-            for p in cands:
-                filled = list(rows[b])
-                filled[t] = p
-                seqs.append(filled)
-            skips.append(single)
-        # decode sequences (skip specials only for single-mask texts, like the pipeline) and tokens
-        decoded: list[str] = [""] * len(seqs)
-        for flag in (True, False):
-            idx = [j for j in range(len(seqs)) if skips[j // k] == flag]
-            if idx:
-                for j, s in zip(idx, tokenizer.decode_batch([seqs[j] for j in idx], skip_special_tokens=flag)):
-                    decoded[j] = s
-        token_strs = tokenizer.decode_batch([[p] for cands in preds for p in cands], skip_special_tokens=False)
-        j = 0
-        for (b, t), vals, cands in zip(where, values, preds):
-            per_text[b].append([{"score": v, "token": p, "token_str": token_strs[j + n], "sequence": decoded[j + n]}
-                                for n, (v, p) in enumerate(zip(vals, cands))])
-            j += k
-        for b, i in enumerate(batch):
-            results[i] = per_text[b][0] if len(per_text[b]) == 1 else per_text[b]
+        for b, group in _fill_mask_rows(tokenizer, rows, flat, ids.shape[1], values.tolist(), preds.tolist(), k):
+            results[batch[b]] = group
     return results
 
 
-@torch.no_grad()
-def embed(model: torch.nn.Module, tokenizer: BertTokenizer, texts: Sequence[str], pooling: str = "cls",
+def _fill_mask_rows(tokenizer: BertTokenizer, rows: list[list[int]], flat: np.ndarray, T: int,
+                    values: list[list[float]], preds: list[list[int]], k: int) -> list[tuple[int, Any]]:
+    """The pipeline-shaped result of each row of one batch from its top-k scores and ids."""
+    # one (row in batch, position) per masked position, in flat order
+    where = [(int(f) // T, int(f) % T) for f in flat]
+    per_text: dict[int, list[list[dict[str, Any]]]] = {b: [] for b in range(len(rows))}
+    seqs, skips = [], []
+    for (b, t), cands in zip(where, preds):
+        single = rows[b].count(tokenizer.mask_id) == 1
+        for p in cands:
+            filled = list(rows[b])
+            filled[t] = p
+            seqs.append(filled)
+        skips.append(single)
+    # decode sequences (skip specials only for single-mask texts, like the pipeline) and tokens
+    decoded: list[str] = [""] * len(seqs)
+    for flag in (True, False):
+        idx = [j for j in range(len(seqs)) if skips[j // k] == flag]
+        if idx:
+            for j, s in zip(idx, tokenizer.decode_batch([seqs[j] for j in idx], skip_special_tokens=flag)):
+                decoded[j] = s
+    token_strs = tokenizer.decode_batch([[p] for cands in preds for p in cands], skip_special_tokens=False)
+    j = 0
+    for (b, t), vals, cands in zip(where, values, preds):
+        per_text[b].append([{"score": v, "token": p, "token_str": token_strs[j + n], "sequence": decoded[j + n]}
+                            for n, (v, p) in enumerate(zip(vals, cands))])
+        j += k
+    return [(b, groups[0] if len(groups) == 1 else groups) for b, groups in per_text.items()]
+
+
+def embed(model: "torch.nn.Module | Backend", tokenizer: BertTokenizer, texts: Sequence[str], pooling: str = "cls",
           seq_length: int = 128, batch_size: int = 32) -> np.ndarray:
     """Features from the last hidden state: ``cls`` (N, H) at [CLS]; ``mean`` (N, H) averaged over
     the real tokens ([CLS] and [SEP] included, padding excluded); ``sequence`` (N, seq_length, H),
-    zeros at padding. Texts are ``[CLS] text [SEP]`` cut at ``seq_length``."""
+    zeros at padding. Texts are ``[CLS] text [SEP]`` cut at ``seq_length``. ``model``: a
+    ``BertModel`` (or a model with ``.bert``) or an embed ``Backend``."""
     if pooling not in POOLINGS:
         raise ValueError(f"--pooling must be one of {POOLINGS}, got {pooling!r}")
-    encoder = model.bert if hasattr(model, "bert") else model
-    max_len = encoder.config.max_position_embeddings
+    backend = as_backend(model, "embed")
+    max_len = backend.info.max_length
     if not 2 <= seq_length <= max_len:
         raise ValueError(f"--seq_length must be in [2, {max_len}], got {seq_length}")
-    encoder.eval()
-    device = _device_of(encoder)
-    H = encoder.config.hidden_size
+    H = backend.info.hidden_size
     rows = [tokenizer.build_inputs(ids, max_length=seq_length).input_ids
             for ids in tokenizer.encode_batch_ids(list(texts))]
     shape = (len(rows), seq_length, H) if pooling == "sequence" else (len(rows), H)
     out = np.zeros(shape, dtype=np.float32)
     for batch in _batches([len(r) for r in rows], batch_size):
-        ids, mask = _pad([rows[i] for i in batch], tokenizer.pad_id)
-        h = encoder(ids.to(device), attention_mask=mask.to(device),
-                    token_type_ids=torch.zeros_like(ids).to(device)).last_hidden_state.float().cpu()
+        ids, mask_np = _pad([rows[i] for i in batch], tokenizer.pad_id)
+        h = torch.from_numpy(backend.run(ids, mask_np, np.zeros_like(ids)))
+        mask = torch.from_numpy(mask_np)
         if pooling == "cls":
             feats = h[:, 0]
         elif pooling == "mean":
@@ -141,29 +162,130 @@ def embed(model: torch.nn.Module, tokenizer: BertTokenizer, texts: Sequence[str]
     return out
 
 
+ClassifyItem = Union[str, Sequence[str]]
+
+
+def encode_classify(tokenizer: BertTokenizer, items: Sequence[ClassifyItem], seq_length: int,
+                    truncation: str = "longest_first") -> "Encoded":
+    """Single texts or (text_a, text_b) pairs -> the ``Encoded`` arrays fine-tuning and
+    ``miniroberta predict`` use (``data.tasks.encode_data``; all items single or all pairs)."""
+    from miniroberta.data.tasks import TaskData, encode_data
+    pairs = [(it,) if isinstance(it, str) else tuple(it) for it in items]
+    widths = {len(p) for p in pairs}
+    if not pairs:
+        raise ValueError("no texts to classify")
+    if len(widths) != 1 or widths - {1, 2}:
+        raise ValueError("classify takes all single texts or all (text, text_pair) pairs in one call")
+    n = widths.pop()
+    fields = ("text_a", "text_b")[:n]
+    data = TaskData("<request>", fields, [[p[j] for p in pairs] for j in range(n)], None,
+                    list(range(len(pairs))), list(range(1, len(pairs) + 1)))
+    return encode_data(tokenizer, data, seq_length, truncation)
+
+
+def classify_logits(model: "torch.nn.Module | Backend", enc: "Encoded", batch_size: int = 64,
+                    pad_id: int = 0) -> np.ndarray:
+    """Logits (N, num_labels) in the original order; batches are length-sorted for speed."""
+    backend = as_backend(model, "classify")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    order = np.argsort(enc.lengths(), kind="stable")
+    out: np.ndarray | None = None
+    for s in range(0, len(order), batch_size):
+        idx = order[s:s + batch_size]
+        ids, types, mask = enc.batch(idx, pad_id)
+        logits = backend.run(ids, mask, types)
+        if out is None:
+            out = np.zeros((len(enc), logits.shape[1]), dtype=np.float32)
+        out[idx] = logits
+    return out if out is not None else np.zeros((0, len(backend.info.labels)), dtype=np.float32)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row softmax, computed as ``miniroberta predict`` does (torch, float32)."""
+    return torch.softmax(torch.from_numpy(logits), -1).numpy()
+
+
+def classify(model: Backend, tokenizer: BertTokenizer, items: Sequence[ClassifyItem], batch_size: int = 64,
+             seq_length: int | None = None) -> list[dict[str, Any]]:
+    """``{"label", "score", "scores": {label: probability}}`` per text or pair, with the labels,
+    seq_length and truncation the classifier was fine-tuned with."""
+    backend = as_backend(model, "classify")
+    labels = backend.info.labels
+    enc = encode_classify(tokenizer, items, seq_length or backend.info.seq_length, backend.info.truncation)
+    probs = softmax(classify_logits(backend, enc, batch_size, tokenizer.pad_id))
+    if probs.shape[1] != len(labels):
+        raise RuntimeError(f"the classifier has {probs.shape[1]} outputs but {len(labels)} labels")
+    out = []
+    for row in probs:
+        j = int(row.argmax())
+        out.append({"label": labels[j], "score": float(row[j]),
+                    "scores": {lab: float(p) for lab, p in zip(labels, row)}})
+    return out
+
+
 # --------------------------------------------------------------------------------------- CLI
 def _model_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True,
-                   help="HF directory, native .safetensors, HF pytorch_model.bin or UER-py model.bin-<step>")
+    p.add_argument("--model", default=None,
+                   help="HF directory, native .safetensors, HF pytorch_model.bin or UER-py model.bin-<step> "
+                        "(not needed with --onnx)")
+    p.add_argument("--onnx", default=None,
+                   help="run this `miniroberta export-onnx` graph (fp32 or int8) with onnxruntime instead of "
+                        "PyTorch; its vocab and head kind are read from beside it")
+    p.add_argument("--threads", type=int, default=0, help="intra-op threads (0: the library default)")
     p.add_argument("--vocab_path", default=None,
                    help="default: vocab.txt beside/inside --model, else ../shared/data/vocab/google_zh_vocab.txt")
     p.add_argument("--config_path", default=None, help="model config when the checkpoint carries none")
     p.add_argument("--layers_num", type=int, default=None, help="UER-py compatibility (checked)")
     p.add_argument("--layer_norm", choices=("hf", "uer"), default=None, help="override the LayerNorm flavour")
     p.add_argument("--batch_size", type=int, default=32)
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... (PyTorch only)")
 
 
-def _load(args: argparse.Namespace, kind: str):
-    from miniroberta.interop.checkpoint import load_model
-    from miniroberta.interop.export import resolve_vocab
-    model, meta = load_model(args.model, kind, config_path=args.config_path, layers_num=args.layers_num,
-                             layer_norm_type=args.layer_norm)
-    tok = BertTokenizer(resolve_vocab(args.model, args.vocab_path, meta))
-    if len(tok) != model.config.vocab_size:
-        raise ValueError(f"vocab {tok.vocab_path} has {len(tok)} tokens but the model has {model.config.vocab_size}; "
+KINDS = {"fill-mask": "mlm", "embed": "encoder", "classify": "cls"}
+
+
+def load_backend(task: str, model: str | None = None, onnx: str | None = None, vocab_path: str | None = None,
+                 config_path: str | None = None, layers_num: int | None = None, layer_norm: str | None = None,
+                 device: str = "cpu", threads: int = 0) -> tuple[Backend, BertTokenizer]:
+    """The fastest available backend for ``task`` and its tokenizer: the ONNX graph when given
+    (onnxruntime), else the PyTorch model loaded from ``model``. Checks the vocab fits."""
+    if onnx:
+        backend: Backend = OnnxBackend(onnx, threads=threads)
+        if backend.task != task:
+            raise ValueError(f"{onnx} is a {backend.task} export; export one with --task {task}")
+        vocab = vocab_path or vocab_beside_onnx(onnx)
+    elif model:
+        from miniroberta.interop.checkpoint import load_model
+        from miniroberta.interop.export import resolve_vocab
+        if threads > 0:
+            torch.set_num_threads(threads)
+        if os.path.isdir(model) and not os.path.isfile(os.path.join(model, "config.json")) \
+                and os.path.isfile(os.path.join(model, "model", "config.json")):
+            model = os.path.join(model, "model")  # a `finetune --output_dir`
+        if task == "classify":
+            from miniroberta.interop.checkpoint import load_finetuned
+            m, ft = load_finetuned(model, device)
+            backend = TorchBackend(m, task, labels=ft["labels"], seq_length=int(ft.get("seq_length", 128)),
+                                   truncation=ft.get("truncation", "longest_first"))
+            vocab = resolve_vocab(ft["model_dir"], vocab_path)
+        else:
+            m, meta = load_model(model, KINDS[task], config_path=config_path, layers_num=layers_num,
+                                 layer_norm_type=layer_norm)
+            backend = TorchBackend(m.to(device), task)
+            vocab = resolve_vocab(model, vocab_path, meta)
+    else:
+        raise ValueError("pass --model DIR (PyTorch) or --onnx FILE (onnxruntime)")
+    tok = BertTokenizer(vocab)
+    if len(tok) != backend.info.vocab_size:
+        raise ValueError(f"vocab {tok.vocab_path} has {len(tok)} tokens but the model has {backend.info.vocab_size}; "
                          f"pass --vocab_path with the model's vocab")
-    return model.to(args.device), tok
+    return backend, tok
+
+
+def _load(args: argparse.Namespace, task: str) -> tuple[Backend, BertTokenizer]:
+    return load_backend(task, args.model, args.onnx, args.vocab_path, args.config_path, args.layers_num,
+                        args.layer_norm, args.device, args.threads)
 
 
 def _read_texts(path: str, keep_blank: bool = False) -> list[str]:
@@ -189,7 +311,7 @@ def run_fill_mask(args: argparse.Namespace) -> int:
     texts = list(args.texts) + (_read_texts(args.input) if args.input else [])
     if not texts:
         raise ValueError("no texts: pass them as arguments or with --input FILE")
-    model, tok = _load(args, "mlm")
+    model, tok = _load(args, "fill-mask")
     chunk = max(args.batch_size, 1) * 32
     for start in range(0, len(texts), chunk):
         part = texts[start: start + chunk]
@@ -224,7 +346,7 @@ def run_embed(args: argparse.Namespace) -> int:
     texts = _read_texts(args.input, keep_blank=True)
     if not texts:
         raise ValueError(f"--input {args.input}: no non-blank lines")
-    model, tok = _load(args, "encoder")
+    model, tok = _load(args, "embed")
     feats = embed(model, tok, texts, pooling=args.pooling, seq_length=args.seq_length, batch_size=args.batch_size)
     with atomic_write(args.output, "wb") as f:
         np.save(f, feats)
@@ -232,4 +354,5 @@ def run_embed(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["fill_mask", "embed", "POOLINGS", "configure_fill_mask", "run_fill_mask", "configure_embed", "run_embed"]
+__all__ = ["fill_mask", "embed", "classify", "classify_logits", "encode_classify", "encode_fill_mask",
+           "load_backend", "as_backend", "softmax", "POOLINGS", "configure_fill_mask", "run_fill_mask", "configure_embed", "run_embed"]

@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save as st_save
 
-from miniroberta.modeling.config import ConfigError, ModelConfig, load_config
-from miniroberta.modeling.bert import TIED_KEYS
+from miniroberta.interop import uer
+from miniroberta.modeling.bert import TIED_KEYS, BertForMaskedLM, BertForSequenceClassification, BertModel
+from miniroberta.modeling.config import ConfigError, ModelConfig, load_config, replace
 from miniroberta.utils import atomic_write
 
 FORMAT = "miniroberta"
@@ -144,7 +146,6 @@ def load_weights(path: str | os.PathLike, config_path: str | None = None,
 
     if _is_torch_file(path):
         sd = torch_load(path)
-        from miniroberta.interop import uer
         if uer.is_uer_state_dict(sd):
             cfg_spec = config_path
             sd_hf, info = uer.uer_to_hf(sd, layers_num=layers_num, source=path)
@@ -204,8 +205,6 @@ def load_into(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], sourc
 def load_model(path: str | os.PathLike, kind: str = "mlm", config_path: str | None = None,
                layers_num: int | None = None, layer_norm_type: str | None = None):
     """Build a model of ``kind`` (``mlm``, ``encoder`` or ``cls``) from any checkpoint source."""
-    from miniroberta.modeling.config import replace
-    from miniroberta.modeling.bert import BertForMaskedLM, BertForSequenceClassification, BertModel
 
     cfg, sd, meta = load_weights(path, config_path=config_path, layers_num=layers_num)
     if layer_norm_type and layer_norm_type != cfg.layer_norm_type:
@@ -227,5 +226,42 @@ def load_model(path: str | os.PathLike, kind: str = "mlm", config_path: str | No
     return model, meta
 
 
-__all__ = ["save_native", "load_weights", "load_into", "load_model", "CheckpointError", "strip_tied",
+def find_model_dir(path: str) -> str:
+    """A fine-tune output dir (``model/`` inside), an HF dir or a native checkpoint file."""
+    p = Path(path)
+    if p.is_dir() and not (p / "config.json").is_file() and (p / "model" / "config.json").is_file():
+        return str(p / "model")
+    if not p.exists():
+        raise FileNotFoundError(f"{path}: no such fine-tuned model (give the --output_dir of `miniroberta finetune`, "
+                                f"its model/ folder, an HF classifier directory or a native checkpoint)")
+    return str(p)
+
+
+def load_finetuned(path: str, device: str | None = None) -> tuple[BertForSequenceClassification, dict[str, Any]]:
+    """The classifier and its fine-tuning metadata (task, text fields, labels, seq_length ...)."""
+    path = find_model_dir(path)
+    cfg, sd, meta = load_weights(path)
+    ft: dict[str, Any] = {}
+    fj = Path(path) / "finetune.json"
+    if Path(path).is_dir() and fj.is_file():
+        ft = json.loads(fj.read_text(encoding="utf-8"))
+    elif meta.get("labels"):
+        ft = dict(meta)
+    if cfg.id2label is None:
+        if ft.get("labels"):
+            cfg = replace(cfg, id2label=dict(enumerate(ft["labels"])))
+        else:
+            raise ValueError(f"{path}: the model config has no id2label; is this a fine-tuned classifier?")
+    if "classifier.weight" not in sd:
+        raise ValueError(f"{path}: has no classifier head (classifier.weight); fine-tune it first with "
+                         f"`miniroberta finetune`")
+    model = BertForSequenceClassification(cfg)
+    load_into(model, sd, path, allow_unexpected=("cls.",))
+    model.to(device or "cpu").eval()
+    ft.setdefault("labels", [cfg.id2label[i] for i in range(cfg.num_labels)])
+    ft["model_dir"] = path
+    return model, ft
+
+
+__all__ = ["find_model_dir", "load_finetuned", "save_native", "load_weights", "load_into", "load_model", "CheckpointError", "strip_tied",
            "normalize_hf_keys", "torch_load", "read_safetensors"]

@@ -98,6 +98,8 @@ class _ScaledMask(torch.autograd.Function):
 def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     if not training or p == 0.0:
         return x
+    if x.is_cuda:  # GPUs have a fused dropout kernel with a cheap counter-based generator
+        return F.dropout(x, p, True)
     return _ScaledMask.apply(x, dropout_mask(x.shape, p, x.dtype, x.device))
 
 
@@ -111,9 +113,9 @@ class Dropout(nn.Dropout):
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
               dropout_p: float, training: bool) -> torch.Tensor:
     """softmax(q k^T / sqrt(d) + mask) v over (B, heads, T, head_dim) tensors; ``mask`` (B, 1, 1, T)
-    boolean, True = attend. SDPA's fused kernel unless attention dropout is drawn."""
-    if not training or dropout_p == 0.0:
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    boolean, True = attend. SDPA's fused kernel unless attention dropout is drawn on a CPU."""
+    if not training or dropout_p == 0.0 or q.is_cuda:   # CUDA's fused kernels draw their own dropout
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p if training else 0.0)
     scores = torch.matmul(q, k.transpose(-1, -2)).mul_(1.0 / math.sqrt(q.shape[-1]))   # (B, nh, T, T)
     if mask is not None:
         scores = scores.masked_fill_(~mask, float("-inf"))

@@ -20,7 +20,12 @@ from __future__ import annotations
 
 import torch
 
-CHUNK_ROWS = 32  # rows of (M, V) logits per piece: 32 x 21128 floats = 2.7 MB
+CHUNK_ROWS = 32  # rows of (M, V) logits per piece on CPUs: 32 x 21128 floats = 2.7 MB, cache-sized
+CHUNK_ROWS_CUDA = 4096  # GPUs: few, large pieces (kernel launches, not cache, are the cost)
+
+
+def _chunk(t: torch.Tensor) -> int:
+    return CHUNK_ROWS_CUDA if t.is_cuda else CHUNK_ROWS
 
 
 def _lse_argmax(logits: torch.Tensor, bias: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -28,13 +33,14 @@ def _lse_argmax(logits: torch.Tensor, bias: torch.Tensor | None) -> tuple[torch.
     lse = torch.empty(M, dtype=torch.float32, device=logits.device)
     argmax = torch.empty(M, dtype=torch.int64, device=logits.device)
     b = None if bias is None else bias.float()
-    for s in range(0, M, CHUNK_ROWS):
-        x = logits[s:s + CHUNK_ROWS].to(torch.float32, copy=True)
+    C = _chunk(logits)
+    for s in range(0, M, C):
+        x = logits[s:s + C].to(torch.float32, copy=True)
         if b is not None:
             x += b
         mx, am = x.max(dim=-1)
-        argmax[s:s + CHUNK_ROWS] = am
-        lse[s:s + CHUNK_ROWS] = x.sub_(mx[:, None]).exp_().sum(-1).log_().add_(mx)
+        argmax[s:s + C] = am
+        lse[s:s + C] = x.sub_(mx[:, None]).exp_().sum(-1).log_().add_(mx)
     return lse, argmax
 
 
@@ -45,14 +51,15 @@ def _grad_logits(logits: torch.Tensor, bias: torch.Tensor | None, labels: torch.
     out = torch.empty_like(logits)
     b = None if bias is None else bias.float()
     db = None if bias is None else torch.zeros(V, dtype=torch.float32, device=logits.device)
-    for s in range(0, M, CHUNK_ROWS):
-        p = logits[s:s + CHUNK_ROWS].to(torch.float32, copy=True)
+    C = _chunk(logits)
+    for s in range(0, M, C):
+        p = logits[s:s + C].to(torch.float32, copy=True)
         if b is not None:
             p += b
-        p.sub_(lse[s:s + CHUNK_ROWS, None]).exp_().mul_(g)
+        p.sub_(lse[s:s + C, None]).exp_().mul_(g)
         if db is not None:
             db += p.sum(0)
-        out[s:s + CHUNK_ROWS] = p
+        out[s:s + C] = p
     flat = torch.arange(M, device=logits.device) * V + labels      # the one-hot entries, one per row
     out.view(-1)[flat] -= g.to(out.dtype)
     if db is not None:
@@ -82,9 +89,11 @@ class _LinearCrossEntropySum(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
                 labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = x @ weight.t()                                       # (M, V), bias added per chunk
+        w = weight.to(x.dtype)                                        # (a no-op unless under autocast)
+        logits = x @ w.t()                                            # (M, V), bias added per chunk
         lse, argmax = _lse_argmax(logits, bias)
-        ctx.save_for_backward(x, weight, bias, labels, logits, lse)
+        ctx.save_for_backward(x, w, bias, labels, logits, lse)
+        ctx.weight_dtype = weight.dtype
         return (lse - _target(logits, bias, labels)).sum(), (argmax == labels).sum()
 
     @staticmethod
@@ -92,7 +101,7 @@ class _LinearCrossEntropySum(torch.autograd.Function):
         x, weight, bias, labels, logits, lse = ctx.saved_tensors
         dlogits, db = _grad_logits(logits, bias, labels, lse, grad.float())
         dx = dlogits @ weight if ctx.needs_input_grad[0] else None
-        dw = dlogits.t() @ x if ctx.needs_input_grad[1] else None
+        dw = (dlogits.t() @ x).to(ctx.weight_dtype) if ctx.needs_input_grad[1] else None
         return dx, dw, db.to(bias.dtype), None
 
 

@@ -1,0 +1,1 @@
+"""HTTP serving: ``miniroberta serve`` (``app.py``) with dynamic micro-batching (``batcher.py``)."""
