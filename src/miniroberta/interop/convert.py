@@ -30,7 +30,8 @@ from miniroberta.modeling.config import replace
 from miniroberta.interop.export import (EXPORT_TYPES, HF_WEIGHT_NAMES, export_checkpoint, model_card, resolve_vocab, select_for_type,
                      write_hf_dir, write_hf_files, _check_fits)
 from miniroberta.interop.uer import VINTAGES, hf_to_uer
-from miniroberta.utils import atomic_write, log
+from miniroberta.integrity import atomic_torch_save
+from miniroberta.utils import log
 
 OUTPUT_FORMATS = ("hf", "native", "uer")
 
@@ -104,8 +105,7 @@ def convert(input_path: str, output_path: str, output_format: str | None = None,
     elif fmt == "uer":
         _check_free(output_path, overwrite)
         uer_sd = hf_to_uer(sd, vintage=uer_vintage, type=type)
-        with atomic_write(output_path, "wb") as f:
-            torch.save(uer_sd, f)
+        atomic_torch_save(uer_sd, output_path)
     else:
         raise ValueError(f"unknown output format {fmt!r}; choose from {OUTPUT_FORMATS}")
     return output_path
