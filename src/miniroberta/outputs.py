@@ -44,7 +44,7 @@ class OutputBusy(OutputError):
     """Another live run holds the output."""
 
 
-class OutputExists(OutputError):
+class OutputExists(OutputError, FileExistsError):
     """The output holds an earlier run and neither resume nor overwrite was asked for."""
 
 
@@ -144,11 +144,13 @@ def _holds_run(path: str) -> bool:
 
 def claim_output(path: str | os.PathLike, resume: bool = False, overwrite: bool = False,
                  related: Iterable[str | os.PathLike] = (), command: str | None = None,
-                 can_resume: bool = True, what: str = "the output of an earlier run") -> Claim:
+                 can_resume: bool = True, what: str = "the output of an earlier run",
+                 check_existing: bool = True) -> Claim:
     """Lock ``path`` for this run, clean dead runs' temp files, refuse an earlier run's output unless
     ``resume`` or ``overwrite``. ``related``: other paths that belong to this output (e.g. the
     training-state file and step checkpoints ``<path>-<step>``) -- they count as "an earlier run" and
-    are retired with it. ``can_resume``: the command has a ``--resume``; only named in the message."""
+    are retired with it. ``can_resume``: the command has a ``--resume``; only named in the message.
+    ``check_existing=False``: lock and clean only (the caller decides about existing files)."""
     if resume and overwrite:
         raise OutputError("--resume and --overwrite contradict each other; pass one of them")
     path = os.path.abspath(os.fspath(path))
@@ -157,7 +159,7 @@ def claim_output(path: str | os.PathLike, resume: bool = False, overwrite: bool 
     try:
         claim.removed_temps = clean_stale_temps(path)
         rel = [os.path.abspath(os.fspath(p)) for p in related]
-        existing = [p for p in [path, *rel] if _holds_run(p)]
+        existing = [p for p in [path, *rel] if _holds_run(p)] if check_existing else []
         if existing and overwrite:
             claim.retired = [d for d in (retire(p, reason="--overwrite") for p in existing) if d]
         elif existing and resume:

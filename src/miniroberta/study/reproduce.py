@@ -46,7 +46,9 @@ from miniroberta.finetune import report as report_mod
 from miniroberta.interop import convert as convert_mod
 from miniroberta.pretrain import launch as pretrain_mod
 from miniroberta.study.recipe import (PRESETS, STAGES, RecipeError, canonical_model, dumps_toml, load_recipe, parse_tasks)
-from miniroberta.utils import JsonlWriter, atomic_write_json, atomic_write_text, format_duration, log, sha256_file
+from miniroberta.optional import plots_available
+from miniroberta.outputs import claim_output, retire
+from miniroberta.utils import atomic_write, JsonlWriter, atomic_write_json, atomic_write_text, format_duration, log, sha256_file
 
 STEP_FORMAT = "miniroberta-reproduce-step/1"
 
@@ -260,21 +262,6 @@ class Paths:
         return os.path.join(self.out, "report")
 
 
-def retire(path: str) -> str | None:
-    """Move the outputs of a step whose settings changed out of the way (``<path>.old-<time>``) rather
-    than delete them: a pretraining stage or a grid can be days of work."""
-    if not os.path.exists(path):
-        return None
-    dest = f"{path}.old-{time.strftime('%Y%m%d-%H%M%S')}"
-    n = 1
-    while os.path.exists(dest):
-        dest = f"{path}.old-{time.strftime('%Y%m%d-%H%M%S')}-{n}"
-        n += 1
-    os.replace(path, dest)
-    log(f"settings or inputs changed: kept the previous outputs as {dest}")
-    return dest
-
-
 class Study:
     """The study of one recipe under one output directory; ``run()`` does every step in order."""
 
@@ -469,11 +456,15 @@ class Study:
             res = rp.build_report([grids[m]["path"] for m in models], out_dir=out,
                                   reference=self.recipe["report"]["reference"], model_names=models)
             curves = os.path.join(out, "pretrain_loss.png")
-            plot_loss_curves({m: {s: pretrains[m][s]["metrics_path"] for s in STAGES} for m in models}, curves)
-            return {"path": out, "loss_curves": curves, "report": _jsonable(res)}
+            if plots:
+                plot_loss_curves({m: {s: pretrains[m][s]["metrics_path"] for s in STAGES} for m in models}, curves)
+            return {"path": out, "loss_curves": curves if plots else None, "report": _jsonable(res)}
 
+        plots = plots_available("reproduce")
+        settings["plots"] = plots                       # installing matplotlib later redoes the report with them
         return self.runner.run("report", settings, inputs, fn,
-                               outputs=[os.path.join(out, "report.md"), os.path.join(out, "pretrain_loss.png")])
+                               outputs=[os.path.join(out, "report.md")]
+                               + ([os.path.join(out, "pretrain_loss.png")] if plots else []))
 
     def card(self, model: str, pre: dict[str, dict[str, Any]], datasets: dict[int, dict[str, Any]],
              export: dict[str, Any], grid: dict[str, Any]) -> dict[str, Any]:
@@ -710,12 +701,9 @@ def plot_loss_curves(metrics: dict[str, dict[str, str]], out_png: str) -> str:
         plt.close(fig)
         raise StepError(f"no loss records found in {metrics}; cannot draw the loss curves")
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(out_png)), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=os.path.dirname(os.path.abspath(out_png)))
-    os.close(fd)
-    fig.savefig(tmp, dpi=110)
+    with atomic_write(out_png, "wb") as f:
+        fig.savefig(f, format="png", dpi=110)
     plt.close(fig)
-    os.replace(tmp, out_png)
     return out_png
 
 
@@ -981,6 +969,8 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="print the plan with the time of every step estimated from a short measured calibration run")
     p.add_argument("--calibration_steps", type=int, default=3, help="timed steps per model/stage in --dry_run")
     p.add_argument("--show_recipe", action="store_true", help="print the resolved recipe as TOML and exit")
+    p.add_argument("--overwrite", action="store_true",
+                   help="move an existing --out aside to OUT.old-<time> and start the study over (default: resume it)")
     p.add_argument("--no_progress", action="store_true", help="no progress bars")
 
 
@@ -998,6 +988,11 @@ def resolve_recipe(args: argparse.Namespace) -> dict[str, Any]:
     return load_recipe(args.preset, args.recipe, overrides, models)
 
 
+def check_optional_dependencies() -> None:
+    """Said when the study starts: without matplotlib the report's two PNGs are skipped, the rest stands."""
+    plots_available("reproduce", "the plots (score_vs_size.png, pretrain_loss.png)")
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         recipe = resolve_recipe(args)
@@ -1009,8 +1004,17 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         print_plan(recipe, args.out, calibration_steps=args.calibration_steps)
         return 0
-    study = Study(recipe, args.out, progress=not args.no_progress)
-    summary = study.run()
+    check_optional_dependencies()
+    rank, _ = dist_env()
+    # one study per --out (the other ranks of a torchrun join rank 0's); an earlier one is resumed
+    claim = claim_output(args.out, resume=not args.overwrite, overwrite=args.overwrite, command="reproduce",
+                         what="an earlier study") if rank == 0 else None
+    try:
+        study = Study(recipe, args.out, progress=not args.no_progress)
+        summary = study.run()
+    finally:
+        if claim is not None:
+            claim.release()
     if study.rank == 0:
         ran = [k for k, v in summary["actions"].items() if v != "skip"]
         log(f"reproduce: {len(summary['actions'])} steps, {len(ran)} run ({', '.join(ran) or 'none'}), "
