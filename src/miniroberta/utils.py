@@ -249,7 +249,8 @@ def format_duration(seconds: float) -> str:
     return f"{h:d}:{m:02d}:{s:02d}" if h else f"{m:d}:{s:02d}"
 
 
-def log(msg: str, stream: IO = sys.stderr) -> None:
+def log(msg: str, stream: IO | None = None) -> None:
+    stream = stream or sys.stderr
     stream.write(f"[{time.strftime('%H:%M:%S')}] {msg}\n")
     stream.flush()
 
