@@ -10,8 +10,8 @@ Both read ``{"format": "miniroberta-integrity/1", "files": {name: {"sha256": ...
 ``verify_file(X)`` compares size and hash and raises ``IntegrityError`` naming the damaged file; a file
 without a manifest (written by another tool, or before manifests existed) is accepted unverified.
 
-For a writer: ``forget(X)`` before replacing ``X`` (so a crash between the two writes cannot pair a new
-file with an old hash), write ``X`` atomically, then ``record(X)``. ``atomic_torch_save`` /
+For a writer: write ``X`` to a temp file, ``forget(X)`` just before renaming it into place (so a crash
+between the steps cannot pair a new file with an old hash), then ``record(X)`` -- ``atomic_write_bytes``. ``atomic_torch_save`` /
 ``verified_torch_load`` do all of it for a training-state file.
 """
 from __future__ import annotations
@@ -107,8 +107,10 @@ def verify_file(path: str | os.PathLike) -> bool:
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> str:
     """Write ``data`` atomically to ``path`` and record its hash (forgetting the old one first)."""
     path = os.fspath(path)
-    forget(path)
-    with atomic_write(path, "wb") as f:
+    # the old manifest goes only once the new bytes are safely on disk: a failed write (disk full) leaves
+    # the previous file with its manifest; a crash between the steps leaves a file without one (unverified),
+    # never a file paired with another file's hash
+    with atomic_write(path, "wb", before_replace=lambda: forget(path)) as f:
         f.write(data)
     record(path, hashlib.sha256(data).hexdigest())
     return path

@@ -33,7 +33,7 @@ from typing import Any, Iterable
 
 import filelock
 
-from miniroberta.utils import TEMP_RE, OutputWriteError, host_tag, log, write_error
+from miniroberta.utils import TEMP_RE, OutputWriteError, atomic_write_json, host_tag, log, write_error
 
 
 class OutputError(RuntimeError):
@@ -119,14 +119,11 @@ def _acquire(path: str, command: str | None) -> filelock.BaseFileLock:
         raise _as_output_error(path, e) from None
     info = {"pid": os.getpid(), "host": socket.gethostname(), "command": command or " ".join(sys.argv[:3]),
             "started": datetime.datetime.now().isoformat(timespec="seconds")}
-    tmp = owner_path(path) + f".{os.getpid()}"
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(info, f)
-        os.replace(tmp, owner_path(path))
-    except OSError as e:
+        atomic_write_json(owner_path(path), info)
+    except (OSError, OutputWriteError) as e:
         lock.release()
-        raise _as_output_error(path, e) from None
+        raise (e if isinstance(e, OutputWriteError) else _as_output_error(path, e)) from None
     return lock
 
 
@@ -222,7 +219,7 @@ def clean_stale_temps(path: str | os.PathLike) -> list[str]:
     done = []
     for n in sorted(names):
         m = TEMP_RE.match(n)
-        if not m or not m["target"].startswith(base) or m["host"] != me:
+        if not m or not m["target"].startswith((base, "." + base)) or m["host"] != me:
             continue
         pid = int(m["pid"])
         if pid == os.getpid() or pid_alive(pid):

@@ -14,7 +14,7 @@ import sys
 import tempfile
 import time
 import uuid
-from typing import IO, Any, Iterator
+from typing import IO, Any, Callable, Iterator
 
 
 def fsync_dir(path: str) -> None:
@@ -128,12 +128,14 @@ def _makedirs(d: str, target: str) -> None:
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "wb", encoding: str | None = None) -> Iterator[IO]:
+def atomic_write(path: str | os.PathLike, mode: str = "wb", encoding: str | None = None,
+                 before_replace: Callable[[], None] | None = None) -> Iterator[IO]:
     """Write to a unique temp file beside ``path``; fsync and rename on success, delete on error.
     A crash never leaves a half-written ``path``; the temp name carries host and pid (see ``TEMP_RE``)
     so the next run on ``path`` removes a dead run's temp file. The file gets the umask's mode
     (0644 by default), not mkstemp's 0600. Disk full, read-only and permission errors become one
-    ``OutputWriteError`` line naming ``path``."""
+    ``OutputWriteError`` line naming ``path``. ``before_replace`` runs once the data is on disk, just
+    before the rename (the integrity manifest of the old file is dropped there)."""
     path = os.fspath(path)
     d = os.path.dirname(os.path.abspath(path))
     existed = os.path.exists(path)
@@ -147,6 +149,8 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", encoding: str | None
                 yield f
                 f.flush()
                 os.fsync(f.fileno())
+            if before_replace is not None:
+                before_replace()
             os.replace(tmp, path)
         fsync_dir(d)
     except BaseException:
