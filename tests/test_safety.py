@@ -401,3 +401,12 @@ def test_missing_matplotlib_skips_plots_with_a_warning(tmp_path, monkeypatch, ca
     assert "miniroberta[plot]" in err and "skipped" in err and not (tmp_path / "p.png").exists()
     with pytest.raises(optional.MissingDependency, match=r"miniroberta\[plot\]"):
         optional.require("matplotlib", "report --plot")
+
+
+def test_corpus_of_removed_characters_is_a_clear_error(tmp_path):
+    """Found by test_fuzz: a corpus whose characters the tokenizer all drops (NUL) crashed with IndexError."""
+    from miniroberta.data.preprocess import CorpusError, build_dataset
+    corpus = tmp_path / "c.txt"
+    corpus.write_bytes(b"\x00\n\x00\x00\n")
+    with pytest.raises(CorpusError, match="holds no document"):
+        build_dataset(corpus, write_vocab(tmp_path / "v.txt"), tmp_path / "ds", progress=False)

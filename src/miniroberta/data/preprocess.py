@@ -243,7 +243,7 @@ class CorpusTokenizer:
         lo = line_of[keep]
         is_word = c == self._WORD
         prev_word = np.empty_like(is_word)
-        prev_word[0] = False
+        prev_word[:1] = False                   # (a batch whose characters were all removed is empty)
         prev_word[1:] = is_word[:-1]
         next_word = np.empty_like(is_word)
         next_word[-1:] = False
