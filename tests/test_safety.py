@@ -410,3 +410,30 @@ def test_corpus_of_removed_characters_is_a_clear_error(tmp_path):
     corpus.write_bytes(b"\x00\n\x00\x00\n")
     with pytest.raises(CorpusError, match="holds no document"):
         build_dataset(corpus, write_vocab(tmp_path / "v.txt"), tmp_path / "ds", progress=False)
+
+
+def test_pretrain_run_files_are_the_claims_related_paths(tmp_path):
+    prefix = tmp_path / "m.bin"
+    for n in ("m.bin-100", "m.bin-100.sha256.json", "m.bin.state.pt", "m.bin.state.pt.sha256.json", "m.bin-x",
+              "other.bin-100", "m.bin.metrics.jsonl"):
+        (tmp_path / n).write_bytes(b"x")
+    assert [os.path.basename(p) for p in outputs.run_files(prefix)] == [
+        "m.bin-100", "m.bin-100.sha256.json", "m.bin.state.pt", "m.bin.state.pt.sha256.json"]
+    with pytest.raises(outputs.OutputExists, match="m.bin-100"):
+        outputs.claim_output(prefix, related=outputs.run_files(prefix))
+
+
+def test_preprocess_cli_overwrite_moves_the_old_dataset_aside(tmp_path, capfd):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("一丁\n", encoding="utf-8")
+    vocab = write_vocab(tmp_path / "v.txt")
+    argv = ["preprocess", "--corpus_path", str(corpus), "--vocab_path", str(vocab), "--dataset_path",
+            str(tmp_path / "ds"), "--no_progress"]
+    assert cli_main(argv) == 0
+    old = MlmDataset(tmp_path / "ds")[0].tolist()
+    assert cli_main(argv) == 2 and "--overwrite to move it aside" in capfd.readouterr().err
+    corpus.write_text("丁一一\n", encoding="utf-8")
+    assert cli_main(argv + ["--overwrite"]) == 0
+    kept = [p for p in tmp_path.iterdir() if p.name.startswith("ds.old-")]
+    assert len(kept) == 1 and MlmDataset(kept[0])[0].tolist() == old
+    assert MlmDataset(tmp_path / "ds")[0].tolist() != old and "kept the previous" in capfd.readouterr().err

@@ -172,6 +172,24 @@ def claim_output(path: str | os.PathLike, resume: bool = False, overwrite: bool 
     return claim
 
 
+def run_files(output_model_path: str | os.PathLike) -> list[str]:
+    """The files a pretraining run writes beside its ``--output_model_path`` prefix besides the prefix
+    itself: the training state ``<prefix>.state.pt``, step checkpoints ``<prefix>-<step>`` and their
+    integrity manifests -- the ``related`` paths of its claim (an earlier run holds any of them)."""
+    prefix = os.path.abspath(os.fspath(output_model_path))
+    d, base = os.path.dirname(prefix), os.path.basename(prefix)
+    try:
+        names = os.listdir(d)
+    except OSError:
+        return []
+    out = []
+    for n in sorted(names):
+        core = n[: -len(".sha256.json")] if n.endswith(".sha256.json") else n
+        if core == base + ".state.pt" or (core.startswith(base + "-") and core[len(base) + 1:].isdigit()):
+            out.append(os.path.join(d, n))
+    return out
+
+
 def retire(path: str, reason: str = "settings or inputs changed") -> str | None:
     """Move ``path`` aside to ``<path>.old-<YYYYmmdd-HHMMSS>`` (never delete: a pretraining stage or a
     grid can be days of work) and say so. Returns the new name, or None when ``path`` does not exist."""
@@ -243,5 +261,5 @@ def clean_stale_temps(path: str | os.PathLike) -> list[str]:
     return done
 
 
-__all__ = ["claim_output", "Claim", "OutputError", "OutputBusy", "OutputExists", "retire", "clean_stale_temps",
+__all__ = ["claim_output", "Claim", "run_files", "OutputError", "OutputBusy", "OutputExists", "retire", "clean_stale_temps",
            "pid_alive", "lock_path", "owner_path", "read_owner"]

@@ -693,12 +693,16 @@ def _invalid_utf8_message(results: list[TaskResult], files: list[str], on_error:
 def build_dataset(corpus_path, vocab_path, dataset_path, seq_length=128, processes_num=1, dynamic_masking=True,
                   dup_factor=5, full_sentences=False, whole_word_masking=False, span_masking=False,
                   span_geo_prob=0.2, span_max_length=10, seed=7, on_error="fail", overwrite=False, max_bytes=None,
-                  progress=True, chunk_bytes: int | None = None) -> dict:
+                  progress=True, chunk_bytes: int | None = None, keep_old: bool = False) -> dict:
     """Preprocess ``corpus_path`` into the dataset directory ``dataset_path``; returns the manifest.
 
     ``corpus_path``: a file, a directory (its ``*.txt`` files in sorted order) or a list of files, read
     as one corpus. ``max_bytes``: use only the first N bytes, cut at a line boundary. ``chunk_bytes``:
-    size of the byte ranges handed to workers (default: derived from the corpus size)."""
+    size of the byte ranges handed to workers (default: derived from the corpus size).
+
+    The dataset path is claimed for the run (a second build on it fails at once naming the first). An
+    existing dataset is refused unless ``overwrite``; then it is replaced when the new one is complete, or,
+    with ``keep_old`` (the CLI's ``--overwrite``), moved aside to ``NAME.old-<time>`` first."""
     from miniroberta.modeling.tokenizer import read_vocab
 
     t_start = time.time()
@@ -720,16 +724,16 @@ def build_dataset(corpus_path, vocab_path, dataset_path, seq_length=128, process
     files = resolve_corpus(corpus_path)
     read_vocab(os.fspath(vocab_path))                        # a bad vocab fails before anything is moved aside
     # one writer per dataset; an existing one is refused, or moved aside with --overwrite
-    with claim_output(dataset_path, overwrite=overwrite, can_resume=False, command="preprocess",
-                      what="a dataset"):
+    with claim_output(dataset_path, overwrite=overwrite and keep_old, can_resume=False, command="preprocess",
+                      what="a dataset", check_existing=not overwrite or keep_old):
         return _build(files, corpus_path, vocab_path, dataset_path, seq_length, processes_num, dynamic_masking,
                       dup_factor, full_sentences, whole_word_masking, span_masking, span_geo_prob, span_max_length,
-                      seed, on_error, max_bytes, progress, chunk_bytes, t_start)
+                      seed, on_error, max_bytes, progress, chunk_bytes, t_start, replace=overwrite)
 
 
 def _build(files, corpus_path, vocab_path, dataset_path, seq_length, processes_num, dynamic_masking, dup_factor,
            full_sentences, whole_word_masking, span_masking, span_geo_prob, span_max_length, seed, on_error,
-           max_bytes, progress, chunk_bytes, t_start) -> dict:
+           max_bytes, progress, chunk_bytes, t_start, replace=False) -> dict:
     """``build_dataset`` once the output is claimed."""
     from miniroberta.modeling.tokenizer import read_vocab
     from miniroberta.utils import sha256_file
@@ -758,7 +762,7 @@ def _build(files, corpus_path, vocab_path, dataset_path, seq_length, processes_n
                    file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
     results: list[TaskResult] = []
     docs = insts = 0
-    with atomic_dir(dataset_path) as tmp:
+    with atomic_dir(dataset_path, overwrite=replace) as tmp:
         def collect(r: TaskResult) -> None:
             nonlocal docs, insts
             results.append(r)
@@ -984,7 +988,7 @@ def run(args: argparse.Namespace) -> int:
                   full_sentences=args.full_sentences, whole_word_masking=args.whole_word_masking,
                   span_masking=args.span_masking, span_geo_prob=args.span_geo_prob,
                   span_max_length=args.span_max_length, seed=args.seed, on_error=args.on_error,
-                  overwrite=args.overwrite, max_bytes=args.max_bytes, progress=not args.no_progress)
+                  overwrite=args.overwrite, keep_old=True, max_bytes=args.max_bytes, progress=not args.no_progress)
     return 0
 
 
