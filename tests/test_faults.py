@@ -274,9 +274,30 @@ def test_stopped_dry_run_leaves_nothing_behind(tmp_path):
            "--vocab", str(DATA / "vocab" / "google_zh_vocab.txt"), "--data_dir", str(DATA / "tasks")]
     p = subprocess.Popen(cmd, cwd=cwd, env=env(TMPDIR=str(tmp)), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 60
-    while time.time() < deadline and not any(tmp.iterdir()):  # wait until its temp folder exists
-        time.sleep(0.05)
+    while time.time() < deadline and not any(tmp.glob("miniroberta-dryrun-*/calibration-dataset")):
+        time.sleep(0.02)                                  # until it is writing in its temp folder
     p.send_signal(signal.SIGTERM)
     p.wait(timeout=120)
     p.stderr.close()
     assert list(tmp.iterdir()) == [] and list(cwd.iterdir()) == []
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_sigterm_during_preprocess_removes_its_temp_folder_at_once(tmp_path, corpus_and_vocab, processes):
+    corpus, vocab = corpus_and_vocab
+    big = tmp_path / "big.txt"
+    big.write_bytes(corpus.read_bytes() * 200)              # ~35 MB: seconds of work
+    out = tmp_path / "out" / "ds"
+    cmd = [sys.executable, "-m", "miniroberta.cli", "preprocess", "--corpus_path", str(big), "--vocab_path",
+           str(vocab), "--dataset_path", str(out), "--processes_num", str(processes), "--no_progress"]
+    p = subprocess.Popen(cmd, env=env(), stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and not (out.parent.is_dir() and leftovers(out.parent)):
+        time.sleep(0.02)
+    time.sleep(0.3)
+    p.send_signal(signal.SIGTERM)
+    rc = p.wait(timeout=120)
+    p.stderr.close()
+    if rc == 0:                                              # finished before the signal: nothing to check
+        pytest.skip("preprocess finished before SIGTERM arrived")
+    assert rc == 128 + signal.SIGTERM and leftovers(out.parent) == [] and not out.exists()

@@ -208,6 +208,27 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[str
         raise
 
 
+@contextlib.contextmanager
+def terminate_as_exit() -> Iterator[None]:
+    """SIGTERM raises ``SystemExit(143)`` while the block runs, so ``finally`` clauses and the atomic
+    writers' cleanup run (temp files and folders are removed at once, not left for the next run); the
+    previous handler is restored after. A no-op outside the main thread."""
+    import signal
+
+    def handler(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    try:
+        prev = signal.signal(signal.SIGTERM, handler)
+    except ValueError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, prev)
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

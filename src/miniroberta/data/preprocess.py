@@ -45,7 +45,7 @@ import numpy as np
 
 from miniroberta.data.dataset import default_manifest, token_dtype
 from miniroberta.outputs import claim_output
-from miniroberta.utils import atomic_dir
+from miniroberta.utils import atomic_dir, terminate_as_exit
 from miniroberta.utils import log as _log_to
 
 def log(msg: str) -> None:
@@ -983,13 +983,18 @@ def run(args: argparse.Namespace) -> int:
         log(f"note: --processes_num {processes} > {cpus} available CPUs; using {cpus} "
             f"(the output is identical for any number of processes)")
         processes = cpus
+    with terminate_as_exit():            # SIGTERM: the temp dataset folder is removed on the way out
+        _run_build(args, corpus, processes)
+    return 0
+
+
+def _run_build(args: argparse.Namespace, corpus, processes: int) -> None:
     build_dataset(corpus, args.vocab_path, args.dataset_path, seq_length=args.seq_length,
                   processes_num=processes, dynamic_masking=args.dynamic_masking, dup_factor=args.dup_factor,
                   full_sentences=args.full_sentences, whole_word_masking=args.whole_word_masking,
                   span_masking=args.span_masking, span_geo_prob=args.span_geo_prob,
                   span_max_length=args.span_max_length, seed=args.seed, on_error=args.on_error,
                   overwrite=args.overwrite, keep_old=True, max_bytes=args.max_bytes, progress=not args.no_progress)
-    return 0
 
 
 __all__ = ["build_dataset", "CorpusError", "warn_unk_rate", "CorpusTokenizer", "word_start_bits", "jieba_word_starts", "resolve_corpus",

@@ -32,7 +32,7 @@ from miniroberta.interop.export import (EXPORT_TYPES, HF_WEIGHT_NAMES, export_ch
 from miniroberta.interop.uer import VINTAGES, hf_to_uer
 from miniroberta.integrity import atomic_torch_save
 from miniroberta.outputs import claim_output
-from miniroberta.utils import log
+from miniroberta.utils import log, terminate_as_exit
 
 OUTPUT_FORMATS = ("hf", "native", "uer")
 
@@ -128,9 +128,10 @@ def _convert(input_path: str, output_path: str, fmt: str, hf_files: bool, type: 
 
 def run(args: argparse.Namespace) -> int:
     fmt = args.output_format or infer_output_format(args.output_model_path)
-    out = convert(args.input_model_path, args.output_model_path, output_format=fmt, type=args.type,
-                  layers_num=args.layers_num, config_path=args.config_path, vocab_path=args.vocab_path,
-                  uer_vintage=args.uer_vintage, layer_norm=args.layer_norm, overwrite=args.overwrite)
+    with terminate_as_exit():            # SIGTERM: temp files are removed on the way out
+        out = convert(args.input_model_path, args.output_model_path, output_format=fmt, type=args.type,
+                      layers_num=args.layers_num, config_path=args.config_path, vocab_path=args.vocab_path,
+                      uer_vintage=args.uer_vintage, layer_norm=args.layer_norm, overwrite=args.overwrite)
     log(f"wrote {fmt} checkpoint ({args.type}) to {out}")
     return 0
 

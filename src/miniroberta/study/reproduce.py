@@ -48,7 +48,7 @@ from miniroberta.pretrain import launch as pretrain_mod
 from miniroberta.study.recipe import (PRESETS, STAGES, RecipeError, canonical_model, dumps_toml, load_recipe, parse_tasks)
 from miniroberta.optional import plots_available
 from miniroberta.outputs import claim_output, retire
-from miniroberta.utils import atomic_write, JsonlWriter, atomic_write_json, atomic_write_text, format_duration, log, sha256_file
+from miniroberta.utils import atomic_write, terminate_as_exit, JsonlWriter, atomic_write_json, atomic_write_text, format_duration, log, sha256_file
 
 STEP_FORMAT = "miniroberta-reproduce-step/1"
 
@@ -852,32 +852,27 @@ def _mean_batch_max(lengths, batch: int, trials: int = 200) -> float:
     return float(np.mean([lengths[rng.integers(0, len(lengths), batch)].max() for _ in range(trials)]))
 
 
-@contextlib.contextmanager
-def terminate_as_exit() -> Any:
-    """SIGTERM raises ``SystemExit`` while the block runs, so ``finally`` clauses (temp folder removal)
-    run when a dry run is stopped; the previous handler is restored after."""
-    import signal
-
-    def handler(signum: int, frame: Any) -> None:
-        raise SystemExit(128 + signum)
-
-    try:
-        prev = signal.signal(signal.SIGTERM, handler)
-    except ValueError:          # not the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, prev)
-
-
 def estimate_plan(recipe: dict[str, Any], out: str, calibration_steps: int = 3,
                   max_tokens: int | None = None) -> dict[str, Any]:
+    """See ``_estimate_plan``; this wrapper owns the one temp folder (removed even on SIGTERM) and points
+    torch's own cache (``torchinductor_<user>``, made in the system temp folder by the optimizer) into it."""
+    prev = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    with tempfile.TemporaryDirectory(prefix="miniroberta-dryrun-") as work:
+        if prev is None:
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(work, "torchinductor")
+        try:
+            return _estimate_plan(recipe, out, work, calibration_steps, max_tokens)
+        finally:
+            if prev is None:
+                os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
+
+
+def _estimate_plan(recipe: dict[str, Any], out: str, work: str, calibration_steps: int = 3,
+                   max_tokens: int | None = None) -> dict[str, Any]:
     """Every step of the study with its estimated wall time, from short measured runs scaled by FLOPs.
 
     Writes nothing outside one temp folder, removed at the end (also on SIGTERM, see
-    ``terminate_as_exit``): a 200 kB preprocess slice and two in-memory training-step timings (the
+    ``utils.terminate_as_exit``): a 200 kB preprocess slice and two in-memory training-step timings (the
     recipe's smallest model and a larger one, see ``calibrate_steps``); every pretraining stage and grid
     cell is then ``steps x (overhead + FLOPs / measured rate)``. Seconds on any preset, even 24 models."""
     from miniroberta.modeling.config import preset
@@ -905,8 +900,7 @@ def estimate_plan(recipe: dict[str, Any], out: str, calibration_steps: int = 3,
     pre_model = calibrate_steps(models, V, calibration_steps, device, mlm=True)
     g = recipe["grid"]
     ft_model = calibrate_steps(models, V, calibration_steps, device, mlm=False)
-    with tempfile.TemporaryDirectory(prefix="miniroberta-dryrun-") as work:
-        c = time_preprocess(files, vocab, work, sample_bytes=min(200_000, slice_bytes))
+    c = time_preprocess(files, vocab, work, sample_bytes=min(200_000, slice_bytes))
     procs_pre = max(1, min(recipe["preprocess"]["processes_num"], os.cpu_count() or 1))
     for seq in sorted({recipe[s]["seq_length"] for s in STAGES}):
         rows.append({"step": f"preprocess-seq{seq}", "what": f"{slice_bytes / 1e6:.1f} MB of {len(files)} file(s)",
