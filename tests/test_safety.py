@@ -437,3 +437,15 @@ def test_preprocess_cli_overwrite_moves_the_old_dataset_aside(tmp_path, capfd):
     kept = [p for p in tmp_path.iterdir() if p.name.startswith("ds.old-")]
     assert len(kept) == 1 and MlmDataset(kept[0])[0].tolist() == old
     assert MlmDataset(tmp_path / "ds")[0].tolist() != old and "kept the previous" in capfd.readouterr().err
+
+
+def test_reproduce_says_at_the_start_what_it_will_skip(monkeypatch, capfd):
+    from miniroberta import optional
+    from miniroberta.study import reproduce
+    from miniroberta.study.recipe import load_recipe
+    monkeypatch.setattr(optional, "have", lambda m: False)
+    monkeypatch.setattr(reproduce, "have", lambda m: False)
+    monkeypatch.setattr(optional, "_warned", set())
+    reproduce.check_optional_dependencies(load_recipe("cpu-smoke"))
+    err = capfd.readouterr().err
+    assert "miniroberta[plot]" in err and "miniroberta[hf]" in err and "parity check" in err

@@ -46,7 +46,7 @@ from miniroberta.finetune import report as report_mod
 from miniroberta.interop import convert as convert_mod
 from miniroberta.pretrain import launch as pretrain_mod
 from miniroberta.study.recipe import (PRESETS, STAGES, RecipeError, canonical_model, dumps_toml, load_recipe, parse_tasks)
-from miniroberta.optional import plots_available
+from miniroberta.optional import have, install_hint, plots_available
 from miniroberta.outputs import claim_output, retire
 from miniroberta.utils import atomic_write, terminate_as_exit, JsonlWriter, atomic_write_json, atomic_write_text, format_duration, log, sha256_file
 
@@ -375,7 +375,9 @@ class Study:
         return out
 
     def export(self, model: str, stage2: dict[str, Any]) -> dict[str, Any]:
-        e = self.recipe["export"]
+        e = dict(self.recipe["export"])
+        # without transformers the parity check is skipped (said at the start); installing it later redoes it
+        e["parity_check"] = bool(e["parity_check"]) and have("transformers")
         settings = dict(e)
         inputs = {"checkpoint": stage2["final_checkpoint_sha256"], "vocab": self.vocab_hash()}
         out = self.paths.hf(model)
@@ -1050,9 +1052,13 @@ def resolve_recipe(args: argparse.Namespace) -> dict[str, Any]:
     return load_recipe(args.preset, args.recipe, overrides, models)
 
 
-def check_optional_dependencies() -> None:
-    """Said when the study starts: without matplotlib the report's two PNGs are skipped, the rest stands."""
+def check_optional_dependencies(recipe: dict[str, Any]) -> None:
+    """Said when the study starts, not after hours of work: without matplotlib the report's two PNGs are
+    skipped, without transformers the export's parity check is; everything else stands."""
     plots_available("reproduce", "the plots (score_vs_size.png, pretrain_loss.png)")
+    if recipe["export"]["parity_check"] and not have("transformers"):
+        log(f"warning: reproduce: transformers is not installed, so the export's parity check against it will be "
+            f"skipped; {install_hint('transformers')} to run it")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -1067,7 +1073,7 @@ def run(args: argparse.Namespace) -> int:
         with terminate_as_exit():
             print_plan(recipe, args.out, calibration_steps=args.calibration_steps)
         return 0
-    check_optional_dependencies()
+    check_optional_dependencies(recipe)
     rank, _ = dist_env()
     # one study per --out (the other ranks of a torchrun join rank 0's); an earlier one is resumed
     claim = claim_output(args.out, resume=not args.overwrite, overwrite=args.overwrite, command="reproduce",
