@@ -68,6 +68,13 @@ def read_owner(path: str) -> dict[str, Any]:
         return {}
 
 
+def _live_owner(path: str) -> dict[str, Any]:
+    """The holder's record, unless it is missing or left by a killed run (its pid gone on this host)."""
+    info = read_owner(path)
+    live = info and (info.get("host") != socket.gethostname() or pid_alive(int(info.get("pid") or 0)))
+    return info if live else {}
+
+
 def describe_owner(info: dict[str, Any]) -> str:
     if not info:
         return "another process (holder not recorded yet)"
@@ -109,14 +116,22 @@ def _acquire(path: str, command: str | None) -> filelock.BaseFileLock:
     except OSError as e:
         raise _as_output_error(path, e) from None
     lock = filelock.FileLock(lp, timeout=0)
-    try:
-        lock.acquire()
-    except filelock.Timeout:
-        raise OutputBusy(f"{path} is being written by {describe_owner(read_owner(path))}; two runs must not "
-                         f"write one output -- wait for that run to finish (or stop it), or choose another "
-                         f"output") from None
-    except OSError as e:
-        raise _as_output_error(path, e) from None
+    deadline = time.monotonic() + 2.0
+    while True:
+        try:
+            lock.acquire()
+            break
+        except filelock.Timeout:
+            # a holder that has just taken the lock records itself a moment later, and one that is just
+            # finishing frees it: look again for a short while before naming whoever holds it
+            info = _live_owner(path)
+            if info or time.monotonic() >= deadline:
+                raise OutputBusy(f"{path} is being written by {describe_owner(info)}; two runs must not write "
+                                 f"one output -- wait for that run to finish (or stop it), or choose another "
+                                 f"output") from None
+            time.sleep(0.05)
+        except OSError as e:
+            raise _as_output_error(path, e) from None
     info = {"pid": os.getpid(), "host": socket.gethostname(), "command": command or " ".join(sys.argv[:3]),
             "started": datetime.datetime.now().isoformat(timespec="seconds")}
     try:
