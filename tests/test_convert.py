@@ -325,7 +325,7 @@ def test_mlm_export_loading_contract(tmp_path):
     out = tmp_path / "hf"
     convert(str(tmp_path / "m.bin-1"), str(out), vocab_path=write_vocab(tmp_path / "v.txt"))
     files = sorted(os.listdir(out))
-    assert files == ["README.md", "config.json", "model.safetensors", "special_tokens_map.json",
+    assert files == ["README.md", "config.json", "integrity.json", "model.safetensors", "special_tokens_map.json",
                      "tokenizer_config.json", "vocab.txt"]
     _, info = transformers.BertForMaskedLM.from_pretrained(out, output_loading_info=True)
     assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")), info

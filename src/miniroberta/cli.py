@@ -44,6 +44,19 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
 }
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Appends ``(default: X)`` only where there is a default worth showing: not None (which reads as
+    noise after a default already given in words), not a suppressed option, not a help that names it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        h = action.help or ""
+        if "%(default)" in h or action.default in (None, argparse.SUPPRESS) or action.required:
+            return h
+        if action.option_strings or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE):
+            h += " (default: %(default)s)"
+        return h
+
+
 def normalize_argv(argv: list[str]) -> list[str]:
     """``--corpus-path=x`` -> ``--corpus_path=x``; stops at a bare ``--``."""
     out = []
@@ -84,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     mod_name, conf_fn, run_fn, help_text = COMMANDS[name]
     mod = importlib.import_module(mod_name)
     parser = argparse.ArgumentParser(prog=f"miniroberta {name}", description=help_text,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=HelpFormatter)
     getattr(mod, conf_fn)(parser)
     args = parser.parse_args(rest)
     try:
@@ -92,7 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as e:
+    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError, OSError) as e:
+        # OSError: disk full, read-only or permission errors not already turned into one line (their
+        # message names the path); anything else is a bug and keeps its traceback
         if getattr(args, "traceback", False) or _debug():
             raise
         print(f"miniroberta {name}: error: {e}", file=sys.stderr)

@@ -33,6 +33,9 @@ FORMAT = "miniroberta-mlm-dataset"
 FORMAT_VERSION = 1
 
 
+UNK_WARN_RATE = 0.05
+
+
 class DatasetError(ValueError):
     """A dataset directory that is missing, incomplete or does not fit the run."""
 
@@ -85,6 +88,64 @@ class MlmDataset:
                                f"corrupt -- re-run preprocess with --overwrite")
         if self.word_starts is not None and len(self.word_starts) != len(self.tokens):
             raise DatasetError(f"{self.path}: word_starts.npy length {len(self.word_starts)} != tokens {len(self.tokens)}")
+        self.check_ranges()
+        self.warnings = self.check_degenerate()
+
+    # --------------------------------------------------------------- checks
+    def check_ranges(self) -> None:
+        """Token ids in ``[0, vocab_size)`` and offsets that start at 0, never decrease and cut instances
+        of 1..seq_length tokens -- vectorised over the memory map (one pass, no copy of the dataset)."""
+        V = int(self.manifest.get("vocab_size") or 0)
+        tok_file = os.path.join(self.path, "tokens.npy")
+        off_file = os.path.join(self.path, "offsets.npy")
+        if len(self.tokens) and V > 0:
+            hi = int(self.tokens.max())
+            if hi >= V or (self.tokens.dtype.kind == "i" and int(self.tokens.min()) < 0):
+                bad = np.flatnonzero((np.asarray(self.tokens) >= V) | (np.asarray(self.tokens) < 0))
+                i = int(bad[0])
+                raise DatasetError(f"{tok_file}: {len(bad):,} token id(s) outside the vocab [0, {V}), the first "
+                                   f"{int(self.tokens[i])} at position {i:,} (instance "
+                                   f"{int(np.searchsorted(self.offsets, i, side='right')) - 1:,}); the dataset is "
+                                   f"corrupt or was built with another vocab -- re-run preprocess with --overwrite")
+        off = np.asarray(self.offsets)
+        if len(off) and int(off[0]) != 0:
+            raise DatasetError(f"{off_file}: the first offset is {int(off[0])}, not 0; the dataset is corrupt -- "
+                               f"re-run preprocess with --overwrite")
+        lens = np.diff(off)
+        if len(lens):
+            S = int(self.manifest.get("seq_length") or 0)
+            bad = np.flatnonzero((lens < 1) | ((lens > S) if S > 0 else False))
+            if len(bad):
+                i = int(bad[0])
+                raise DatasetError(f"{off_file}: instance {i:,} has {int(lens[i])} tokens (offsets {int(off[i])} -> "
+                                   f"{int(off[i + 1])}); every instance must hold 1..{S} (seq_length); the dataset "
+                                   f"is corrupt -- re-run preprocess with --overwrite")
+
+    def check_degenerate(self, sample: int = 1 << 20) -> list[str]:
+        """Warnings (also logged) for data a model cannot learn from: one id everywhere (e.g. all zeros
+        -- the loss drops to 0 and means nothing), or a high [UNK] rate (the vocab does not fit the
+        corpus). Looks at an evenly strided sample of at most ``sample`` tokens."""
+        from miniroberta.utils import log
+        out: list[str] = []
+        n = len(self.tokens)
+        if n == 0:
+            return out
+        step = max(1, n // sample)
+        ids = np.asarray(self.tokens[::step], dtype=np.int64)
+        counts = np.bincount(ids)
+        top = int(counts.argmax())
+        share = counts[top] / len(ids)
+        if share >= 0.9:
+            out.append(f"{self.path}: {100 * share:.1f}% of the tokens are id {top} -- degenerate data (a model "
+                       f"trained on it learns nothing useful and its loss means nothing); check the corpus and "
+                       f"re-run preprocess")
+        unk = self.manifest.get("unk_tokens")
+        if isinstance(unk, (int, float)) and n and unk / n > UNK_WARN_RATE:
+            out.append(f"{self.path}: {100 * unk / n:.1f}% of the tokens are [UNK] -- the vocab does not fit the "
+                       f"corpus; preprocess again with the right --vocab_path")
+        for w in out:
+            log(f"warning: {w}")
+        return out
 
     # --------------------------------------------------------------- access
     def __len__(self) -> int:
@@ -133,7 +194,8 @@ def write_dataset(path: str | os.PathLike, instances: Sequence[Sequence[int]], m
     np.cumsum(lengths, out=offsets[1:])
     tokens = np.fromiter((t for x in instances for t in x), dtype=np.int64, count=int(offsets[-1]))
     if len(tokens) and (tokens.min() < 0 or tokens.max() >= vocab_size):
-        raise DatasetError(f"token ids outside [0, {vocab_size})")
+        raise DatasetError(f"{os.fspath(path)}: token ids outside [0, {vocab_size}) (min {int(tokens.min())}, "
+                           f"max {int(tokens.max())}); pass ids of the vocab the manifest names")
     m = default_manifest(**manifest)
     m.update(num_instances=len(instances), num_tokens=int(offsets[-1]), dtype=dt.name,
              whole_word_masking=bool(word_starts is not None) or bool(m.get("whole_word_masking")))

@@ -44,7 +44,8 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from miniroberta.data.dataset import default_manifest, token_dtype
-from miniroberta.utils import atomic_dir
+from miniroberta.outputs import claim_output
+from miniroberta.utils import atomic_dir, terminate_as_exit
 from miniroberta.utils import log as _log_to
 
 def log(msg: str) -> None:
@@ -60,6 +61,10 @@ _SENTINEL = "\x00"          # table value of characters that need the full Rust 
 _MAX_CACHED_WORDS = 1 << 19  # bound on the per-worker word -> ids cache
 _BATCH_BYTES = 1 << 19       # lines are tokenized and written in batches of about this many bytes
 _MAX_REPORTED_LINES = 10
+
+
+class CorpusError(ValueError):
+    """A corpus that cannot be preprocessed, naming the file (and ``file:line`` for undecodable lines)."""
 
 
 # ----------------------------------------------------------------------------- options
@@ -238,7 +243,7 @@ class CorpusTokenizer:
         lo = line_of[keep]
         is_word = c == self._WORD
         prev_word = np.empty_like(is_word)
-        prev_word[0] = False
+        prev_word[:1] = False                   # (a batch whose characters were all removed is empty)
         prev_word[1:] = is_word[:-1]
         next_word = np.empty_like(is_word)
         next_word[-1:] = False
@@ -677,7 +682,7 @@ def _invalid_utf8_message(results: list[TaskResult], files: list[str], on_error:
     parts = []
     for fi in sorted(counts):
         shown = ", ".join(str(x) for x in per_file[fi][:_MAX_REPORTED_LINES])
-        parts.append(f"{files[fi]}: {counts[fi]} line(s), first at line(s) {shown}")
+        parts.append(f"{files[fi]}: {counts[fi]} line(s), first at line(s) {shown} -- {files[fi]}:{per_file[fi][0]}")
     head = f"{total} corpus line(s) are not valid UTF-8 ({'; '.join(parts)})"
     if on_error == "fail":
         return (head + ". Fix the file (e.g. `iconv -f GB18030 -t UTF-8`), or pass --on_error skip to drop those "
@@ -688,14 +693,17 @@ def _invalid_utf8_message(results: list[TaskResult], files: list[str], on_error:
 def build_dataset(corpus_path, vocab_path, dataset_path, seq_length=128, processes_num=1, dynamic_masking=True,
                   dup_factor=5, full_sentences=False, whole_word_masking=False, span_masking=False,
                   span_geo_prob=0.2, span_max_length=10, seed=7, on_error="fail", overwrite=False, max_bytes=None,
-                  progress=True, chunk_bytes: int | None = None) -> dict:
+                  progress=True, chunk_bytes: int | None = None, keep_old: bool = False) -> dict:
     """Preprocess ``corpus_path`` into the dataset directory ``dataset_path``; returns the manifest.
 
     ``corpus_path``: a file, a directory (its ``*.txt`` files in sorted order) or a list of files, read
     as one corpus. ``max_bytes``: use only the first N bytes, cut at a line boundary. ``chunk_bytes``:
-    size of the byte ranges handed to workers (default: derived from the corpus size)."""
+    size of the byte ranges handed to workers (default: derived from the corpus size).
+
+    The dataset path is claimed for the run (a second build on it fails at once naming the first). An
+    existing dataset is refused unless ``overwrite``; then it is replaced when the new one is complete, or,
+    with ``keep_old`` (the CLI's ``--overwrite``), moved aside to ``NAME.old-<time>`` first."""
     from miniroberta.modeling.tokenizer import read_vocab
-    from miniroberta.utils import sha256_file
 
     t_start = time.time()
     if on_error not in ON_ERROR:
@@ -713,9 +721,22 @@ def build_dataset(corpus_path, vocab_path, dataset_path, seq_length=128, process
     if max_bytes is not None and int(max_bytes) <= 0:
         raise ValueError(f"max_bytes must be positive, got {max_bytes}")
     dataset_path = os.path.abspath(os.fspath(dataset_path))
-    if os.path.exists(dataset_path) and not overwrite:
-        raise FileExistsError(f"{dataset_path} already exists (pass --overwrite to replace it)")
     files = resolve_corpus(corpus_path)
+    read_vocab(os.fspath(vocab_path))                        # a bad vocab fails before anything is moved aside
+    # one writer per dataset; an existing one is refused, or moved aside with --overwrite
+    with claim_output(dataset_path, overwrite=overwrite and keep_old, can_resume=False, command="preprocess",
+                      what="a dataset", check_existing=not overwrite or keep_old):
+        return _build(files, corpus_path, vocab_path, dataset_path, seq_length, processes_num, dynamic_masking,
+                      dup_factor, full_sentences, whole_word_masking, span_masking, span_geo_prob, span_max_length,
+                      seed, on_error, max_bytes, progress, chunk_bytes, t_start, replace=overwrite)
+
+
+def _build(files, corpus_path, vocab_path, dataset_path, seq_length, processes_num, dynamic_masking, dup_factor,
+           full_sentences, whole_word_masking, span_masking, span_geo_prob, span_max_length, seed, on_error,
+           max_bytes, progress, chunk_bytes, t_start, replace=False) -> dict:
+    """``build_dataset`` once the output is claimed."""
+    from miniroberta.modeling.tokenizer import read_vocab
+    from miniroberta.utils import sha256_file
     vocab_path = os.fspath(vocab_path)
     vocab = read_vocab(vocab_path)                           # clear error if missing / no special tokens
     dtype = token_dtype(len(vocab))
@@ -725,7 +746,7 @@ def build_dataset(corpus_path, vocab_path, dataset_path, seq_length=128, process
     total_bytes = sum(used)
     if total_bytes == 0:
         what = f"the first {max_bytes} bytes of " if max_bytes is not None else ""
-        raise ValueError(f"{what}the corpus {', '.join(files[:3])}{' …' if len(files) > 3 else ''} hold(s) no "
+        raise CorpusError(f"{what}the corpus {', '.join(files[:3])}{' …' if len(files) > 3 else ''} hold(s) no "
                          f"complete line; the corpus is empty (one document per line expected)"
                          + (" -- raise --max_bytes" if max_bytes is not None else ""))
     opts = PreprocessOptions(vocab_path=vocab_path, seq_length=seq_length, full_sentences=bool(full_sentences),
@@ -741,7 +762,7 @@ def build_dataset(corpus_path, vocab_path, dataset_path, seq_length=128, process
                    file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
     results: list[TaskResult] = []
     docs = insts = 0
-    with atomic_dir(dataset_path, overwrite=overwrite) as tmp:
+    with atomic_dir(dataset_path, overwrite=replace) as tmp:
         def collect(r: TaskResult) -> None:
             nonlocal docs, insts
             results.append(r)
@@ -775,12 +796,12 @@ def build_dataset(corpus_path, vocab_path, dataset_path, seq_length=128, process
         results.sort(key=lambda r: r.index)
         invalid = sum(r.invalid_count for r in results)
         if invalid and on_error == "fail":
-            raise ValueError(_invalid_utf8_message(results, files, on_error))
+            raise CorpusError(_invalid_utf8_message(results, files, on_error))
         if invalid:
             log(f"warning: {_invalid_utf8_message(results, files, on_error)}")
         num_docs = sum(r.documents for r in results)
         if num_docs == 0:
-            raise ValueError(f"the corpus {', '.join(files[:3])}{' …' if len(files) > 3 else ''} holds no "
+            raise CorpusError(f"the corpus {', '.join(files[:3])}{' …' if len(files) > 3 else ''} holds no "
                              f"document (every line is empty); nothing to preprocess")
         num_instances, num_tokens, continuation = assemble(tmp, results, dtype, seq_length, bool(full_sentences),
                                                            bool(whole_word_masking))
@@ -832,6 +853,7 @@ def build_dataset(corpus_path, vocab_path, dataset_path, seq_length=128, process
         with open(os.path.join(tmp, "manifest.json"), "w", encoding="utf-8") as f:
             json.dump(manifest, f, indent=2, ensure_ascii=False, sort_keys=True)
             f.write("\n")
+    warn_unk_rate(stats["unk_rate"], unk, num_tokens, vocab_path, files)
     if progress:
         elapsed = time.time() - t_start
         log(f"preprocess: {dataset_path}\n"
@@ -845,6 +867,43 @@ def build_dataset(corpus_path, vocab_path, dataset_path, seq_length=128, process
             f"  corpus               {total_bytes / 1e6:.2f} MB in {elapsed:.1f} s "
             f"({total_bytes / 1e6 / max(elapsed, 1e-9):.2f} MB/s, {processes_num} process(es))")
     return manifest
+
+
+UNK_WARN_RATE = 0.05
+
+
+def _cjk_share(files: list[str], sample_bytes: int = 1 << 16) -> float:
+    """Share of CJK ideographs among the non-space characters of the corpus's first bytes."""
+    text = ""
+    for f in files[:3]:
+        with open(f, "rb") as fh:
+            text += fh.read(sample_bytes).decode("utf-8", "replace")
+    chars = [c for c in text if not c.isspace()]
+    if not chars:
+        return 0.0
+    return sum(1 for c in chars if "\u4e00" <= c <= "\u9fff" or "\u3400" <= c <= "\u4dbf") / len(chars)
+
+
+def suggest_vocab(files: list[str], vocab_path: str) -> str:
+    """A hint naming the vocab that fits the corpus (the shared Chinese BERT vocab for Chinese text)."""
+    from miniroberta.utils import find_shared_data
+    if _cjk_share(files) > 0.3:
+        data = find_shared_data()
+        zh = os.path.join(os.fspath(data), "vocab", "google_zh_vocab.txt") if data else None
+        if zh and os.path.isfile(zh) and os.path.abspath(zh) != os.path.abspath(vocab_path):
+            return f"the corpus is Chinese: use a Chinese BERT vocab, e.g. --vocab_path {zh}"
+        return "the corpus is Chinese: use a Chinese BERT vocab (e.g. google_zh_vocab.txt, 21,128 tokens)"
+    return "use the vocab the model was (or will be) trained with, one that covers the corpus's script"
+
+
+def warn_unk_rate(rate: float, unk: int, num_tokens: int, vocab_path: str, files: list[str]) -> bool:
+    """Warn when more than ``UNK_WARN_RATE`` of the tokens are [UNK]: the vocab does not fit the corpus."""
+    if rate <= UNK_WARN_RATE:
+        return False
+    log(f"warning: {100 * rate:.1f}% of the {num_tokens:,} tokens are [UNK] ({unk:,}): the vocab {vocab_path} "
+        f"does not fit this corpus; a model trained on it learns mostly [UNK]. {suggest_vocab(files, vocab_path)}, "
+        f"and re-run with --overwrite")
+    return True
 
 
 def _available_cpus() -> int:
@@ -892,7 +951,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--span_max_length", type=int, default=10)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--on_error", choices=ON_ERROR, default="fail", help="what to do with lines that are not UTF-8")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --dataset_path")
+    p.add_argument("--overwrite", action="store_true",
+                   help="move an existing --dataset_path aside to NAME.old-<time> and build a new one")
     p.add_argument("--max_bytes", type=int, default=None, help="use only the first N bytes (cut at a line boundary)")
     p.add_argument("--no_progress", action="store_true", help="no progress bar or summary")
     # UER-py flags accepted for compatibility; they change nothing here
@@ -923,14 +983,19 @@ def run(args: argparse.Namespace) -> int:
         log(f"note: --processes_num {processes} > {cpus} available CPUs; using {cpus} "
             f"(the output is identical for any number of processes)")
         processes = cpus
+    with terminate_as_exit():            # SIGTERM: the temp dataset folder is removed on the way out
+        _run_build(args, corpus, processes)
+    return 0
+
+
+def _run_build(args: argparse.Namespace, corpus, processes: int) -> None:
     build_dataset(corpus, args.vocab_path, args.dataset_path, seq_length=args.seq_length,
                   processes_num=processes, dynamic_masking=args.dynamic_masking, dup_factor=args.dup_factor,
                   full_sentences=args.full_sentences, whole_word_masking=args.whole_word_masking,
                   span_masking=args.span_masking, span_geo_prob=args.span_geo_prob,
                   span_max_length=args.span_max_length, seed=args.seed, on_error=args.on_error,
-                  overwrite=args.overwrite, max_bytes=args.max_bytes, progress=not args.no_progress)
-    return 0
+                  overwrite=args.overwrite, keep_old=True, max_bytes=args.max_bytes, progress=not args.no_progress)
 
 
-__all__ = ["build_dataset", "CorpusTokenizer", "word_start_bits", "jieba_word_starts", "resolve_corpus",
+__all__ = ["build_dataset", "CorpusError", "warn_unk_rate", "CorpusTokenizer", "word_start_bits", "jieba_word_starts", "resolve_corpus",
            "plan_tasks", "configure", "run", "MAX_INPUT_CHARS_PER_WORD"]

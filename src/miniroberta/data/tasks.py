@@ -16,7 +16,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -137,6 +137,18 @@ def resolve_task(task: str | None = None, data_dir: str | None = None, train_pat
 
 
 # ---------------------------------------------------------------------------------- readers
+def numbered_lines(f, path: str, fail) -> Iterator[tuple[int, str]]:
+    """(1-based line number, decoded line) of a binary file; a line that is not UTF-8 goes to
+    ``fail(lineno, message)`` (which raises, or counts it with ``--skip_bad_rows``) and is skipped.
+    Lines end at ``\\n`` only, so the numbers are an editor's."""
+    for lineno, raw in enumerate(f, start=1):
+        try:
+            yield lineno, raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            fail(lineno, f"not valid UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1}); convert the file "
+                         f"to UTF-8, e.g. `iconv -f GB18030 -t UTF-8`")
+
+
 @dataclass
 class TaskData:
     """Examples of one file. ``labels`` is None for an unlabeled file; ``lines`` are 1-based."""
@@ -241,9 +253,10 @@ def read_examples(path: str, text_fields: Sequence[str] | None = None, label_fie
         if len(bad) < 20:
             bad.append(where)
 
-    with open(path, "r", encoding="utf-8", newline="") as f:
+    with open(path, "rb") as fb:
+        f = numbered_lines(fb, path, fail)
         if fmt == "tsv":
-            header_line = f.readline()
+            header_line = next(f, (1, ""))[1]
             if not header_line:
                 raise TaskDataError(f"{path}: empty file; a TSV task file needs a header row like 'label<TAB>text_a'")
             header = header_line.rstrip("\r\n").lstrip("\ufeff").split("\t")
@@ -266,7 +279,7 @@ def read_examples(path: str, text_fields: Sequence[str] | None = None, label_fie
             texts = [[] for _ in fields]
             tcols = [col[c] for c in fields]
             lc = col.get(label_field) if has_label else None
-            for lineno, raw in enumerate(f, start=2):
+            for lineno, raw in f:
                 row = raw.rstrip("\r\n")
                 if not row.strip():
                     fail(lineno, "empty line")
@@ -283,7 +296,9 @@ def read_examples(path: str, text_fields: Sequence[str] | None = None, label_fie
                 accept(lineno, vals, parts[lc] if lc is not None else None, "column",
                        parts[idc] if idc is not None else len(ids))
         else:
-            for lineno, raw in enumerate(f, start=1):
+            for lineno, raw in f:
+                if lineno == 1:
+                    raw = raw.lstrip("\ufeff")
                 if not raw.strip():
                     fail(lineno, "empty line")
                     continue
@@ -291,6 +306,9 @@ def read_examples(path: str, text_fields: Sequence[str] | None = None, label_fie
                     obj = json.loads(raw)
                 except json.JSONDecodeError as e:
                     fail(lineno, f"bad JSON ({e.msg} at column {e.colno})")
+                    continue
+                except RecursionError:
+                    fail(lineno, "bad JSON (nested too deeply)")
                     continue
                 if not isinstance(obj, dict):
                     fail(lineno, "a JSON-lines record must be an object")

@@ -29,6 +29,7 @@ from typing import Any, Iterable, Sequence
 
 from miniroberta.data import tasks as T
 from miniroberta.interop.export import resolve_vocab
+from miniroberta.outputs import claim_output
 from miniroberta.utils import atomic_write_json, format_duration, log, sha256_bytes, sha256_file
 
 DEFAULT_EPOCHS = (3, 5, 8)
@@ -131,8 +132,19 @@ def run_grid(pretrained_model_path: str | None, tasks: Sequence[str] | str, data
              seq_length: int = 128, jobs: int = 1, max_train_examples: int | None = None,
              max_dev_examples: int | None = None, device: str | None = None, progress: bool = True,
              config_path: str | None = None, cache_dir: str | None = None, threads: int | None = None,
-             finetune_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Run every pending cell, then summarise; see the module docstring. Returns the summary."""
+             finetune_overrides: dict[str, Any] | None = None, overwrite: bool = False) -> dict[str, Any]:
+    """Run every pending cell, then summarise; see the module docstring. Returns the summary.
+    The grid folder is claimed for the run (a second grid on it fails at once naming the first);
+    an existing grid is resumed, or with ``overwrite`` moved aside to ``<out>.old-<time>``."""
+    with claim_output(out_dir, resume=not overwrite, overwrite=overwrite, command="grid", what="a grid"):
+        return _run_grid(pretrained_model_path, tasks, data_dir, out_dir, epochs_list, batch_list, lr_list, seeds,
+                         vocab_path, seq_length, jobs, max_train_examples, max_dev_examples, device, progress,
+                         config_path, cache_dir, threads, finetune_overrides)
+
+
+def _run_grid(pretrained_model_path, tasks, data_dir, out_dir, epochs_list, batch_list, lr_list, seeds, vocab_path,
+              seq_length, jobs, max_train_examples, max_dev_examples, device, progress, config_path, cache_dir,
+              threads, finetune_overrides) -> dict[str, Any]:
     t0 = time.time()
     task_list = T.parse_tasks(tasks)
     epochs_list = tuple(int(e) for e in epochs_list)
@@ -165,7 +177,7 @@ def run_grid(pretrained_model_path: str | None, tasks: Sequence[str] | str, data
         diff += [f"{t} train/dev files" for t in task_list if t in old_data and old_data[t] != task_data[t]]
         if diff:
             raise ValueError(f"{out_dir} holds a grid for a different setup (differs in {diff}); "
-                             f"use another --out, or delete {out_dir} to start over")
+                             f"use another --out, or pass --overwrite to move it aside and start over")
     atomic_write_json(manifest_path, dict(identity=ident, task_data={**old_data, **task_data},
                                           data_dir=os.path.abspath(data_dir),
                                           vocab_path=os.path.abspath(vocab),
@@ -342,6 +354,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None)
     p.add_argument("--cache_dir", default=None)
     p.add_argument("--amp", action="store_true", help="bf16 autocast in every cell (GPU)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="move an existing grid in --out aside to OUT.old-<time> and start over (default: resume it)")
     p.add_argument("--no_progress", action="store_true")
 
 
@@ -354,7 +368,7 @@ def run(args: argparse.Namespace) -> int:
         seeds=_parse_list(args.seeds, int, (7,)), vocab_path=args.vocab_path, seq_length=args.seq_length,
         jobs=args.jobs, max_train_examples=args.max_train_examples, max_dev_examples=args.max_dev_examples,
         device=args.device, progress=not args.no_progress, config_path=args.config_path, cache_dir=args.cache_dir,
-        threads=args.threads, finetune_overrides={"amp": True} if args.amp else None)
+        threads=args.threads, finetune_overrides={"amp": True} if args.amp else None, overwrite=args.overwrite)
     best = {t: dict(setting=s["best"]["setting"], best_dev_acc=s["best"]["best_dev_acc_mean"],
                     last_dev_acc=s["best"]["last_dev_acc_mean"]) for t, s in summary["tasks"].items()}
     print(json.dumps(dict(out=os.path.abspath(args.out), best=best, cells_run=summary["cells_run"],

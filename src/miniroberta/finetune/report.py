@@ -20,6 +20,7 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
+from miniroberta.optional import plots_available
 from miniroberta.utils import atomic_write, atomic_write_json, atomic_write_text
 
 TASK_COLUMNS = ("book_review", "chnsenticorp", "lcqmc", "tnews", "iflytek", "ocnli")
@@ -233,7 +234,7 @@ def render_csv(rows: list[dict[str, Any]]) -> str:
 
 def plot_score_vs_size(rows: list[dict[str, Any]], path: str) -> str | None:
     pts = [r for r in rows if r.get("num_parameters") and (r["score"] is not None or r["score_partial"] is not None)]
-    if len(pts) < 2:
+    if len(pts) < 2 or not plots_available("report", "score_vs_size.png"):
         return None
     import matplotlib
     matplotlib.use("Agg")
@@ -302,6 +303,8 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.out:
+        plots_available("report", "score_vs_size.png")      # said at the start, not after the work
     rep = build_report(args.results, args.out, reference=args.reference, model_names=args.names, metric=args.metric)
     if args.format == "md":
         print(rep["markdown"], end="")

@@ -5,6 +5,9 @@ JSON (``miniroberta_config``) and free-form training info (``miniroberta_meta``)
 name can be anything -- e.g. UER-style ``models/x_seq128_model.bin-100000``. Tied weights
 (``cls.predictions.decoder.weight``) are stored once, as the word embeddings.
 
+Every file written here gets an integrity manifest (``miniroberta.integrity``) and ``load_weights``
+verifies it first: a damaged file is refused naming it.
+
 ``load_weights(path)`` reads any supported source and returns ``(config, state_dict, meta)``:
   * a native safetensors file,
   * a HuggingFace directory (``config.json`` + ``model.safetensors`` or ``pytorch_model.bin``),
@@ -22,10 +25,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save as st_save
 
+from miniroberta.integrity import atomic_write_bytes, verify_file
 from miniroberta.interop import uer
 from miniroberta.modeling.bert import TIED_KEYS, BertForMaskedLM, BertForSequenceClassification, BertModel
 from miniroberta.modeling.config import ConfigError, ModelConfig, load_config, replace
-from miniroberta.utils import atomic_write
 
 FORMAT = "miniroberta"
 FORMAT_VERSION = "1"
@@ -62,7 +65,8 @@ def strip_tied(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def save_native(path: str | os.PathLike, state_dict: dict[str, torch.Tensor], config: ModelConfig,
                 meta: dict[str, Any] | None = None) -> str:
-    """Atomically write a native checkpoint (safetensors + config JSON in its metadata)."""
+    """Atomically write a native checkpoint (safetensors + config JSON in its metadata) and its
+    integrity manifest ``<path>.sha256.json`` (``load_weights`` verifies it)."""
     path = os.fspath(path)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in strip_tied(state_dict).items()}
     metadata = {
@@ -72,8 +76,7 @@ def save_native(path: str | os.PathLike, state_dict: dict[str, torch.Tensor], co
         "miniroberta_meta": json.dumps(meta or {}, ensure_ascii=False, sort_keys=True),
     }
     data = st_save(tensors, metadata=metadata)
-    with atomic_write(path, "wb") as f:
-        f.write(data)
+    atomic_write_bytes(path, data)          # temp file + rename, then the SHA-256 manifest (integrity.py)
     return path
 
 
@@ -132,6 +135,7 @@ def load_weights(path: str | os.PathLike, config_path: str | None = None,
                 return load_weights(f, config_path=config_path or cfg_file)
         raise CheckpointError(f"{path}: no model.safetensors or pytorch_model.bin in the directory")
 
+    verify_file(path)                       # IntegrityError naming the file if it changed since it was written
     if _is_safetensors(path):
         sd, md = read_safetensors(path)
         meta: dict[str, Any] = {}

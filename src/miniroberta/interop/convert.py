@@ -30,7 +30,9 @@ from miniroberta.modeling.config import replace
 from miniroberta.interop.export import (EXPORT_TYPES, HF_WEIGHT_NAMES, export_checkpoint, model_card, resolve_vocab, select_for_type,
                      write_hf_dir, write_hf_files, _check_fits)
 from miniroberta.interop.uer import VINTAGES, hf_to_uer
-from miniroberta.utils import atomic_write, log
+from miniroberta.integrity import atomic_torch_save
+from miniroberta.outputs import claim_output
+from miniroberta.utils import log, terminate_as_exit
 
 OUTPUT_FORMATS = ("hf", "native", "uer")
 
@@ -72,14 +74,32 @@ def configure(p: argparse.ArgumentParser) -> None:
                         "2020 (target.nsp_linear_*)")
     p.add_argument("--layer_norm", choices=("hf", "uer"), default=None,
                    help="record this LayerNorm flavour in the output config (default: keep the input's; hf for UER-py input)")
-    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("--overwrite", action="store_true",
+                   help="move an existing output aside to NAME.old-<time> (HF files beside others: replace them)")
 
 
 def convert(input_path: str, output_path: str, output_format: str | None = None, type: str = "mlm",
             layers_num: int | None = None, config_path: str | None = None, vocab_path: str | None = None,
             uer_vintage: str = "new", layer_norm: str | None = None, overwrite: bool = False) -> str:
-    """Python API of ``miniroberta convert``; returns the path written."""
+    """Python API of ``miniroberta convert``; returns the path written. The output is claimed for the
+    run (``outputs.claim_output``): a second convert to it fails at once, an existing output is refused
+    unless ``overwrite`` (a folder or file is then moved aside to ``NAME.old-<time>``)."""
     fmt = output_format or infer_output_format(output_path)
+    if fmt not in OUTPUT_FORMATS:
+        raise ValueError(f"unknown output format {fmt!r}; choose from {OUTPUT_FORMATS}")
+    hf_files = fmt == "hf" and os.path.basename(output_path) in HF_WEIGHT_NAMES and not os.path.isdir(output_path)
+    if fmt != "hf" and os.path.isdir(output_path):
+        raise ValueError(f"{output_path} is a directory; a native/UER-py checkpoint is one file")
+    # hf files beside other files: write_hf_files checks (and with --overwrite replaces) them itself
+    with claim_output(output_path, overwrite=overwrite and not hf_files, can_resume=False, command="convert",
+                      what="an earlier conversion", check_existing=not hf_files):
+        return _convert(input_path, output_path, fmt, hf_files, type, layers_num, config_path, vocab_path,
+                        uer_vintage, layer_norm, overwrite)
+
+
+def _convert(input_path: str, output_path: str, fmt: str, hf_files: bool, type: str, layers_num: int | None,
+             config_path: str | None, vocab_path: str | None, uer_vintage: str, layer_norm: str | None,
+             overwrite: bool) -> str:
     cfg, sd, meta = load_weights(input_path, config_path=config_path, layers_num=layers_num)
     if layers_num is not None and layers_num != cfg.num_hidden_layers:
         raise CheckpointError(f"{input_path}: --layers_num {layers_num} but the model has {cfg.num_hidden_layers} layers")
@@ -94,35 +114,24 @@ def convert(input_path: str, output_path: str, output_format: str | None = None,
         card = model_card(cfg, meta, type=type)
         if cfg.layer_norm_type == "uer":
             log("note: the config records UER-py's LayerNorm; transformers will run the standard one")
-        if os.path.basename(output_path) in HF_WEIGHT_NAMES and not os.path.isdir(output_path):
+        if hf_files:
             write_hf_files(sd, cfg, vocab, output_path, architecture=arch, card=card, overwrite=overwrite)
         else:
-            write_hf_dir(sd, cfg, vocab, output_path, architecture=arch, card=card, overwrite=overwrite)
+            write_hf_dir(sd, cfg, vocab, output_path, architecture=arch, card=card, overwrite=True)
     elif fmt == "native":
-        _check_free(output_path, overwrite)
         save_native(output_path, sd, cfg, meta)
     elif fmt == "uer":
-        _check_free(output_path, overwrite)
         uer_sd = hf_to_uer(sd, vintage=uer_vintage, type=type)
-        with atomic_write(output_path, "wb") as f:
-            torch.save(uer_sd, f)
-    else:
-        raise ValueError(f"unknown output format {fmt!r}; choose from {OUTPUT_FORMATS}")
+        atomic_torch_save(uer_sd, output_path)
     return output_path
-
-
-def _check_free(path: str, overwrite: bool) -> None:
-    if os.path.isdir(path):
-        raise ValueError(f"{path} is a directory; a native/UER-py checkpoint is one file")
-    if os.path.exists(path) and not overwrite:
-        raise FileExistsError(f"{path} already exists (pass --overwrite to replace it)")
 
 
 def run(args: argparse.Namespace) -> int:
     fmt = args.output_format or infer_output_format(args.output_model_path)
-    out = convert(args.input_model_path, args.output_model_path, output_format=fmt, type=args.type,
-                  layers_num=args.layers_num, config_path=args.config_path, vocab_path=args.vocab_path,
-                  uer_vintage=args.uer_vintage, layer_norm=args.layer_norm, overwrite=args.overwrite)
+    with terminate_as_exit():            # SIGTERM: temp files are removed on the way out
+        out = convert(args.input_model_path, args.output_model_path, output_format=fmt, type=args.type,
+                      layers_num=args.layers_num, config_path=args.config_path, vocab_path=args.vocab_path,
+                      uer_vintage=args.uer_vintage, layer_norm=args.layer_norm, overwrite=args.overwrite)
     log(f"wrote {fmt} checkpoint ({args.type}) to {out}")
     return 0
 

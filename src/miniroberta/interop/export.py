@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from safetensors.torch import save as st_save
 from miniroberta.interop.checkpoint import CheckpointError, load_weights, strip_tied
 from miniroberta.modeling.config import ModelConfig
 from miniroberta.modeling.tokenizer import read_vocab
+from miniroberta.integrity import atomic_torch_save, atomic_write_bytes, record_dir
 from miniroberta.utils import atomic_dir, atomic_write, atomic_write_json, atomic_write_text, find_shared_data, log, sha256_file
 
 SPECIAL_TOKENS_MAP = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
@@ -62,6 +64,7 @@ def write_hf_dir(state_dict: dict[str, torch.Tensor], config: ModelConfig, vocab
         for name, text in (extra_files or {}).items():
             with open(os.path.join(tmp, name), "w", encoding="utf-8") as f:
                 f.write(text)
+        record_dir(tmp, ["model.safetensors"])      # integrity.json, checked by load_weights
     return output_dir
 
 
@@ -143,7 +146,18 @@ def select_for_type(state_dict: dict[str, torch.Tensor], type: str = "mlm",
     return {k: v for k, v in state_dict.items() if not k.startswith(drop)}, ARCHITECTURES[type]
 
 
+_ABS_PATH = re.compile(r"(?<![\w.~/:])/(?:[^\s/|,;()'\"]+/)+([^\s/|,;()'\"]+)")
+
+
+def public_text(v: str) -> str:
+    """``v`` with every absolute local path cut to its last component (a model card is published; where
+    the files lay on the machine that wrote it is private and useless elsewhere)."""
+    return _ABS_PATH.sub(r"\1", v)
+
+
 def _fmt(v: Any) -> str:
+    if isinstance(v, str):
+        return public_text(v)
     if isinstance(v, float):
         return f"{v:.4g}"
     if isinstance(v, int) and not isinstance(v, bool) and abs(v) >= 10000:
@@ -231,7 +245,7 @@ def model_card(config: ModelConfig, meta: dict[str, Any] | None = None, scores: 
                   "initialises `pooler.dense` randomly and reports the MLM head (`cls.*`) as unused.", ""]
     if extra:
         lines += [extra.rstrip(), ""]
-    return "\n".join(lines)
+    return public_text("\n".join(lines))
 
 
 def _torch_save_atomic(obj: dict[str, torch.Tensor], path: str) -> None:
@@ -262,10 +276,9 @@ def write_hf_files(state_dict: dict[str, torch.Tensor], config: ModelConfig, voc
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in strip_tied(state_dict).items()}
     os.makedirs(d, exist_ok=True)
     if name == "model.safetensors":
-        with atomic_write(weights_path, "wb") as f:
-            f.write(st_save(tensors, metadata={"format": "pt"}))
+        atomic_write_bytes(weights_path, st_save(tensors, metadata={"format": "pt"}))
     else:
-        _torch_save_atomic(tensors, weights_path)
+        atomic_torch_save(tensors, weights_path)
     for n in other:
         if os.path.exists(os.path.join(d, n)):
             os.unlink(os.path.join(d, n))

@@ -209,9 +209,10 @@ def uer_to_hf(sd: dict[str, torch.Tensor], layers_num: int | None = None,
 
 
 def _check_shapes(hf: dict[str, torch.Tensor], where: str) -> None:
-    """Every tensor's shape must agree with the word embedding's H and the FFN width of layer 0."""
-    V, H = hf["bert.embeddings.word_embeddings.weight"].shape
-    I = hf["bert.encoder.layer.0.intermediate.dense.weight"].shape[0]
+    """Every tensor's shape must agree with the hidden size and FFN width most tensors carry (see
+    ``model_sizes``), so a single misshaped tensor is the one named."""
+    V = hf["bert.embeddings.word_embeddings.weight"].shape[0]
+    H, I = model_sizes(hf)
     P = hf["bert.embeddings.position_embeddings.weight"].shape[0]
     T = hf["bert.embeddings.token_type_embeddings.weight"].shape[0]
     bad = []
@@ -310,18 +311,36 @@ def hf_to_uer(hf_sd: dict[str, torch.Tensor], vintage: str = "new", type: str = 
     return out
 
 
+def model_sizes(hf: dict[str, torch.Tensor]) -> tuple[int, int]:
+    """(hidden size, FFN width), each read from every tensor that carries it, the most common value
+    winning -- so that one misshaped tensor is the one named, not the correct ones that disagree with it."""
+    H = _vote(v.shape[-1] for k, v in hf.items()
+              if k.endswith(("embeddings.weight", "LayerNorm.weight", "attention.self.query.weight")) and v.dim() >= 1)
+    I = _vote([v.shape[0] for k, v in hf.items() if k.endswith(("intermediate.dense.weight", "intermediate.dense.bias"))]
+              + [v.shape[-1] for k, v in hf.items() if re.search(r"layer\.\d+\.output\.dense\.weight$", k)])
+    return H, I
+
+
+def _vote(values: Any) -> int:
+    """The most common of ``values`` (ties: the first seen)."""
+    from collections import Counter
+    c = Counter(int(v) for v in values)
+    return c.most_common(1)[0][0]
+
+
 def infer_config(hf_sd: dict[str, torch.Tensor], config_spec: Any = None, source: str = "",
                  layer_norm_type: str | None = None) -> ModelConfig:
     """A ModelConfig from tensor shapes (heads = H/64) or, when ``config_spec`` is given (preset,
     UER-py JSON, HF/our config), from it -- checked against the shapes."""
     where = f"{source}: " if source else ""
     try:
-        V, H = hf_sd["bert.embeddings.word_embeddings.weight"].shape
+        V = hf_sd["bert.embeddings.word_embeddings.weight"].shape[0]
         P = hf_sd["bert.embeddings.position_embeddings.weight"].shape[0]
         T = hf_sd["bert.embeddings.token_type_embeddings.weight"].shape[0]
-        I = hf_sd["bert.encoder.layer.0.intermediate.dense.weight"].shape[0]
+        hf_sd["bert.encoder.layer.0.intermediate.dense.weight"]
     except KeyError as e:
         raise UerFormatError(f"{where}missing tensor {e.args[0]}") from None
+    H, I = model_sizes(hf_sd)
     L = len({int(m.group(1)) for k in hf_sd if (m := re.match(r"^bert\.encoder\.layer\.(\d+)\.", k))})
     extra: dict[str, Any] = {}
     if "classifier.weight" in hf_sd:

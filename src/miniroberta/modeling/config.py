@@ -31,6 +31,20 @@ class ConfigError(ValueError):
     """A model configuration that cannot be built, with the reason and a fix."""
 
 
+# Sizes beyond these are typos, not models (BERT-large is 24 x 1024, vocabularies stay below 1M).
+LIMITS = {"num_hidden_layers": 256, "hidden_size": 16384, "num_attention_heads": 1024,
+          "intermediate_size": 65536, "vocab_size": 4_000_000, "max_position_embeddings": 65536,
+          "type_vocab_size": 1024, "num_labels": 100_000}
+
+
+def physical_memory() -> int | None:
+    """Bytes of memory of this machine (None when unknown)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 @dataclass
 class ModelConfig:
     vocab_size: int = 21128
@@ -65,6 +79,12 @@ class ModelConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
                 raise ConfigError(f"{name} must be a positive integer, got {v!r}")
+        for name, hi in LIMITS.items():
+            v = getattr(self, name)
+            if v > hi:
+                raise ConfigError(f"{name} {v:,} is beyond what miniroberta builds (at most {hi:,}); is the config "
+                                  f"a typo? The 24 miniatures use up to 12 layers, hidden 768, vocab 21,128")
+        self.check_memory()
         if self.hidden_size % self.num_attention_heads:
             raise ConfigError(
                 f"hidden_size {self.hidden_size} is not divisible by num_attention_heads "
@@ -81,6 +101,24 @@ class ModelConfig:
                 raise ConfigError(f"{name} must be in [0, 1), got {v!r}")
         if not 0 <= self.pad_token_id < self.vocab_size:
             raise ConfigError(f"pad_token_id {self.pad_token_id} outside the vocabulary (size {self.vocab_size})")
+
+    def memory_bytes(self, training: bool = True) -> int:
+        """Estimated bytes of the fp32 weights, plus gradients and AdamW's two moments when ``training``
+        (activations come on top and depend on the batch)."""
+        n = self.num_parameters(mlm_head=True, pooler=True)
+        return 4 * n * (4 if training else 1)
+
+    def check_memory(self, available: int | None = None) -> None:
+        """Refuse a config whose weights alone (fp32) do not fit in this machine's memory -- before
+        anything is allocated, instead of allocating until the machine runs out."""
+        avail = physical_memory() if available is None else available
+        need = self.memory_bytes(training=False)
+        if avail and need > avail:
+            raise ConfigError(f"a model of {self.num_hidden_layers} layers, hidden {self.hidden_size}, FFN "
+                              f"{self.intermediate_size}, vocab {self.vocab_size} has "
+                              f"{self.num_parameters(pooler=True) / 1e9:.2f}G parameters = {need / 1e9:.1f} GB in fp32 "
+                              f"(training needs ~{self.memory_bytes() / 1e9:.1f} GB), more than this machine's "
+                              f"{avail / 1e9:.1f} GB of memory; check the config's sizes")
 
     # ------------------------------------------------------------ conversions
     @property

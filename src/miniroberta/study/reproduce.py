@@ -46,7 +46,9 @@ from miniroberta.finetune import report as report_mod
 from miniroberta.interop import convert as convert_mod
 from miniroberta.pretrain import launch as pretrain_mod
 from miniroberta.study.recipe import (PRESETS, STAGES, RecipeError, canonical_model, dumps_toml, load_recipe, parse_tasks)
-from miniroberta.utils import JsonlWriter, atomic_write_json, atomic_write_text, format_duration, log, sha256_file
+from miniroberta.optional import have, install_hint, plots_available
+from miniroberta.outputs import claim_output, retire
+from miniroberta.utils import atomic_write, terminate_as_exit, JsonlWriter, atomic_write_json, atomic_write_text, format_duration, log, sha256_file
 
 STEP_FORMAT = "miniroberta-reproduce-step/1"
 
@@ -260,21 +262,6 @@ class Paths:
         return os.path.join(self.out, "report")
 
 
-def retire(path: str) -> str | None:
-    """Move the outputs of a step whose settings changed out of the way (``<path>.old-<time>``) rather
-    than delete them: a pretraining stage or a grid can be days of work."""
-    if not os.path.exists(path):
-        return None
-    dest = f"{path}.old-{time.strftime('%Y%m%d-%H%M%S')}"
-    n = 1
-    while os.path.exists(dest):
-        dest = f"{path}.old-{time.strftime('%Y%m%d-%H%M%S')}-{n}"
-        n += 1
-    os.replace(path, dest)
-    log(f"settings or inputs changed: kept the previous outputs as {dest}")
-    return dest
-
-
 class Study:
     """The study of one recipe under one output directory; ``run()`` does every step in order."""
 
@@ -389,7 +376,9 @@ class Study:
         return out
 
     def export(self, model: str, stage2: dict[str, Any]) -> dict[str, Any]:
-        e = self.recipe["export"]
+        e = dict(self.recipe["export"])
+        # without transformers the parity check is skipped (said at the start); installing it later redoes it
+        e["parity_check"] = bool(e["parity_check"]) and have("transformers")
         settings = dict(e)
         inputs = {"checkpoint": stage2["final_checkpoint_sha256"], "vocab": self.vocab_hash()}
         out = self.paths.hf(model)
@@ -470,11 +459,15 @@ class Study:
             res = rp.build_report([grids[m]["path"] for m in models], out_dir=out,
                                   reference=self.recipe["report"]["reference"], model_names=models)
             curves = os.path.join(out, "pretrain_loss.png")
-            plot_loss_curves({m: {s: pretrains[m][s]["metrics_path"] for s in STAGES} for m in models}, curves)
-            return {"path": out, "loss_curves": curves, "report": _jsonable(res)}
+            if plots:
+                plot_loss_curves({m: {s: pretrains[m][s]["metrics_path"] for s in STAGES} for m in models}, curves)
+            return {"path": out, "loss_curves": curves if plots else None, "report": _jsonable(res)}
 
+        plots = plots_available("reproduce")
+        settings["plots"] = plots                       # installing matplotlib later redoes the report with them
         return self.runner.run("report", settings, inputs, fn,
-                               outputs=[os.path.join(out, "report.md"), os.path.join(out, "pretrain_loss.png")])
+                               outputs=[os.path.join(out, "report.md")]
+                               + ([os.path.join(out, "pretrain_loss.png")] if plots else []))
 
     def card(self, model: str, pre: dict[str, dict[str, Any]], datasets: dict[int, dict[str, Any]],
              export: dict[str, Any], grid: dict[str, Any]) -> dict[str, Any]:
@@ -711,12 +704,9 @@ def plot_loss_curves(metrics: dict[str, dict[str, str]], out_png: str) -> str:
         plt.close(fig)
         raise StepError(f"no loss records found in {metrics}; cannot draw the loss curves")
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(out_png)), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=os.path.dirname(os.path.abspath(out_png)))
-    os.close(fd)
-    fig.savefig(tmp, dpi=110)
+    with atomic_write(out_png, "wb") as f:
+        fig.savefig(f, format="png", dpi=110)
     plt.close(fig)
-    os.replace(tmp, out_png)
     return out_png
 
 
@@ -732,80 +722,111 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_finetune_step(model: str, vocab_size: int, seq: int, batch: int, steps: int, device: str,
-                       max_tokens: int) -> dict[str, Any]:
-    """Seconds per fine-tuning step (sequence classification) and per evaluated example."""
+def train_flops(cfg: Any, seq: int, batch: int, mlm: bool = True, mask_rate: float = 0.15) -> float:
+    """FLOPs of one training step (forward + backward = 3 x forward) of ``batch`` sequences of ``seq``
+    tokens: per layer the four attention projections, the FFN, the score and weighted-sum matmuls; the
+    MLM head on the masked positions only (as the trainer computes it), or a classifier head."""
+    H, I, L, V = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers, cfg.vocab_size
+    per_token = L * (2 * (4 * H * H + 2 * H * I) + 4 * seq * H)
+    head = mask_rate * 2 * (H * H + H * V) if mlm else 0.0
+    return 3.0 * batch * seq * (per_token + head)
+
+
+def time_train_step(model: str, vocab_size: int, seq: int, micro: int, steps: int, device: str,
+                    mlm: bool = True) -> dict[str, Any]:
+    """Measured seconds of one optimizer step (forward, backward, AdamW) of ``model`` on random ids,
+    in memory only (nothing is written): the fastest of ``steps`` steps after a warm-up step."""
     import torch
 
+    from miniroberta.modeling.bert import BertForMaskedLM, BertForSequenceClassification
     from miniroberta.modeling.config import preset
-    from miniroberta.modeling.bert import BertForSequenceClassification
     cfg = preset(model, vocab_size=vocab_size, num_labels=3)
-    m = BertForSequenceClassification(cfg).to(device).train()
+    m = (BertForMaskedLM(cfg) if mlm else BertForSequenceClassification(cfg)).to(device).train()
     opt = torch.optim.AdamW(m.parameters(), lr=1e-4)
-    micro = max(1, min(batch, max_tokens // seq))
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(1000, vocab_size, (micro, seq), generator=g).to(device)
-    y = torch.randint(0, 3, (micro,), generator=g).to(device)
+    if mlm:
+        pos = torch.randperm(micro * seq, generator=g)[: max(1, int(0.15 * micro * seq))].to(device)
+        labels = ids.reshape(-1).index_select(0, pos)
+        kw = dict(masked_positions=pos, labels=labels)
+    else:
+        kw = dict(labels=torch.randint(0, 3, (micro,), generator=g).to(device))
 
-    def one() -> None:
-        m(ids, labels=y).loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    def timed(f) -> float:
+    def one() -> float:
         _sync(device)
         t0 = time.perf_counter()
-        f()
+        m(ids, **kw).loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
         _sync(device)
         return time.perf_counter() - t0
 
     one()  # warm-up
-    per_micro = statistics.median(timed(one) for _ in range(max(1, steps)))
-    m.eval()
-    with torch.no_grad():
-        m(ids)
-        per_eval = statistics.median(timed(lambda: m(ids)) for _ in range(3)) / micro
-    return {"s_per_step": per_micro * batch / micro, "s_per_eval_example": per_eval, "micro_batch": micro}
+    per = min(one() for _ in range(max(1, steps)))   # the least disturbed step (the machine may be shared)
+    out = {"model": model, "s_per_micro": per, "micro": micro, "seq": seq,
+           "flops": train_flops(cfg, seq, micro, mlm=mlm)}
+    if not mlm:
+        m.eval()
+        with torch.no_grad():
+            m(ids)
+            _sync(device)
+            t0 = time.perf_counter()
+            m(ids)
+            _sync(device)
+        out["s_per_eval_example"] = (time.perf_counter() - t0) / micro
+    del m, opt
+    return out
 
 
-def time_preprocess(corpus: list[str], vocab: str, seq: int, sample_bytes: int = 200_000,
-                    keep_dir: str | None = None) -> dict[str, Any]:
-    """Bytes per second of ``build_dataset`` on the first ``sample_bytes`` of the corpus; the dataset is
-    built under ``keep_dir`` (for the pretraining calibration) or a temp dir."""
-    pre = pre_mod
-    with tempfile.TemporaryDirectory(prefix="miniroberta-calib-") as tmp:
-        path = os.path.join(keep_dir or tmp, f"seq{seq}")
-        t0 = time.perf_counter()
-        pre.build_dataset(corpus if len(corpus) > 1 else corpus[0], vocab, path, seq_length=seq,
-                          max_bytes=sample_bytes, overwrite=True, progress=False)
-        dt = time.perf_counter() - t0
-    return {"bytes_per_s": sample_bytes / max(dt, 1e-6), "how": "build_dataset on a slice", "path": path}
+class StepModel:
+    """Step time as ``overhead + flops / rate``, fitted to two measured steps (a small and a larger
+    model); with one point, time proportional to FLOPs."""
+
+    def __init__(self, points: list[dict[str, Any]]) -> None:
+        pts = sorted(points, key=lambda p: p["flops"])
+        lo, hi = pts[0], pts[-1]
+        self.rate = hi["flops"] / max(hi["s_per_micro"], 1e-9)
+        self.overhead = 0.0
+        if hi["flops"] > 1.5 * lo["flops"] and hi["s_per_micro"] > lo["s_per_micro"]:
+            rate = (hi["flops"] - lo["flops"]) / (hi["s_per_micro"] - lo["s_per_micro"])
+            overhead = lo["s_per_micro"] - lo["flops"] / rate
+            if rate > 0 and overhead >= 0:
+                self.rate, self.overhead = rate, overhead
+        self.points = pts
+
+    def seconds(self, flops: float, micro_steps: int = 1) -> float:
+        return micro_steps * self.overhead + flops / self.rate
+
+    def describe(self) -> str:
+        pts = ", ".join(f"{p['model']} {p['s_per_micro']:.3g} s at {p['micro']} x {p['seq']}" for p in self.points)
+        return f"{self.rate / 1e9:.1f} GFLOP/s + {1000 * self.overhead:.0f} ms/micro-step, from measured steps ({pts})"
 
 
-def time_pretrain_run(model: str, dataset_path: str, vocab: str, seq: int, batch: int, steps: int, device: str,
-                      max_tokens: int, workdir: str) -> dict[str, Any]:
-    """Seconds per optimizer step from a real ``pretrain.train`` run of ``steps + 1`` steps on the
-    calibration dataset (the median step time after the first, read from its metrics), at a batch of
-    at most ``max_tokens`` tokens, scaled linearly to ``batch``."""
-    pt = pretrain_mod
-    micro = max(1, min(batch, max_tokens // seq))
-    out = os.path.join(workdir, f"{model}-seq{seq}")
-    metrics = out + ".metrics.jsonl"
-    cfg = make_dataclass(pt.PretrainConfig, dict(dataset_path=dataset_path, output_model_path=out, vocab_path=vocab,
-                                                  config_path=model, total_steps=steps + 1, batch_size=micro,
-                                                  learning_rate=1e-4))
-    opts = make_dataclass(pt.RunOptions, dict(save_checkpoint_steps=10 ** 9, report_steps=1, metrics_path=metrics,
-                                              progress=False, device=device))
-    pt.train(cfg, opts)
-    el = []
-    with open(metrics, encoding="utf-8") as f:
-        for line in f:
-            r = json.loads(line)
-            if r.get("event") == "report":
-                el.append(float(r["elapsed_s"]))
-    gaps = sorted(b - a for a, b in zip(el, el[1:])) or [el[0]]
-    per_micro = gaps[len(gaps) // 2]
-    return {"s_per_step": per_micro * batch / micro, "micro_batch": micro, "measured_s_per_micro": per_micro}
+def calibrate_steps(models: list[str], vocab_size: int, steps: int, device: str, mlm: bool = True,
+                    seq: int = 128, micro: int = 4) -> StepModel:
+    """Measure the smallest model of the plan and a larger one (the largest, capped at L4_H512 so that
+    the calibration stays a few seconds on a CPU) -- or, for a one-model plan, that model at two batch
+    sizes -- then fit ``StepModel``."""
+    from miniroberta.modeling.config import preset
+    by_flops = sorted(set(models), key=lambda m: train_flops(preset(m, vocab_size=vocab_size), seq, micro, mlm))
+    cap = train_flops(preset("L4_H512", vocab_size=vocab_size), seq, micro, mlm)
+    big = [m for m in by_flops if train_flops(preset(m, vocab_size=vocab_size), seq, micro, mlm) <= cap]
+    chosen = [(by_flops[0], micro)] + ([(big[-1], micro)] if big and big[-1] != by_flops[0] else
+                                       [("L4_H512", micro)] if by_flops[-1] != by_flops[0] else
+                                       [(by_flops[0], 4 * micro)])     # one model: two batch sizes
+    return StepModel([time_train_step(m, vocab_size, seq, b, steps, device, mlm=mlm) for m, b in chosen])
+
+
+def time_preprocess(corpus: list[str], vocab: str, workdir: str, sample_bytes: int = 200_000) -> dict[str, Any]:
+    """Bytes per second of ``build_dataset`` on the first ``sample_bytes`` of the corpus, built under
+    ``workdir`` (a temp folder the caller removes)."""
+    path = os.path.join(workdir, "calibration-dataset")
+    t0 = time.perf_counter()
+    m = pre_mod.build_dataset(corpus if len(corpus) > 1 else corpus[0], vocab, path, seq_length=128,
+                              max_bytes=sample_bytes, overwrite=True, progress=False)
+    dt = time.perf_counter() - t0
+    used = int((m.get("corpus") or {}).get("bytes") or sample_bytes)
+    return {"bytes_per_s": used / max(dt, 1e-6), "how": "build_dataset on a slice"}
 
 
 def task_stats(data_dir: str, task: str, tokenizer, seq: int, sample: int = 512) -> dict[str, Any]:
@@ -836,8 +857,29 @@ def _mean_batch_max(lengths, batch: int, trials: int = 200) -> float:
 
 def estimate_plan(recipe: dict[str, Any], out: str, calibration_steps: int = 3,
                   max_tokens: int | None = None) -> dict[str, Any]:
-    """Every step of the study with its estimated wall time from measured calibration runs."""
-    from miniroberta.modeling.tokenizer import read_vocab
+    """See ``_estimate_plan``; this wrapper owns the one temp folder (removed even on SIGTERM) and points
+    torch's own cache (``torchinductor_<user>``, made in the system temp folder by the optimizer) into it."""
+    prev = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    with tempfile.TemporaryDirectory(prefix="miniroberta-dryrun-") as work:
+        if prev is None:
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(work, "torchinductor")
+        try:
+            return _estimate_plan(recipe, out, work, calibration_steps, max_tokens)
+        finally:
+            if prev is None:
+                os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
+
+
+def _estimate_plan(recipe: dict[str, Any], out: str, work: str, calibration_steps: int = 3,
+                   max_tokens: int | None = None) -> dict[str, Any]:
+    """Every step of the study with its estimated wall time, from short measured runs scaled by FLOPs.
+
+    Writes nothing outside one temp folder, removed at the end (also on SIGTERM, see
+    ``utils.terminate_as_exit``): a 200 kB preprocess slice and two in-memory training-step timings (the
+    recipe's smallest model and a larger one, see ``calibrate_steps``); every pretraining stage and grid
+    cell is then ``steps x (overhead + FLOPs / measured rate)``. Seconds on any preset, even 24 models."""
+    from miniroberta.modeling.config import preset
+    from miniroberta.modeling.tokenizer import BertTokenizer, read_vocab
     device = _device()
     max_tokens = max_tokens or (16384 if device == "cuda" else 2048)
     d = recipe["data"]
@@ -856,48 +898,49 @@ def estimate_plan(recipe: dict[str, Any], out: str, calibration_steps: int = 3,
     rows: list[dict[str, Any]] = []
     calib_t0 = time.perf_counter()
     _, launched = dist_env()
-    work = tempfile.TemporaryDirectory(prefix="miniroberta-calib-")
-    calib_ds: dict[int, str] = {}
+    models = list(recipe["models"])
+    # the training steps first: the tokenizer's worker threads stay busy for a while after preprocessing
+    pre_model = calibrate_steps(models, V, calibration_steps, device, mlm=True)
+    g = recipe["grid"]
+    ft_model = calibrate_steps(models, V, calibration_steps, device, mlm=False)
+    c = time_preprocess(files, vocab, work, sample_bytes=min(200_000, slice_bytes))
+    procs_pre = max(1, min(recipe["preprocess"]["processes_num"], os.cpu_count() or 1))
     for seq in sorted({recipe[s]["seq_length"] for s in STAGES}):
-        c = time_preprocess(files, vocab, seq, sample_bytes=min(200_000, slice_bytes), keep_dir=work.name)
-        calib_ds[seq] = c["path"]
         rows.append({"step": f"preprocess-seq{seq}", "what": f"{slice_bytes / 1e6:.1f} MB of {len(files)} file(s)",
                      # workers scale sub-linearly and never past the cores there are
-                     "estimate_s": slice_bytes / c["bytes_per_s"]
-                     / max(1, min(recipe["preprocess"]["processes_num"], os.cpu_count() or 1)) ** 0.8,
+                     "estimate_s": slice_bytes / c["bytes_per_s"] / procs_pre ** 0.8,
                      "calibration": f"{c['bytes_per_s'] / 1e6:.2f} MB/s ({c['how']})", "state": cached(f"preprocess-seq{seq}")})
-    ft_calib: dict[str, dict[str, Any]] = {}
-    g = recipe["grid"]
-    from miniroberta.modeling.tokenizer import BertTokenizer
     tok = BertTokenizer(vocab)
     stats = {t: task_stats(os.path.abspath(d["data_dir"]), t, tok, g["seq_length"]) for t in g["tasks"]}
-    for m in recipe["models"]:
+    T = g["seq_length"]
+    batch_max: dict[tuple[str, int], int] = {}
+    for m in models:
+        cfg = preset(m, vocab_size=V)
         for stage in STAGES:
             s = recipe[stage]
             procs, accum = data_parallel_plan(s["world_size"], launched, f"{stage}.world_size") \
                 if s["world_size"] % launched == 0 else (launched, 1)
             per_proc_batch = s["batch_size"] * accum
-            c = time_pretrain_run(m, calib_ds[s["seq_length"]], vocab, s["seq_length"], per_proc_batch,
-                                  calibration_steps, device, max_tokens, work.name)
-            est = s["total_steps"] * c["s_per_step"]
+            micro = max(1, min(per_proc_batch, max_tokens // s["seq_length"]))
+            n_micro = math.ceil(per_proc_batch / micro)
+            s_per_step = pre_model.seconds(train_flops(cfg, s["seq_length"], per_proc_batch), n_micro)
+            est = s["total_steps"] * s_per_step
             budget = s["time_budget_s"]
-            note = f"{c['s_per_step']:.3g} s/step (batch {per_proc_batch} x seq {s['seq_length']}" + \
+            note = f"{s_per_step:.3g} s/step (batch {per_proc_batch} x seq {s['seq_length']}" + \
                    (f", {s['world_size']} data-parallel as {procs} process(es) x {accum} accumulation" if s["world_size"] > 1 else "") + \
-                   f"; measured at micro-batch {c['micro_batch']})"
+                   f"; scaled by FLOPs from the measured MLM steps)"
             if budget and est > budget:
                 note += f"; capped by time_budget_s ({s['total_steps'] * budget / est:.0f} of {s['total_steps']} steps)"
                 est = budget
             rows.append({"step": f"pretrain-{m}-{stage}", "what": f"{s['total_steps']:,} steps", "estimate_s": est,
                          "calibration": note, "state": cached(f"pretrain-{m}-{stage}")})
-        from miniroberta.modeling.config import preset
-        params = preset(m, vocab_size=V).num_parameters()
+        params = cfg.num_parameters()
         rows.append({"step": f"export-{m}", "what": "HF export + parity check", "estimate_s": 2.0 + params * 4 / 100e6,
                      "calibration": "fixed: ~2 s + writing the weights at ~100 MB/s", "state": cached(f"export-{m}")})
-        bmax = max(g["batch_size"])
-        fc = ft_calib[m] = time_finetune_step(m, V, g["seq_length"], bmax, calibration_steps, device, max_tokens)
         total = 0.0
         cells = 0
-        T = g["seq_length"]
+        bmax = max(g["batch_size"])
+        ccfg = preset(m, vocab_size=V, num_labels=3)
         for t, st in stats.items():
             n_train = min(st["train"], g["max_train_examples"] or st["train"])
             n_dev = min(st["dev"], g["max_dev_examples"] or st["dev"])
@@ -906,24 +949,30 @@ def estimate_plan(recipe: dict[str, Any], out: str, calibration_steps: int = 3,
                 for b in g["batch_size"]:
                     runs = len(g["learning_rate"]) * len(g["seeds"])
                     steps = e * math.ceil(n_train / b) * runs
-                    # step time ~ batch x padded length (the longest example of the batch)
-                    total += steps * fc["s_per_step"] * (b / bmax) * (_mean_batch_max(st["train_lengths"], b) / T)
-                    total += e * n_dev * fc["s_per_eval_example"] * (dev_len / T) * runs
+                    # a batch is padded to its longest example
+                    if (t, b) not in batch_max:
+                        batch_max[(t, b)] = max(1, int(round(_mean_batch_max(st["train_lengths"], b))))
+                    padded = batch_max[(t, b)]
+                    micro = max(1, min(b, max_tokens // padded))
+                    total += steps * ft_model.seconds(train_flops(ccfg, padded, b, mlm=False), math.ceil(b / micro))
+                    # evaluation: forward only, a third of a training step's FLOPs
+                    total += e * runs * ft_model.seconds(train_flops(ccfg, max(1, int(dev_len)), n_dev, mlm=False) / 3.0,
+                                                         math.ceil(n_dev / bmax))
                     cells += runs
         par = min(g["jobs"], max(1, _gpu_count())) if device == "cuda" else 1
         rows.append({"step": f"grid-{m}", "what": f"{cells} cells on {len(stats)} task(s)", "estimate_s": total / par,
-                     "calibration": f"{fc['s_per_step']:.3g} s/step at batch {bmax} x seq {g['seq_length']}, "
-                                    f"{1000 * fc['s_per_eval_example']:.2f} ms/dev example at full length, scaled by the tasks' token lengths"
+                     "calibration": f"{ft_model.seconds(train_flops(ccfg, T, bmax, mlm=False)):.3g} s/step at batch {bmax} "
+                                    f"x seq {T} (scaled by FLOPs from the measured steps and the tasks' token lengths)"
                                     + ("" if par > 1 else "; --jobs gives no speed-up on CPU (cores are shared)"),
                      "state": cached(f"grid-{m}")})
     rows.append({"step": "report", "what": "tables, score-vs-size and loss plots", "estimate_s": 5.0,
                  "calibration": "fixed", "state": cached("report")})
-    for m in recipe["models"]:
+    for m in models:
         rows.append({"step": f"card-{m}", "what": "model card README.md", "estimate_s": 1.0, "calibration": "fixed",
                      "state": cached(f"card-{m}")})
-    work.cleanup()
     todo = sum(r["estimate_s"] for r in rows if r["state"] != "cached")
-    return {"device": device, "threads": _threads(), "rows": rows, "load_average": _load(), "cpus": os.cpu_count(), "total_s": sum(r["estimate_s"] for r in rows),
+    return {"device": device, "threads": _threads(), "rows": rows, "pretrain_steps": pre_model.describe(),
+            "finetune_steps": ft_model.describe(), "load_average": _load(), "cpus": os.cpu_count(), "total_s": sum(r["estimate_s"] for r in rows),
             "remaining_s": todo, "calibration_s": time.perf_counter() - calib_t0, "recipe": recipe.get("description", ""),
             "tasks": {t: {"train": st["train"], "dev": st["dev"],
                           "mean_train_tokens": round(float(st["train_lengths"].mean()), 1)} for t, st in stats.items()}}
@@ -954,7 +1003,9 @@ def print_plan(recipe: dict[str, Any], out: str, calibration_steps: int = 3) -> 
     busy = plan["load_average"] is not None and plan["cpus"] and plan["load_average"] > plan["cpus"]
     print(f"estimates measured on {plan['device']} ({plan['threads']} threads) in "
           f"{plan['calibration_s']:.1f} s of calibration; load average {plan['load_average']} on {plan['cpus']} CPUs"
-          + (" -- the machine is busy, so these times are inflated by the other processes" if busy else "") + "\n")
+          + (" -- the machine is busy, so these times are inflated by the other processes" if busy else ""))
+    print(f"pretraining steps: {plan['pretrain_steps']}")
+    print(f"fine-tuning steps: {plan['finetune_steps']}\n")
     print(f"{'step':<{w}}  {'work':<32} {'estimate':>10}  {'state':<10} calibration")
     for r in plan["rows"]:
         print(f"{r['step']:<{w}}  {r['what']:<32} {format_duration(r['estimate_s']):>10}  {r['state'] or 'to run':<10} "
@@ -979,9 +1030,12 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="override one recipe setting, e.g. --set stage1.total_steps=100 (repeatable)")
     p.add_argument("--jobs", type=int, default=None, help="fine-tuning cells in parallel (grid.jobs)")
     p.add_argument("--dry_run", action="store_true",
-                   help="print the plan with the time of every step estimated from a short measured calibration run")
+                   help="print the plan with the time of every step estimated from short measured runs scaled by "
+                        "FLOPs (seconds; writes nothing outside a temp folder it removes)")
     p.add_argument("--calibration_steps", type=int, default=3, help="timed steps per model/stage in --dry_run")
     p.add_argument("--show_recipe", action="store_true", help="print the resolved recipe as TOML and exit")
+    p.add_argument("--overwrite", action="store_true",
+                   help="move an existing --out aside to OUT.old-<time> and start the study over (default: resume it)")
     p.add_argument("--no_progress", action="store_true", help="no progress bars")
 
 
@@ -999,6 +1053,15 @@ def resolve_recipe(args: argparse.Namespace) -> dict[str, Any]:
     return load_recipe(args.preset, args.recipe, overrides, models)
 
 
+def check_optional_dependencies(recipe: dict[str, Any]) -> None:
+    """Said when the study starts, not after hours of work: without matplotlib the report's two PNGs are
+    skipped, without transformers the export's parity check is; everything else stands."""
+    plots_available("reproduce", "the plots (score_vs_size.png, pretrain_loss.png)")
+    if recipe["export"]["parity_check"] and not have("transformers"):
+        log(f"warning: reproduce: transformers is not installed, so the export's parity check against it will be "
+            f"skipped; {install_hint('transformers')} to run it")
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         recipe = resolve_recipe(args)
@@ -1008,10 +1071,20 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(dumps_toml(recipe))
         return 0
     if args.dry_run:
-        print_plan(recipe, args.out, calibration_steps=args.calibration_steps)
+        with terminate_as_exit():
+            print_plan(recipe, args.out, calibration_steps=args.calibration_steps)
         return 0
-    study = Study(recipe, args.out, progress=not args.no_progress)
-    summary = study.run()
+    check_optional_dependencies(recipe)
+    rank, _ = dist_env()
+    # one study per --out (the other ranks of a torchrun join rank 0's); an earlier one is resumed
+    claim = claim_output(args.out, resume=not args.overwrite, overwrite=args.overwrite, command="reproduce",
+                         what="an earlier study") if rank == 0 else None
+    try:
+        study = Study(recipe, args.out, progress=not args.no_progress)
+        summary = study.run()
+    finally:
+        if claim is not None:
+            claim.release()
     if study.rank == 0:
         ran = [k for k, v in summary["actions"].items() if v != "skip"]
         log(f"reproduce: {len(summary['actions'])} steps, {len(ran)} run ({', '.join(ran) or 'none'}), "

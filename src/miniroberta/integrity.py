@@ -1,0 +1,137 @@
+"""Integrity manifests: the SHA-256 of every checkpoint / training-state file, checked when it is read.
+
+A file written by miniroberta gets a small JSON manifest, written last and atomically:
+
+* a single file ``X`` (a native checkpoint, a UER-py ``.bin``, a training-state ``.pt``) -> ``X.sha256.json``
+  beside it;
+* a folder (an HF export) -> ``integrity.json`` inside it, listing its weight files.
+
+Both read ``{"format": "miniroberta-integrity/1", "files": {name: {"sha256": ..., "size": ...}}}``.
+``verify_file(X)`` compares size and hash and raises ``IntegrityError`` naming the damaged file; a file
+without a manifest (written by another tool, or before manifests existed) is accepted unverified.
+
+For a writer: write ``X`` to a temp file, ``forget(X)`` just before renaming it into place (so a crash
+between the steps cannot pair a new file with an old hash), then ``record(X)`` -- ``atomic_write_bytes``. ``atomic_torch_save`` /
+``verified_torch_load`` do all of it for a training-state file.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from typing import Any
+
+from miniroberta.utils import atomic_write, atomic_write_json, sha256_file
+
+FORMAT = "miniroberta-integrity/1"
+DIR_MANIFEST = "integrity.json"
+SUFFIX = ".sha256.json"
+
+
+class IntegrityError(ValueError):
+    """A file whose content no longer matches the hash recorded when it was written."""
+
+
+def sidecar(path: str) -> str:
+    return os.fspath(path) + SUFFIX
+
+
+def forget(path: str | os.PathLike) -> None:
+    """Drop the manifest of ``path`` (before it is rewritten)."""
+    try:
+        os.unlink(sidecar(os.fspath(path)))
+    except FileNotFoundError:
+        pass
+
+
+def record(path: str | os.PathLike, sha256: str | None = None) -> str:
+    """Write ``path``'s manifest (``sha256`` if already known, e.g. hashed from the bytes written)."""
+    path = os.fspath(path)
+    entry = {"sha256": sha256 or sha256_file(path), "size": os.path.getsize(path)}
+    m = sidecar(path)
+    atomic_write_json(m, {"format": FORMAT, "files": {os.path.basename(path): entry}})
+    return m
+
+
+def record_dir(folder: str | os.PathLike, names: list[str]) -> str:
+    """Write ``integrity.json`` inside ``folder`` for the files ``names`` (relative to it)."""
+    folder = os.fspath(folder)
+    files = {n: {"sha256": sha256_file(os.path.join(folder, n)), "size": os.path.getsize(os.path.join(folder, n))}
+             for n in names if os.path.isfile(os.path.join(folder, n))}
+    p = os.path.join(folder, DIR_MANIFEST)
+    with open(p, "w", encoding="utf-8") as f:          # inside a folder being built by atomic_dir
+        json.dump({"format": FORMAT, "files": files}, f, indent=2, sort_keys=True)
+    return p
+
+
+def expected(path: str) -> tuple[dict[str, Any] | None, str | None]:
+    """(entry, manifest path) recorded for ``path``, or (None, None)."""
+    path = os.fspath(path)
+    name = os.path.basename(path)
+    for m in (sidecar(path), os.path.join(os.path.dirname(os.path.abspath(path)), DIR_MANIFEST)):
+        if not os.path.isfile(m):
+            continue
+        try:
+            with open(m, encoding="utf-8") as f:
+                d = json.load(f)
+        except (OSError, ValueError) as e:
+            raise IntegrityError(f"{m}: unreadable integrity manifest ({e}); it was damaged -- delete it to "
+                                 f"load {path} unverified") from None
+        entry = (d.get("files") or {}).get(name) if isinstance(d, dict) else None
+        if entry is not None:
+            return entry, m
+    return None, None
+
+
+def verify_file(path: str | os.PathLike) -> bool:
+    """Check ``path`` against its manifest: True when verified, False when there is none; raises
+    ``IntegrityError`` naming the file when the size or hash differ."""
+    path = os.fspath(path)
+    entry, m = expected(path)
+    if entry is None:
+        return False
+    size = os.path.getsize(path)
+    if size != entry.get("size"):
+        raise IntegrityError(f"{path}: damaged or truncated -- {size:,} bytes, but {entry.get('size'):,} were "
+                             f"written (recorded in {m}); restore it from a copy, resume from an earlier "
+                             f"checkpoint, or re-create it")
+    got = sha256_file(path)
+    if got != entry.get("sha256"):
+        raise IntegrityError(f"{path}: damaged -- its SHA-256 {got[:16]}... differs from the {str(entry.get('sha256'))[:16]}... "
+                             f"recorded when it was written ({m}); restore it from a copy, resume from an earlier "
+                             f"checkpoint, or re-create it")
+    return True
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> str:
+    """Write ``data`` atomically to ``path`` and record its hash (forgetting the old one first)."""
+    path = os.fspath(path)
+    # the old manifest goes only once the new bytes are safely on disk: a failed write (disk full) leaves
+    # the previous file with its manifest; a crash between the steps leaves a file without one (unverified),
+    # never a file paired with another file's hash
+    with atomic_write(path, "wb", before_replace=lambda: forget(path)) as f:
+        f.write(data)
+    record(path, hashlib.sha256(data).hexdigest())
+    return path
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> str:
+    """``torch.save`` to a temp file, rename, then record the hash (for training-state files)."""
+    import torch
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def verified_torch_load(path: str | os.PathLike, **kw: Any) -> Any:
+    """``verify_file`` then ``torch.load`` (``map_location='cpu'``, ``weights_only=True`` by default)."""
+    import torch
+    verify_file(path)
+    kw.setdefault("map_location", "cpu")
+    kw.setdefault("weights_only", True)
+    return torch.load(os.fspath(path), **kw)
+
+
+__all__ = ["IntegrityError", "record", "record_dir", "forget", "verify_file", "expected", "atomic_write_bytes",
+           "atomic_torch_save", "verified_torch_load", "DIR_MANIFEST", "SUFFIX"]
