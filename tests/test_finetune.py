@@ -300,6 +300,9 @@ def test_stop_mid_epoch_then_resume_is_bit_identical(env, tmp_path):
                               train_path=str(d / "train.tsv"), dev_path=str(d / "dev.tsv"), output_dir=str(out),
                               cache_dir=env["cache"], seed=5, **{**FAST, "dropout": 0.1, **kw})
     full = run_finetune(cfg(tmp_path / "full"))
+    from miniroberta.outputs import OutputExists
+    with pytest.raises(OutputExists, match="--overwrite"):   # never silently replaced
+        run_finetune(cfg(tmp_path / "full"))
     part = run_finetune(cfg(tmp_path / "part", stop_after_steps=21))   # 16 steps per epoch: inside epoch 2
     assert part["stopped"] == "stop_after_steps" and part["steps"] == 21
     assert [e["epoch"] for e in part["epochs"]] == [1]

@@ -334,3 +334,39 @@ def test_whole_word_dataset_trains_and_missing_boundaries_are_refused(data, tmp_
     assert res["steps"] == 2 and res["final_loss"] > 0
     with pytest.raises(ValueError, match="word boundaries"):
         train(cfg_for(data, tmp_path / "x" / "m.bin", whole_word_masking=True), opts())
+
+
+def test_rerun_on_an_earlier_runs_output_is_refused_unless_resume_or_overwrite(data, tmp_path):
+    from miniroberta.outputs import OutputExists
+    out = tmp_path / "m.bin"
+    train(cfg_for(data, out, total_steps=4), opts(save_checkpoint_steps=2))
+    with pytest.raises(OutputExists, match="--resume.*--overwrite"):
+        train(cfg_for(data, out, total_steps=4), opts())
+    res = train(cfg_for(data, out, total_steps=4), opts(overwrite=True))
+    assert res["steps"] == 4 and any(p.name.startswith("m.bin.state.pt.old-") for p in tmp_path.iterdir())
+    # checkpoints present but the state gone: --resume auto is a refusal with the fix, not a fresh start
+    os.unlink(f"{out}.state.pt")
+    with pytest.raises(FileNotFoundError, match="--pretrained_model_path .*m.bin-4"):
+        train(cfg_for(data, out, total_steps=4), opts(resume="auto"))
+
+
+def test_a_damaged_training_state_is_refused_naming_the_file(data, tmp_path):
+    out = tmp_path / "m.bin"
+    train(cfg_for(data, out, total_steps=4), opts(stop_after_steps=2))
+    st = f"{out}.state.pt"
+    raw = bytearray(open(st, "rb").read())
+    raw[len(raw) // 2] ^= 0xFF
+    open(st, "wb").write(bytes(raw))
+    with pytest.raises(PretrainError, match="state.pt"):
+        train(cfg_for(data, out, total_steps=4), opts(resume=True))
+
+
+def test_bf16_run_resumes_bit_identically(data, tmp_path):
+    """bf16 keeps fp32 masters in the state: a stopped bf16 run resumes to the same weights."""
+    full = train(cfg_for(data, tmp_path / "full" / "m.bin", precision="bf16"), opts())
+    part = train(cfg_for(data, tmp_path / "part" / "m.bin", precision="bf16"), opts(stop_after_steps=3))
+    assert part["precision"] == "bf16"
+    with pytest.raises(PretrainError, match="precision bf16"):
+        train(cfg_for(data, tmp_path / "part" / "m.bin", precision="fp32"), opts(resume=True))
+    rest = train(cfg_for(data, tmp_path / "part" / "m.bin", precision="auto"), opts(resume=True))
+    assert max_diff(weights(full["last_checkpoint"]), weights(rest["last_checkpoint"])) == 0.0

@@ -30,7 +30,8 @@ from miniroberta.engine.optim import OptimConfig, build_adamw, lr_factor, param_
 from miniroberta.engine.precision import Precision
 from miniroberta.engine.metrics import RunLog
 from miniroberta.engine.stopping import SignalCatcher, StopReason
-from miniroberta.utils import atomic_write, format_duration, human_count
+from miniroberta.integrity import atomic_torch_save
+from miniroberta.utils import format_duration, human_count
 
 STATE_FORMAT = "miniroberta-train-state"
 STATE_VERSION = 2
@@ -279,8 +280,7 @@ class Trainer:
         path = task.save(self, final)
         if state_path:
             state.update(weights_path=path, task=task.state_dict())
-            with atomic_write(state_path, "wb") as f:
-                torch.save(state, f)
+            atomic_torch_save(state, state_path)   # with a SHA-256 manifest, checked on resume
         if path:
             if path not in self.checkpoints:
                 self.checkpoints.append(path)

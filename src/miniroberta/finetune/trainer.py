@@ -42,12 +42,14 @@ from miniroberta.engine.precision import resolve_precision
 from miniroberta.engine.trainer import STATE_FORMAT, LoopOptions, Trainer
 from miniroberta.finetune.inference import classification_metrics, mean_cross_entropy, predict_logits, to_device
 from miniroberta.finetune.predict import write_predictions
+from miniroberta.integrity import verified_torch_load
 from miniroberta.interop.checkpoint import load_into, load_weights, save_native
 from miniroberta.interop.export import resolve_vocab, write_hf_dir
 from miniroberta.modeling.bert import BertForSequenceClassification, init_weights
 from miniroberta.modeling.config import ModelConfig, load_config, replace
 from miniroberta.modeling.tokenizer import BertTokenizer
 from miniroberta.modeling.unpad import UnpaddedClassifier
+from miniroberta.outputs import claim_output
 from miniroberta.utils import atomic_write_json, format_duration, log
 
 
@@ -96,12 +98,13 @@ class FinetuneConfig:
     precision: str = "auto"                      # auto | fp32 | bf16 (bf16 compute, fp32 master weights)
     amp: bool = False                            # alias of precision="bf16" (0.1.0's flag)
     resume: bool = False                         # continue <output_dir>/train_state.pt
+    overwrite: bool = False                      # move an earlier run's output_dir aside and start over
     stop_after_steps: int | None = None          # test hook: stop as if signalled after this many steps
     unpad: bool = True                           # position-wise layers on real tokens only (same maths)
 
     # settings that do not change the result (speed, logging, outputs); the rest are checked on resume
     _RESULT_FREE = ("report_steps", "device", "threads", "progress", "verbose", "output_dir", "output_model_path",
-                    "export_hf", "save_model", "run_test", "resume", "stop_after_steps", "cache_dir",
+                    "export_hf", "save_model", "run_test", "resume", "overwrite", "stop_after_steps", "cache_dir",
                     "eval_batch_size", "precision", "amp", "unpad")
 
     @property
@@ -302,15 +305,22 @@ class ClassifierTask:
 # ------------------------------------------------------------------------------------ main
 def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     """Fine-tune, evaluate on dev after every epoch, keep the best epoch; see the module doc.
-    ``cfg.threads`` sets torch's thread count for this run only (restored afterwards)."""
-    if not cfg.threads:
-        return _run_finetune(cfg)
+    ``cfg.threads`` sets torch's thread count for this run only (restored afterwards). An
+    ``output_dir`` is claimed for the run: one writer, and an earlier run's output is refused
+    unless ``resume`` or ``overwrite`` (see ``miniroberta.outputs``)."""
+    claim = None
+    if cfg.output_dir:
+        claim = claim_output(cfg.output_dir, resume=cfg.resume, overwrite=cfg.overwrite, command="finetune",
+                             what="a fine-tuned model", related=[p for p in [cfg.output_model_path] if p])
     before = torch.get_num_threads()
-    torch.set_num_threads(cfg.threads)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     try:
         return _run_finetune(cfg)
     finally:
         torch.set_num_threads(before)
+        if claim is not None:
+            claim.release()
 
 
 def _prepare_data(cfg: FinetuneConfig, say) -> dict[str, Any]:
@@ -404,7 +414,7 @@ def _load_resume_state(cfg: FinetuneConfig, state_path: str | None) -> dict[str,
     if not state_path or not os.path.isfile(state_path):
         raise FileNotFoundError(f"--resume: no training state {state_path or '(give --output_dir)'}; it is written "
                                 f"to <output_dir>/train_state.pt after every epoch and when a run is stopped")
-    st = torch.load(state_path, map_location="cpu", weights_only=True)
+    st = verified_torch_load(state_path)
     if not isinstance(st, dict) or st.get("format") != STATE_FORMAT or "task" not in st:
         raise ValueError(f"{state_path}: not a miniroberta fine-tuning state")
     old, now = st["task"]["settings"], cfg.result_key()
@@ -554,6 +564,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no_progress", action="store_true")
     g.add_argument("--resume", action="store_true",
                    help="continue the run in --output_dir from its train_state.pt (written every epoch and on stop)")
+    g.add_argument("--overwrite", action="store_true",
+                   help="move an earlier run's --output_dir aside (<dir>.old-<time>) and start over")
     p.add_argument("--stop_after_steps", type=int, default=None, help=argparse.SUPPRESS)
 
 

@@ -81,6 +81,7 @@ class RunOptions:
     save_checkpoint_steps: int = 10000
     report_steps: int = 100
     resume: bool | str = False           # True: must resume; "auto": resume if a state exists
+    overwrite: bool = False              # move an earlier run's files aside instead of refusing
     time_budget_s: float | None = None    # stop cleanly (with a checkpoint) after this wall time
     eval_dataset_path: str | None = None
     eval_max_instances: int = 2048

@@ -28,6 +28,7 @@ from typing import Any
 
 from miniroberta.pretrain import trainer as train_loop
 from miniroberta.pretrain.config import PretrainConfig, PretrainError, RunOptions
+from miniroberta.outputs import claim_output, run_files
 from miniroberta.utils import log
 
 
@@ -77,11 +78,23 @@ def plan_devices(cfg: PretrainConfig, opts: RunOptions) -> tuple[list[int], bool
 
 def train(cfg: PretrainConfig, opts: RunOptions | None = None) -> dict[str, Any]:
     """Pretrain; returns ``{final_loss, steps, tokens_seen, checkpoints, last_checkpoint,
-    state_path, metrics_path, wall_time_s, stopped, eval}`` (from rank 0)."""
+    state_path, metrics_path, wall_time_s, stopped, eval}`` (from rank 0).
+
+    The output is claimed for the life of the run (one writer; see ``miniroberta.outputs``): an
+    earlier run's state or step checkpoints are refused unless ``opts.resume`` (continue it) or
+    ``opts.overwrite`` (move them aside to ``<name>.old-<time>``)."""
     opts = opts or RunOptions()
     cfg.validate()
     train_loop.preflight(cfg, opts)  # fail in the parent, before any process is started
+    if _torchrun_env() and os.environ.get("RANK") != "0":
+        return _train(cfg, opts)     # rank 0 holds the claim
+    with claim_output(cfg.output_model_path, resume=bool(opts.resume), overwrite=opts.overwrite,
+                      related=run_files(cfg.output_model_path), command="pretrain",
+                      what="the checkpoints and training state of an earlier run"):
+        return _train(cfg, opts)
 
+
+def _train(cfg: PretrainConfig, opts: RunOptions) -> dict[str, Any]:
     if _torchrun_env():
         world = int(os.environ["WORLD_SIZE"])
         if cfg.world_size not in (1, world):
@@ -159,6 +172,8 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="stop cleanly after this many seconds of wall time, writing a checkpoint")
     g.add_argument("--resume", nargs="?", const="yes", default=None, choices=["yes", "auto"],
                    help="continue from <output_model_path>.state.pt ('auto': only if it exists)")
+    g.add_argument("--overwrite", action="store_true",
+                   help="move an earlier run's state and step checkpoints aside (<name>.old-<time>) and start over")
 
     g = p.add_argument_group("optimization")
     g.add_argument("--learning_rate", type=float, default=2e-5)
@@ -244,7 +259,7 @@ def configs_from_args(args: argparse.Namespace) -> tuple[PretrainConfig, RunOpti
         resume = "auto"
     opts = RunOptions(
         save_checkpoint_steps=args.save_checkpoint_steps, report_steps=args.report_steps, resume=resume,
-        time_budget_s=args.time_budget_s, eval_dataset_path=args.eval_dataset_path,
+        overwrite=args.overwrite, time_budget_s=args.time_budget_s, eval_dataset_path=args.eval_dataset_path,
         eval_max_instances=args.eval_max_instances, eval_steps=args.eval_steps, metrics_path=args.metrics_path, tensorboard=args.tensorboard,
         num_workers=args.num_workers, compile=args.compile, device=args.device,
         gpu_ranks=list(args.gpu_ranks) if args.gpu_ranks else None, master_ip=args.master_ip, backend=args.backend,

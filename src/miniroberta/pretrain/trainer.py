@@ -27,11 +27,13 @@ from miniroberta.modeling.loss import cross_entropy_sum
 from miniroberta.engine.metrics import RunLog
 from miniroberta.engine.precision import resolve_precision
 from miniroberta.engine.trainer import STATE_FORMAT, LoopOptions, Trainer, TrainingError
+from miniroberta.integrity import IntegrityError, verified_torch_load
 from miniroberta.interop.checkpoint import CheckpointError, load_into, load_weights, save_native
 from miniroberta.modeling.bert import build_mlm, flops_per_token
 from miniroberta.modeling.config import ConfigError, ModelConfig, load_config, replace
 from miniroberta.modeling.tokenizer import read_vocab
 from miniroberta.modeling.unpad import UnpaddedMLM
+from miniroberta.outputs import run_files
 from miniroberta.pretrain.batches import BatchSource, Stream
 from miniroberta.pretrain.config import PretrainConfig, PretrainError, RunOptions, metrics_path_for, state_path_for
 from miniroberta.utils import atomic_write, format_duration, human_count, log, sha256_file
@@ -104,15 +106,22 @@ def preflight(cfg: PretrainConfig, opts: RunOptions) -> None:
     if cfg.pretrained_model_path and not os.path.exists(cfg.pretrained_model_path):
         raise FileNotFoundError(f"--pretrained_model_path {cfg.pretrained_model_path}: no such file or directory")
     sp = state_path_for(cfg.output_model_path)
-    if opts.resume is True and not os.path.isfile(sp):
-        raise FileNotFoundError(f"--resume: no training state {sp} (it is written beside the checkpoints of a run "
-                                f"with the same --output_model_path)")
+    if opts.resume and not os.path.isfile(sp):
+        leftovers = [p for p in run_files(cfg.output_model_path) if not p.endswith(".sha256.json")]
+        if opts.resume is True or leftovers:
+            raise FileNotFoundError(
+                f"--resume: no training state {sp} (it is written beside the checkpoints of a run with the same "
+                f"--output_model_path)" + (f", but {len(leftovers)} step checkpoint(s) of an earlier run are there "
+                f"(e.g. {leftovers[-1]}): continue from those weights with --pretrained_model_path {leftovers[-1]} "
+                f"and a new --output_model_path, or pass --overwrite to move them aside" if leftovers else ""))
 
 
 # --------------------------------------------------------------------------- state
 def load_state(path: str) -> dict[str, Any]:
     try:
-        st = torch.load(path, map_location="cpu", weights_only=True)
+        st = verified_torch_load(path, map_location="cpu", weights_only=True)
+    except IntegrityError as e:
+        raise PretrainError(f"{e}; start a new run from the last good weights with --pretrained_model_path") from None
     except Exception as e:
         raise PretrainError(f"{path}: cannot read the training state ({type(e).__name__}: {e}); it may be corrupt -- "
                             f"start again without --resume, or from the last weights with --pretrained_model_path") from None
@@ -332,8 +341,6 @@ def run_worker(cfg: PretrainConfig, opts: RunOptions, rank: int, world_size: int
                 f"{cfg.total_steps}, device {dev}, precision {precision} ({why}), matmul peak {peak / 1e9:.1f} GFLOP/s"
                 + (f", resumed from {state_path}" if st else "")
                 + (f", weights from {cfg.pretrained_model_path}" if cfg.pretrained_model_path and st is None else ""))
-    if st is None and os.path.isfile(state_path) and opts.resume is False:
-        run_log.say(f"note: {state_path} exists and will be replaced (pass --resume to continue it instead)")
     run_log.write("start", trainer.step, pretrain_config=asdict(cfg), model_config=mc.to_dict(), world_size=W,
                   device=device_info(dev), precision=precision, precision_reason=why, matmul_peak_flops=peak,
                   dataset_hash=ds.content_hash)
