@@ -146,3 +146,32 @@ def test_trainer_state_roundtrip_continues_identically(precision):
         t2.train_step([b], _Task())
     a, c = t1.precision.state_dict(), t2.precision.state_dict()
     assert all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_shape_buckets_change_nothing_but_the_shapes():
+    """Bucketed packing (filler rows for kernel reuse) gives the loss and gradients of the plain
+    padding-free forward: filler rows get exactly zero gradient."""
+    import numpy as np
+
+    from miniroberta.data.masking import MaskingConfig, SpecialIds, collate
+    from miniroberta.modeling.unpad import UnpaddedMLM
+    vocab = {t: i for i, t in enumerate(["[PAD]", "[unused1]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+                                        + [f"w{i}" for i in range(91)])}
+    sp = SpecialIds.from_vocab(vocab)
+    rng = np.random.default_rng(0)
+    inst = [np.r_[sp.cls, rng.integers(6, 97, int(rng.integers(3, 30))), sp.sep] for _ in range(7)]
+    b = collate(inst, range(7), 0, sp, MaskingConfig(), pad_to_multiple_of=8)
+    t = b.to_torch()
+    cfg = ModelConfig(**{**MC.to_dict(), "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0})
+    model = build_mlm(cfg, seed=0).train()
+    out = {}
+    for bucket in (False, True):
+        model.zero_grad()
+        loss, correct = UnpaddedMLM(model, bucket=bucket).train()(
+            t["input_ids"], t["attention_mask"], t["masked_positions"], t["real_index"], t["masked_real_index"],
+            labels=t["labels"])
+        loss.backward()
+        out[bucket] = (float(loss.detach()), int(correct), {n: p.grad.clone() for n, p in model.named_parameters()})
+    assert out[True][0] == pytest.approx(out[False][0], rel=1e-6) and out[True][1] == out[False][1]
+    for n, g in out[False][2].items():
+        torch.testing.assert_close(out[True][2][n], g, atol=1e-6, rtol=1e-5)

@@ -375,7 +375,7 @@ def _run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
                           tok.pad_id, device)
     total_steps = task.steps_per_epoch * cfg.epochs_num
     trainer = Trainer(model, optim=cfg.optim(), total_steps=total_steps, device=device, precision=precision,
-                      forward=UnpaddedClassifier(model) if cfg.unpad else model)
+                      forward=UnpaddedClassifier(model, bucket=True) if cfg.unpad else model)
     if st is not None:
         trainer.load_state_dict(st)
         task.load_state_dict(st["task"])

@@ -46,20 +46,24 @@ def _lse_argmax(logits: torch.Tensor, bias: torch.Tensor | None) -> tuple[torch.
 
 def _grad_logits(logits: torch.Tensor, bias: torch.Tensor | None, labels: torch.Tensor, lse: torch.Tensor,
                  g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(softmax - one_hot) * g in the logits' dtype, and its column sums (the bias gradient)."""
-    M, V = logits.shape
+    """(softmax - one_hot) * g in the logits' dtype, and its column sums (the bias gradient), for the
+    first ``len(labels)`` rows; later rows (shape-bucket filler) get zeros."""
+    V = logits.shape[1]
+    M = labels.shape[0]
     out = torch.empty_like(logits)
+    out[M:].zero_()
     b = None if bias is None else bias.float()
     db = None if bias is None else torch.zeros(V, dtype=torch.float32, device=logits.device)
     C = _chunk(logits)
     for s in range(0, M, C):
-        p = logits[s:s + C].to(torch.float32, copy=True)
+        e = min(s + C, M)
+        p = logits[s:e].to(torch.float32, copy=True)
         if b is not None:
             p += b
-        p.sub_(lse[s:s + C, None]).exp_().mul_(g)
+        p.sub_(lse[s:e, None]).exp_().mul_(g)
         if db is not None:
             db += p.sum(0)
-        out[s:s + C] = p
+        out[s:e] = p
     flat = torch.arange(M, device=logits.device) * V + labels      # the one-hot entries, one per row
     out.view(-1)[flat] -= g.to(out.dtype)
     if db is not None:
@@ -87,14 +91,15 @@ class _CrossEntropySum(torch.autograd.Function):
 
 class _LinearCrossEntropySum(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
-                labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, labels: torch.Tensor,
+                num_valid: int) -> tuple[torch.Tensor, torch.Tensor]:
         w = weight.to(x.dtype)                                        # (a no-op unless under autocast)
         logits = x @ w.t()                                            # (M, V), bias added per chunk
-        lse, argmax = _lse_argmax(logits, bias)
-        ctx.save_for_backward(x, w, bias, labels, logits, lse)
+        lse, argmax = _lse_argmax(logits[:num_valid], bias)
+        ctx.save_for_backward(x, w, bias, labels[:num_valid], logits, lse)
         ctx.weight_dtype = weight.dtype
-        return (lse - _target(logits, bias, labels)).sum(), (argmax == labels).sum()
+        labels = labels[:num_valid]
+        return (lse - _target(logits[:num_valid], bias, labels)).sum(), (argmax == labels).sum()
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor, _grad_correct: torch.Tensor | None):
@@ -102,7 +107,7 @@ class _LinearCrossEntropySum(torch.autograd.Function):
         dlogits, db = _grad_logits(logits, bias, labels, lse, grad.float())
         dx = dlogits @ weight if ctx.needs_input_grad[0] else None
         dw = (dlogits.t() @ x).to(ctx.weight_dtype) if ctx.needs_input_grad[1] else None
-        return dx, dw, db.to(bias.dtype), None
+        return dx, dw, db.to(bias.dtype), None, None
 
 
 def cross_entropy_sum(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -114,13 +119,15 @@ def cross_entropy_sum(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch
     return _CrossEntropySum.apply(logits, labels)
 
 
-def linear_cross_entropy_sum(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
-                             labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`cross_entropy_sum` of ``x @ weight.T + bias`` -- x (M, H), weight (V, H), bias (V,)."""
-    if x.shape[0] == 0:
+def linear_cross_entropy_sum(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, labels: torch.Tensor,
+                             num_valid: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`cross_entropy_sum` of ``x @ weight.T + bias`` -- x (M, H), weight (V, H), bias (V,) --
+    over the first ``num_valid`` rows (default all); later rows get no loss and no gradient."""
+    n = x.shape[0] if num_valid is None else int(num_valid)
+    if n == 0:
         zero = x.sum() * 0 + weight.sum() * 0 + bias.sum() * 0
         return zero.float(), zero.long()
-    return _LinearCrossEntropySum.apply(x, weight, bias, labels)
+    return _LinearCrossEntropySum.apply(x, weight, bias, labels, n)
 
 
 __all__ = ["cross_entropy_sum", "linear_cross_entropy_sum"]

@@ -12,6 +12,13 @@ call, cheaper than concatenating three N x 3H activations). Rows are gathered wi
 :func:`gather_rows`, whose backward writes (``index_copy``) instead of accumulating
 (``index_add``): the indices are unique, and accumulation is several times slower on CPU.
 
+Shape buckets (CPU): oneDNN builds a kernel for each new matrix shape, and the packed row
+count N (real tokens) and M (masked tokens) differ in every batch, so without care most bf16
+matmuls of a step pay for a fresh kernel (~20 % of a tiny step, measured). With ``bucket``
+the packed rows are padded to a multiple of ``BUCKET_ROWS`` with padding positions (masked as
+keys; their outputs are never read, so their gradients are exactly zero) and the masked rows to
+a multiple of ``BUCKET_MASKED`` with rows the loss ignores, so a handful of shapes recur.
+
 The stages (:meth:`UnpaddedMLM.embed`, :meth:`encode`, :meth:`head`) are public so that
 ``bench/profile_step.py`` can time each one. Wrapping the model in this module (rather than
 calling a function) keeps DDP and ``torch.compile`` working: they see the same parameters.
@@ -45,12 +52,35 @@ def gather_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return _GatherRows.apply(x, index)
 
 
+BUCKET_ROWS = 128
+BUCKET_MASKED = 32
+
+
+def _round_up(n: int, k: int) -> int:
+    return -(-n // k) * k
+
+
+def bucket_real_index(real_index: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """``real_index`` followed by the first padding positions, to a multiple of BUCKET_ROWS
+    (at most every position)."""
+    n = real_index.shape[0]
+    extra = min(_round_up(n, BUCKET_ROWS), attention_mask.numel()) - n
+    if extra <= 0:
+        return real_index
+    pad = torch.nonzero(attention_mask.reshape(-1) == 0).squeeze(1)[:extra]
+    return torch.cat([real_index, pad])
+
+
 class _Unpadded(nn.Module):
     """Embeddings and encoder of ``model.bert`` on the packed real tokens."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, bucket: bool = False) -> None:
         super().__init__()
         self.model = model
+        self.bucket = bucket
+
+    def _bucketing(self, x: torch.Tensor) -> bool:
+        return self.bucket and self.training and not x.is_cuda
 
     def embed(self, input_ids: torch.Tensor, real_index: torch.Tensor,
               token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
@@ -98,8 +128,13 @@ class UnpaddedMLM(_Unpadded):
         """(summed cross-entropy, correct count) of the masked positions, the decoder fused into
         the loss (``modeling.loss.linear_cross_entropy_sum``)."""
         p = self.model.cls.predictions
+        m = labels.shape[0]
+        if self._bucketing(x) and m % BUCKET_MASKED:   # extra rows read row 0 ([CLS], never masked); ignored
+            fill = _round_up(m, BUCKET_MASKED) - m
+            masked_real_index = torch.cat([masked_real_index, masked_real_index.new_zeros(fill)])
+            labels = torch.cat([labels, labels.new_zeros(fill)])
         h = p.transform(gather_rows(x, masked_real_index))
-        return linear_cross_entropy_sum(h, p.decoder.weight, p.bias, labels)
+        return linear_cross_entropy_sum(h, p.decoder.weight, p.bias, labels, num_valid=m)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
                 masked_positions: torch.Tensor, real_index: torch.Tensor | None = None,
@@ -114,6 +149,8 @@ class UnpaddedMLM(_Unpadded):
             masked_real_index = masked_positions
         if attention_mask is None:
             attention_mask = torch.ones(B, T, dtype=torch.long, device=input_ids.device)
+        if labels is not None and self._bucketing(input_ids):
+            real_index = bucket_real_index(real_index, attention_mask)
         x = self.encode(self.embed(input_ids, real_index), attention_mask, real_index)
         if labels is not None:
             return self.head_loss(x, masked_real_index, labels)
@@ -129,6 +166,8 @@ class UnpaddedClassifier(_Unpadded):
         """Logits (B, num_labels). ``cls_rows``: where each sequence's first token sits in
         ``real_index`` (the running sum of the lengths)."""
         m = self.model
+        if self._bucketing(input_ids):   # cls_rows index the real tokens, which stay first
+            real_index = bucket_real_index(real_index, attention_mask)
         x = self.encode(self.embed(input_ids, real_index, token_type_ids), attention_mask, real_index)
         pooled = torch.tanh(m.bert.pooler.dense(gather_rows(x, cls_rows)))
         return m.classifier(m.dropout(pooled))

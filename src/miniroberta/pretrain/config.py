@@ -96,6 +96,7 @@ class RunOptions:
     backend: str | None = None            # nccl | gloo (default by device)
     pad_to_multiple_of: int = 8
     unpad: bool = True                    # position-wise layers on real tokens only (see miniroberta.modeling.unpad)
+    bucket: bool = True                   # CPU: pad packed rows to a few recurring shapes (kernel reuse)
     threads: int | None = None            # torch intra-op threads per process
     progress: bool = True
     # test hooks (hidden on the command line)

@@ -210,6 +210,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     g.add_argument("--compile", action="store_true", help="torch.compile the model")
     g.add_argument("--pad_to_multiple_of", type=int, default=8)
     g.add_argument("--no_unpad", action="store_true", help="run the padded forward (position-wise layers on padding too)")
+    g.add_argument("--no_bucket", action="store_true",
+                   help="CPU: do not pad the packed rows to recurring shapes (see docs/performance.md)")
     g.add_argument("--threads", type=int, default=None, help="torch threads per process")
     g.add_argument("--eval_dataset_path", default=None, help="held-out dataset: loss/accuracy with fixed masks at report steps")
     g.add_argument("--eval_max_instances", type=int, default=2048)
@@ -263,7 +265,8 @@ def configs_from_args(args: argparse.Namespace) -> tuple[PretrainConfig, RunOpti
         eval_max_instances=args.eval_max_instances, eval_steps=args.eval_steps, metrics_path=args.metrics_path, tensorboard=args.tensorboard,
         num_workers=args.num_workers, compile=args.compile, device=args.device,
         gpu_ranks=list(args.gpu_ranks) if args.gpu_ranks else None, master_ip=args.master_ip, backend=args.backend,
-        pad_to_multiple_of=args.pad_to_multiple_of, unpad=not args.no_unpad, threads=args.threads, progress=not args.no_progress,
+        pad_to_multiple_of=args.pad_to_multiple_of, unpad=not args.no_unpad, bucket=not args.no_bucket,
+        threads=args.threads, progress=not args.no_progress,
         stop_after_steps=args.stop_after_steps, debug_nan_at_step=args.debug_nan_at_step,
         debug_step_sleep=args.debug_step_sleep)
     return cfg, opts

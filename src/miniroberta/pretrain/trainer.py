@@ -306,7 +306,7 @@ def run_worker(cfg: PretrainConfig, opts: RunOptions, rank: int, world_size: int
             box = [precision, why]
             dist.broadcast_object_list(box, src=0)
             precision, why = box
-    forward: nn.Module = UnpaddedMLM(model) if opts.unpad else model
+    forward: nn.Module = UnpaddedMLM(model, bucket=opts.bucket) if opts.unpad else model
     trainer = Trainer(model, optim=cfg.optim(), total_steps=cfg.total_steps, device=dev, precision=precision,
                       forward=forward, rank=rank, world_size=world_size)
     if opts.compile:
