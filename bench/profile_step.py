@@ -8,10 +8,15 @@ For each size (tiny, mini, small by default) and precision (fp32, bf16), one pro
    ``detach().requires_grad_()`` so autograd attributes every op to its stage), the optimizer
    (incl. the fp32-master copies of bf16), and the host synchronisation that reads the loss.
    Plus the top operators by self time.
-2. **Ablation** (wall clock, interleaved rounds, medians): the 0.1.0 step (``nn.Dropout``
+2. **Ablation** (wall clock, interleaved rounds, medians, the same batches every round): the
+   0.1.0 step (``nn.Dropout``
    bernoulli masks and SDPA's own attention dropout, ``F.cross_entropy`` on float logits,
    ``index_select`` backward, ``torch.autocast`` for bf16) and the step with each of this
    engine's changes added in turn.
+
+3. **Shape buckets**: real training sees a new batch shape almost every step; bf16 oneDNN
+   kernels are built per shape. Fresh processes on never-seen batches, with and without
+   ``UnpaddedMLM(bucket=True)``, alternated, medians.
 
 Every result records the CPU model and its flags (AVX2 / AVX512-BF16 / AMX). Ratios, not
 absolute times, are what compare across machines; run it alone on an idle machine.
@@ -195,6 +200,46 @@ def breakdown(mc, src: BatchSource, precision: str, steps: int, j0: int) -> dict
             "top_ops_ms": {e.key: e.self_cpu_time_total / 1e3 / steps for e in ops}}
 
 
+def bucket_worker(size: str, precision: str, bucket: bool, steps: int, batch_size: int, max_bytes: int) -> None:
+    """One fresh process: ``steps`` never-seen batches (new shapes, as in real training), with or
+    without shape buckets; prints real tokens/s as JSON."""
+    from miniroberta.data.preprocess import build_dataset
+    vocab_path = str(DATA / "vocab" / "google_zh_vocab.txt")
+    vocab = read_vocab(vocab_path)
+    with tempfile.TemporaryDirectory() as tmp:
+        build_dataset(str(DATA / "corpus" / "cluecorpussmall_sampled.txt"), vocab_path, os.path.join(tmp, "ds"),
+                      seq_length=128, max_bytes=max_bytes, overwrite=True, progress=False)
+        ds = MlmDataset(os.path.join(tmp, "ds"))
+        src = BatchSource(ds, Stream(len(ds), 7), SpecialIds.from_vocab(vocab), MaskingConfig(seed=7),
+                          batch_size, 1, 0, 0, workers=0, pad_multiple=8)
+        model = build_mlm(load_config(size, vocab_size=len(vocab)), init="hf", seed=0).train()
+        tr = Trainer(model, optim=OptimConfig(), total_steps=10 ** 6, device=torch.device("cpu"), precision=precision,
+                     forward=UnpaddedMLM(model, bucket=bucket))
+        task = _Task(True, contextlib.nullcontext())
+        batches = [src.make(j) for j in range(steps + 3)]
+        for b in batches[:3]:
+            tr.train_step([b], task)
+        t0 = time.perf_counter()
+        for b in batches[3:]:
+            tr.train_step([b], task)
+        float(tr.sums.device[0])
+        print(json.dumps({"real_tokens_per_s": sum(b.real_tokens for b in batches[3:]) / (time.perf_counter() - t0)}))
+
+
+def bucket_check(size: str, precision: str, steps: int, rounds: int, batch_size: int, max_bytes: int) -> dict:
+    import subprocess
+    out: dict[str, list[float]] = {"no buckets": [], "shape buckets": []}
+    for _ in range(rounds):
+        for name, flag in (("no buckets", "off"), ("shape buckets", "on")):
+            r = subprocess.run([sys.executable, __file__, "--_bucket_worker", flag, "--sizes", size, "--precisions",
+                                precision, "--steps", str(steps), "--batch_size", str(batch_size),
+                                "--max_bytes", str(max_bytes)], capture_output=True, text=True, check=True)
+            out[name].append(json.loads(r.stdout.strip().splitlines()[-1])["real_tokens_per_s"])
+    med = {k: statistics.median(v) for k, v in out.items()}
+    return {"real_tokens_per_s": med, "runs": out, "speedup": med["shape buckets"] / med["no buckets"],
+            "steps_per_process": steps}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", nargs="+", default=["tiny", "mini", "small"])
@@ -203,8 +248,14 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=3, help="interleaved ablation rounds (medians reported)")
     ap.add_argument("--max_bytes", type=int, default=600_000)
+    ap.add_argument("--bucket_steps", type=int, default=30, help="fresh batches per process in the bucket check")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "profile_step.json"))
+    ap.add_argument("--_bucket_worker", choices=["on", "off"], default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args._bucket_worker:
+        bucket_worker(args.sizes[0], args.precisions[0], args._bucket_worker == "on", args.steps, args.batch_size,
+                      args.max_bytes)
+        return 0
     if not (DATA / "corpus").is_dir():
         print(f"no corpus at {DATA}; this benchmark needs ../shared/data", file=sys.stderr)
         return 2
@@ -237,7 +288,12 @@ def main() -> int:
                 peak = res["peaks_flops"][prec]
                 for v in ab.values():
                     v["mfu"] = fpt * v["real_tokens_per_s"] / peak
-                res["runs"][key] = {"flops_per_token": fpt, "breakdown": bd, "ablation": ab}
+                print(f"[{key}] shape-bucket check (fresh processes, fresh batches) ...", flush=True)
+                bc = bucket_check(size, prec, args.bucket_steps, args.rounds, args.batch_size, args.max_bytes)
+                res["runs"][key] = {"flops_per_token": fpt, "breakdown": bd, "ablation": ab, "bucket_check": bc}
+                print(f"[{key}]   shape buckets on fresh batches: x{bc['speedup']:.2f} "
+                      f"({bc['real_tokens_per_s']['no buckets']:.0f} -> {bc['real_tokens_per_s']['shape buckets']:.0f}"
+                      f" real tok/s)", flush=True)
                 print(f"[{key}] stages (ms/step): " + ", ".join(f"{s} {v:.1f}" for s, v in bd["stages_ms"].items()))
                 for n, v in ab.items():
                     print(f"[{key}]   {n:<24} {v['step_ms']:7.1f} ms  {v['real_tokens_per_s']:8.0f} real tok/s  "

@@ -756,7 +756,7 @@ def _build(files, corpus_path, vocab_path, dataset_path, seq_length, processes_n
     hasher.start()
 
     bar = None
-    if progress:
+    if progress and sys.stderr.isatty():   # no carriage-return bars in redirected logs (the end is logged)
         from tqdm import tqdm
         bar = tqdm(total=total_bytes, unit="B", unit_scale=True, unit_divisor=1000, desc="preprocess",
                    file=sys.stderr, dynamic_ncols=True, smoothing=0.1)

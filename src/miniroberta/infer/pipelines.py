@@ -24,6 +24,7 @@ import torch
 
 from miniroberta.infer.backends import Backend, OnnxBackend, TorchBackend, vocab_beside_onnx
 from miniroberta.modeling.tokenizer import BertTokenizer
+from miniroberta.textio import read_text_lines
 from miniroberta.utils import atomic_write, log
 
 POOLINGS = ("cls", "mean", "sequence")
@@ -59,15 +60,18 @@ def _batches(lengths: list[int], batch_size: int) -> list[list[int]]:
     return [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-def encode_fill_mask(tokenizer: BertTokenizer, texts: Sequence[str], max_length: int) -> list[list[int]]:
+def encode_fill_mask(tokenizer: BertTokenizer, texts: Sequence[str], max_length: int,
+                     names: Sequence[str] | None = None) -> list[list[int]]:
     """``[CLS] text [SEP]`` ids of each text; ValueError naming the first text without a [MASK]
-    or longer than the model takes (the server checks requests with this before batching)."""
+    or longer than the model takes (the server checks requests with this before batching).
+    ``names``: how errors call each text (``file:line`` for ``--input``); default ``text N``."""
     encoded = [[tokenizer.cls_id] + ids + [tokenizer.sep_id] for ids in tokenizer.encode_batch_ids(list(texts))]
     for i, ids in enumerate(encoded):
+        name = names[i] if names is not None else f"text {i + 1}"
         if tokenizer.mask_id not in ids:
-            raise ValueError(f"text {i + 1} has no [MASK] token: {texts[i]!r}")
+            raise ValueError(f"{name} has no [MASK] token: {texts[i]!r}")
         if len(ids) > max_length:
-            raise ValueError(f"text {i + 1} is {len(ids)} tokens long; the model takes at most {max_length}")
+            raise ValueError(f"{name} is {len(ids)} tokens long; the model takes at most {max_length}")
     return encoded
 
 
@@ -288,14 +292,12 @@ def _load(args: argparse.Namespace, task: str) -> tuple[Backend, BertTokenizer]:
                         args.layer_norm, args.device, args.threads)
 
 
-def _read_texts(path: str, keep_blank: bool = False) -> list[str]:
-    """One text per line. ``keep_blank``: blank lines stay (as empty texts) so that output row i is
-    input line i (embed); otherwise they are skipped (fill-mask, where a text needs a [MASK])."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"--input {path}: no such file")
-    with open(path, encoding="utf-8") as f:
-        lines = [line.rstrip("\r\n") for line in f]
-    return lines if keep_blank else [t for t in lines if t.strip()]
+def _read_texts(path: str, keep_blank: bool = False) -> tuple[list[str], list[str]]:
+    """(texts, their ``file:line`` names), one text per line; a non-UTF-8 line is an error naming
+    ``file:line``. ``keep_blank``: blank lines stay (as empty texts) so that output row i is input
+    line i (embed); otherwise they are skipped (fill-mask, where a text needs a [MASK])."""
+    numbered = read_text_lines(path, keep_blank)
+    return [t for _, t in numbered], [f"{path}:{n}" for n, _ in numbered]
 
 
 def configure_fill_mask(p: argparse.ArgumentParser) -> None:
@@ -308,10 +310,13 @@ def configure_fill_mask(p: argparse.ArgumentParser) -> None:
 
 
 def run_fill_mask(args: argparse.Namespace) -> int:
-    texts = list(args.texts) + (_read_texts(args.input) if args.input else [])
+    file_texts, file_names = _read_texts(args.input) if args.input else ([], [])
+    texts = list(args.texts) + file_texts
+    names = [f"text {i + 1}" for i in range(len(args.texts))] + file_names
     if not texts:
         raise ValueError("no texts: pass them as arguments or with --input FILE")
     model, tok = _load(args, "fill-mask")
+    encode_fill_mask(tok, texts, model.info.max_length, names)   # errors name the argument or file:line
     chunk = max(args.batch_size, 1) * 32
     for start in range(0, len(texts), chunk):
         part = texts[start: start + chunk]
@@ -343,7 +348,7 @@ def configure_embed(p: argparse.ArgumentParser) -> None:
 
 
 def run_embed(args: argparse.Namespace) -> int:
-    texts = _read_texts(args.input, keep_blank=True)
+    texts, _ = _read_texts(args.input, keep_blank=True)
     if not texts:
         raise ValueError(f"--input {args.input}: no non-blank lines")
     model, tok = _load(args, "embed")
