@@ -13,8 +13,10 @@ call, cheaper than concatenating three N x 3H activations). Rows are gathered wi
 (``index_add``): the indices are unique, and accumulation is several times slower on CPU.
 
 Shape buckets (CPU): oneDNN builds a kernel for each new matrix shape, and the packed row
-count N (real tokens) and M (masked tokens) differ in every batch, so without care most bf16
-matmuls of a step pay for a fresh kernel (~20 % of a tiny step, measured). With ``bucket``
+count N (real tokens) and M (masked tokens) differ in every batch, so without care many bf16
+matmuls of a step pay for a fresh kernel (the same 30 tiny batches ran 1.2x faster on their
+second pass than their first; buckets measured x1.04 tiny / x1.01 mini on fresh batches --
+docs/performance.md). With ``bucket``
 the packed rows are padded to a multiple of ``BUCKET_ROWS`` with padding positions (masked as
 keys; their outputs are never read, so their gradients are exactly zero) and the masked rows to
 a multiple of ``BUCKET_MASKED`` with rows the loss ignores, so a handful of shapes recur.
