@@ -175,3 +175,53 @@ def test_shape_buckets_change_nothing_but_the_shapes():
     assert out[True][0] == pytest.approx(out[False][0], rel=1e-6) and out[True][1] == out[False][1]
     for n, g in out[False][2].items():
         torch.testing.assert_close(out[True][2][n], g, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_adamw_without_bias_correction_matches_the_reference_update(fused):
+    """correct_bias=False on torch's AdamW == the reference AdamW (UER-py/HF optimization.py,
+    correct_bias=False), written out directly: m, v moments, p -= lr*m/(sqrt(v)+eps), then decay."""
+    from miniroberta.engine.optim import OptimConfig, build_adamw, lr_factor, param_groups, set_lr
+    torch.manual_seed(0)
+    w = torch.nn.Parameter(torch.randn(8, 5))
+    b = torch.nn.Parameter(torch.randn(5))
+    cfg = OptimConfig(learning_rate=1e-3, warmup=0.25, weight_decay=0.01, adam_eps=1e-6, correct_bias=False)
+    opt = build_adamw(param_groups([("w", w), ("b", b)], cfg.weight_decay), cfg)
+    if not fused:
+        opt = torch.optim.AdamW(param_groups([("w", w), ("b", b)], cfg.weight_decay), lr=cfg.learning_rate,
+                                betas=cfg.betas, eps=cfg.adam_eps)
+    ref = [w.detach().clone(), b.detach().clone()]
+    m = [torch.zeros_like(x) for x in ref]
+    v = [torch.zeros_like(x) for x in ref]
+    total = 12
+    for step in range(total):
+        grads = [torch.randn_like(x) for x in ref]
+        lr = cfg.learning_rate * lr_factor(step, total, cfg.warmup)
+        w.grad, b.grad = grads[0].clone(), grads[1].clone()
+        set_lr(opt, lr, cfg, step + 1)
+        opt.step()
+        for i, (g, wd) in enumerate(zip(grads, (cfg.weight_decay, 0.0))):
+            m[i].mul_(0.9).add_(g, alpha=0.1)
+            v[i].mul_(0.999).addcmul_(g, g, value=0.001)
+            ref[i] = ref[i] - lr * m[i] / (v[i].sqrt() + cfg.adam_eps)
+            ref[i] = ref[i] - lr * wd * ref[i]
+    # (the reference decays after the Adam step, torch before it: lr^2*wd-sized differences)
+    torch.testing.assert_close(w.detach(), ref[0], rtol=0, atol=1e-6)
+    torch.testing.assert_close(b.detach(), ref[1], rtol=0, atol=1e-6)
+
+
+def test_bias_correction_changes_the_first_updates():
+    from miniroberta.engine.optim import OptimConfig, build_adamw, param_groups, set_lr
+    out = {}
+    for cb in (True, False):
+        torch.manual_seed(0)
+        p = torch.nn.Parameter(torch.zeros(4, 4))
+        cfg = OptimConfig(learning_rate=1e-3, weight_decay=0.0, correct_bias=cb)
+        opt = build_adamw(param_groups([("p", p)], 0.0), cfg)
+        p.grad = torch.ones(4, 4)
+        set_lr(opt, 1e-3, cfg, 1)
+        opt.step()
+        out[cb] = float(p.detach().abs().max())
+    # corrected: lr * 1 ; uncorrected: lr * 0.1 / (sqrt(0.001) + eps) = lr * 3.16
+    assert out[True] == pytest.approx(1e-3, rel=1e-3)
+    assert out[False] == pytest.approx(1e-3 * 0.1 / (0.001 ** 0.5 + 1e-6), rel=1e-3)

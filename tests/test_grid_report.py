@@ -193,3 +193,68 @@ def test_a_diverged_cell_is_recorded_and_left_out(grid_env, monkeypatch):
     bad = json.loads(Path(cell_path(str(out), Cell("chnsenticorp", 1, 16, 3e-3, 1))).read_text())
     assert "loss became nan" in bad["failed"]
     assert _grid(grid_env, out, seeds=(1,))["cells_run"] == 0       # a failed cell is finished too
+
+
+def test_grid_baseline_arm_runs_the_same_grid_from_random_init_and_report_shows_the_delta(grid_env, tmp_path):
+    out = tmp_path / "gb"
+    s = _grid(grid_env, out, seeds=(1,), baseline=True)
+    b = s["baseline"]
+    assert (out / "no-pretraining" / "summary.json").is_file() and b["model"]["pretrained_model_path"] is None
+    # same architecture, same cells
+    assert b["model"]["name"] == s["model"]["name"] and b["model"]["num_parameters"] == s["model"]["num_parameters"]
+    assert [r["setting"] for r in b["tasks"]["chnsenticorp"]["settings"]] == \
+        [r["setting"] for r in s["tasks"]["chnsenticorp"]["settings"]]
+    want = 100 * (s["tasks"]["chnsenticorp"]["best"]["best_dev_acc_mean"]
+                  - b["tasks"]["chnsenticorp"]["best"]["best_dev_acc_mean"])
+    assert s["delta"]["chnsenticorp"] == pytest.approx(want)
+    # the grid directory alone brings both rows and the delta into the report
+    rep = build_report([str(out)], reference=False, model_names=["tiny", "tiny · no pretraining"])
+    kinds = [r["kind"] for r in rep["rows"]]
+    assert kinds == ["pretrained", "no-pretraining", "delta"]
+    d = rep["rows"][2]
+    assert d["scores"]["chnsenticorp"] == pytest.approx(want) and d["score"] is None  # one task: partial
+    assert "no pretraining" in rep["markdown"] and "Δ tiny − no pretraining" in rep["markdown"]
+    # a second run resumes both arms without re-running a cell
+    s2 = _grid(grid_env, out, seeds=(1,), baseline=True)
+    assert s2["cells_run"] == 0 and s2["baseline"]["cells_run"] == 0
+
+
+def test_report_delta_row_values_and_plot_styles(tmp_path):
+    full = dict(book_review=0.85, chnsenticorp=0.92, lcqmc=0.83, tnews=0.60, iflytek=0.50, ocnli=0.62)
+    none = {t: v - 0.05 for t, v in full.items()}
+    a = _summary(tmp_path, "pre", full, 3_000_000)
+    b = _summary(tmp_path, "none", none, 3_000_000)
+    sb = json.loads((b / "summary.json").read_text())
+    sb["model"]["pretrained_model_path"] = None
+    sb["model"]["name"] = "none"
+    sa = json.loads((a / "summary.json").read_text())
+    sa["model"]["name"] = sb["model"]["name"] = "L2_H128"
+    sa["baseline"] = sb
+    (a / "summary.json").write_text(json.dumps(sa))
+    rep = build_report([str(a)], out_dir=str(tmp_path / "rep"), reference=True)
+    delta = next(r for r in rep["rows"] if r["kind"] == "delta")
+    assert delta["score"] == pytest.approx(5.0) and delta["tasks_better"] == 6
+    line = next(l for l in rep["markdown"].splitlines() if "Δ" in l)
+    assert "| +5.0 |" in line
+    csv_rows = list(csv.DictReader(io.StringIO(rep["csv"])))
+    assert [r["kind"] for r in csv_rows[:3]] == ["pretrained", "no-pretraining", "delta"]
+    assert (tmp_path / "rep" / "score_vs_size.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_max_train_tokens_subsamples_by_budget_and_marks_it():
+    import numpy as np
+    from miniroberta.data.tasks import subsample_tokens
+    lengths = np.arange(1, 101)
+    assert subsample_tokens(lengths, int(lengths.sum())) is None          # everything fits: the whole set
+    idx = subsample_tokens(lengths, 1000, seed=0)
+    assert idx is not None and lengths[idx].sum() <= 1000 and (np.diff(idx) > 0).all()
+    # the cut is the longest prefix of a fixed order: one more example would pass the budget
+    order = np.random.RandomState(0).permutation(100)
+    assert lengths[order[:len(idx) + 1]].sum() > 1000
+    assert np.array_equal(idx, subsample_tokens(lengths, 1000, seed=0))   # deterministic
+
+
+def test_grid_with_max_train_tokens_records_the_subsample(grid_env, tmp_path):
+    s = _grid(grid_env, tmp_path / "gt", seeds=(1,), lr_list=(1e-3,), finetune_overrides={"max_train_tokens": 200})
+    t = s["tasks"]["chnsenticorp"]
+    assert t["subsampled"] and 0 < t["n_train"] < 48

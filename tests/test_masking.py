@@ -178,3 +178,20 @@ def test_mask_tokens_rejects_bad_config():
     ids = np.array([[CLS, 10, 11, SEP]])
     out, sel = mask_tokens(ids, np.array([4]), np.array([0]), 0, SP, MaskingConfig())
     assert sel.sum() == 1 and not sel[0, 0] and not sel[0, 3]
+
+
+def test_eval_masks_are_all_mask_fixed_and_independent_of_the_training_settings():
+    from miniroberta.data.masking import eval_masking
+    inst = make(64, seed=3)
+    ev = collate(inst, range(64), EVAL_EPOCH, SP, eval_masking())
+    flat = ev.input_ids.reshape(-1)
+    pos = np.asarray(ev.masked_positions).reshape(-1)
+    assert len(pos) > 0 and (flat[pos] == SP.mask).all()     # no 80/10/10: every chosen position is [MASK]
+    assert (flat == SP.mask).sum() == len(pos)
+    # the same positions whatever the training run's seed or rate
+    again = collate(inst, range(64), EVAL_EPOCH, SP, eval_masking())
+    assert np.array_equal(again.input_ids, ev.input_ids)
+    tr = collate(inst, range(64), EVAL_EPOCH, SP, MaskingConfig(mask_rate=0.15, seed=123))
+    tpos = np.asarray(tr.masked_positions).reshape(-1)
+    assert not np.array_equal(tpos, pos)
+    assert (tr.input_ids.reshape(-1)[tpos] != SP.mask).any()  # training masks keep/replace some

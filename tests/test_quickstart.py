@@ -17,7 +17,7 @@ pytestmark = pytest.mark.skipif(not (DATA / "corpus").is_dir() or not (DATA / "v
 def test_quickstart_end_to_end(tmp_path, capsys):
     out = tmp_path / "qs"
     rc = cli.main(["quickstart", "--out", str(out), "--steps", "12", "--batch_size", "8", "--seq_length", "64",
-                   "--max_bytes", "150000", "--threads", "1", "--no_progress"])
+                   "--max_bytes", "150000", "--threads", "1", "--no_progress", "--no_compare"])
     assert rc == 0
     text = capsys.readouterr().out
     s = json.loads((out / "summary.json").read_text(encoding="utf-8"))
@@ -43,3 +43,26 @@ def test_quickstart_without_data_says_what_to_pass(tmp_path, capsys):
     rc = cli.main(["quickstart", "--out", str(tmp_path / "x"), "--corpus", str(tmp_path / "missing.txt"),
                    "--steps", "1"])
     assert rc == 2 and "--corpus" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not (DATA / "tasks" / "chnsenticorp").is_dir(), reason="no chnsenticorp")
+def test_quickstart_compare_fine_tunes_both_arms_with_the_same_settings(tmp_path, monkeypatch):
+    """Step 5 on a small slice: the pretrained model and the random init of the same architecture."""
+    from miniroberta.study import quickstart as qs
+    from miniroberta.modeling.tokenizer import read_vocab
+    import torch
+    from miniroberta.modeling.config import preset
+    from miniroberta.modeling.bert import build_mlm
+    from miniroberta.interop.export import export_checkpoint
+    from miniroberta.interop.checkpoint import save_native
+    vocab = DATA / "vocab" / "google_zh_vocab.txt"
+    mc = preset("tiny", vocab_size=len(read_vocab(str(vocab))))
+    torch.manual_seed(0)
+    model = build_mlm(mc)
+    save_native(str(tmp_path / "m.bin"), model.state_dict(), mc, {"step": 0})
+    export_checkpoint(str(tmp_path / "m.bin"), str(tmp_path / "hf"), vocab_path=str(vocab), type="mlm", overwrite=True)
+    monkeypatch.setitem(qs.COMPARE, "max_train_examples", 64)
+    monkeypatch.setitem(qs.COMPARE, "epochs_num", 1)
+    res = qs.compare_with_random_init(str(tmp_path / "hf"), str(DATA / "tasks"), 1, "fp32")
+    assert set(res) == {"pretrained", "random_init", "wall_time_s"}
+    assert 0.0 <= res["pretrained"] <= 1.0 and 0.0 <= res["random_init"] <= 1.0

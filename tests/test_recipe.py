@@ -56,7 +56,7 @@ def test_overrides_layer_in_order(tmp_path):
     assert r["stage1"]["batch_size"] == load_recipe("cpu-smoke")["stage1"]["batch_size"]  # preset kept
     assert r["grid"]["epochs"] == [2]                 # a scalar becomes a one-element list
     assert r["grid"]["tasks"] == ["ocnli", "lcqmc"]
-    assert r["stage2"]["bf16"] is True and r["data"]["corpus"] == "/some/dir/x.txt"
+    assert r["stage2"]["precision"] == "bf16" and r["data"]["corpus"] == "/some/dir/x.txt"  # bf16=true: alias
     assert r["sources"][:3] == ["reference", "preset:cpu-smoke", f"file:{f}"]
 
 
@@ -73,6 +73,10 @@ def test_int_accepted_for_float_and_float_for_int():
     ("stage1.total_steps=0", "must be positive"),
     ("stage1.total_steps=1.5", "must be an integer"),
     ("stage1.bf16=1", "must be a boolean"),
+    ("stage1.precision=fp16", "precision must be"),
+    ("stage1.correct_bias=1", "must be a boolean"),
+    ("stage1.mask_rate=0", "mask_rate"),
+    ("grid.max_train_tokens=-1", "max_train_tokens"),
     ("stage1.warmup=1.5", "warmup"),
     ("stage1.seq_length=1024", "512"),
     ("grid.tasks=[\"cmnli\"]", "unknown task"),

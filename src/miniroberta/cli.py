@@ -39,6 +39,8 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
                 "label unlabeled files with a fine-tuned model (CLUE submission format)"),
     "reproduce": ("miniroberta.study.reproduce", "configure", "run",
                   "run the whole reference study (preprocess, 2-stage pretrain, export, grid, report)"),
+    "sweep": ("miniroberta.study.sweep", "configure", "run",
+              "short pretraining runs at one token budget, scored by held-out MLM loss: find a recipe"),
     "presets": ("miniroberta.cli", "configure_presets", "run_presets",
                 "list the 24 model sizes and their parameter counts"),
 }

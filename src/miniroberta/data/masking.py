@@ -36,6 +36,8 @@ import numpy as np
 
 # reserved mask epoch for held-out evaluation: fixed masks, never reached by training epochs
 EVAL_EPOCH = (1 << 32) - 1
+# seed of the held-out masks: the same positions for every run, whatever its training seed
+EVAL_SEED = 20260101
 
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
@@ -175,6 +177,15 @@ class Batch:
                 t = t.pin_memory()
             out[name] = t.to(device, non_blocking=True) if device is not None else t
         return out
+
+
+def eval_masking(mask_rate: float = 0.15) -> MaskingConfig:
+    """Masks of the held-out evaluation: token-level, ``mask_rate`` of each window (the
+    reference's budget, ``max(1, round(rate * length))`` from the non-special tokens), a fixed
+    seed, and **every** chosen position replaced by ``[MASK]`` -- the 80/10/10 noise of training
+    would let a model score on the 10 % of positions that show their own token. Independent of
+    the training run's seed, mask rate and masking scheme, so any two runs compare."""
+    return MaskingConfig(mask_rate=mask_rate, seed=EVAL_SEED, dynamic=True, replace_mask=1.0, replace_random=0.0)
 
 
 def _budget(n: np.ndarray, rate: float, n_cand: np.ndarray) -> np.ndarray:
@@ -321,4 +332,4 @@ def collate(instances: Sequence[np.ndarray], indices: Sequence[int], epochs: Seq
 
 
 __all__ = ["MaskingConfig", "SpecialIds", "Batch", "mask_tokens", "collate", "ordinary_token_ids",
-           "instance_keys", "position_uniform", "EVAL_EPOCH"]
+           "instance_keys", "position_uniform", "EVAL_EPOCH", "EVAL_SEED", "eval_masking"]

@@ -503,6 +503,17 @@ def subsample(n: int, k: int | None, seed: int = 0) -> np.ndarray | None:
     return np.sort(rng.choice(n, size=k, replace=False))
 
 
-__all__ = ["TaskSpec", "TASKS", "TASK_NAMES", "TaskFiles", "TaskData", "TaskDataError", "LabelMap", "Encoded",
+def subsample_tokens(lengths: np.ndarray, budget: int | None, seed: int = 0) -> np.ndarray | None:
+    """Deterministic subset (sorted indices) whose token count fits ``budget``: a fixed random
+    order, cut where the running sum of ``lengths`` would pass the budget; None when all fit."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    if budget is None or int(lengths.sum()) <= int(budget):
+        return None
+    order = np.random.RandomState(seed).permutation(len(lengths))
+    k = int(np.searchsorted(np.cumsum(lengths[order]), int(budget), side="right"))
+    return np.sort(order[:max(1, k)])
+
+
+__all__ = ["subsample_tokens", "TaskSpec", "TASKS", "TASK_NAMES", "TaskFiles", "TaskData", "TaskDataError", "LabelMap", "Encoded",
            "resolve_task", "read_examples", "encode_data", "cached_encode", "parse_tasks", "default_data_dir",
            "default_vocab_path", "default_cache_dir", "subsample", "detect_format"]

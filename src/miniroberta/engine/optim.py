@@ -21,6 +21,7 @@ class OptimConfig:
     adam_eps: float = 1e-6
     betas: tuple[float, float] = (0.9, 0.999)
     grad_clip: float = 0.0       # max global grad norm; 0 = off (the reference never clips)
+    correct_bias: bool = True    # Adam bias correction; UER-py pretrains with it off (correct_bias=False)
 
     def validate(self) -> None:
         if not self.learning_rate > 0:
@@ -59,9 +60,28 @@ def lr_factor(step: int, total: int, warmup: float) -> float:
     return max(0.0, (total - step) / max(1, total - w))
 
 
-def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+def set_lr(optimizer: torch.optim.Optimizer, lr: float, cfg: OptimConfig | None = None, update: int = 1) -> None:
+    """Set the learning rate of the coming update (``update``: its 1-based index, what the
+    optimizer's own step counter will read).
+
+    ``cfg.correct_bias=False`` gives the update of the reference's AdamW without bias
+    correction, ``p -= lr * m / (sqrt(v) + eps)`` plus decoupled decay ``lr * wd * p``, on torch's
+    (fused) AdamW, which always corrects: with ``b1 = 1 - beta1^t`` and ``b2 = 1 - beta2^t`` it
+    computes ``lr' / b1 * m / (sqrt(v) / sqrt(b2) + eps')``, so ``lr' = lr * b1 / sqrt(b2)``,
+    ``eps' = eps / sqrt(b2)`` and ``wd' = wd * lr / lr'`` give exactly the uncorrected step (the
+    reference decays after the Adam step, torch before it: a difference of order lr^2 * wd)."""
+    if cfg is None or cfg.correct_bias:
+        for g in optimizer.param_groups:
+            g["lr"] = lr
+        return
+    beta1, beta2 = cfg.betas
+    b1, b2s = 1.0 - beta1 ** update, (1.0 - beta2 ** update) ** 0.5
+    ratio = b2s / b1                      # lr / lr'
     for g in optimizer.param_groups:
-        g["lr"] = lr
+        base_wd = g.setdefault("base_weight_decay", g["weight_decay"])
+        g["lr"] = lr / ratio
+        g["eps"] = cfg.adam_eps / b2s
+        g["weight_decay"] = base_wd * ratio
 
 
 __all__ = ["OptimConfig", "param_groups", "build_adamw", "lr_factor", "set_lr"]

@@ -145,7 +145,7 @@ class Trainer:
             scale = self.world_size / count.clamp(min=1.0)   # DDP averages gradients over ranks
         else:
             scale = 1.0 / max(1, units)
-        set_lr(self.optimizer, self.lr)
+        set_lr(self.optimizer, self.lr, self.cfg, self.step + 1)
         for i, b in enumerate(micro):
             sync = self.forward.no_sync() if self.distributed and i < len(micro) - 1 else contextlib.nullcontext()
             with sync:

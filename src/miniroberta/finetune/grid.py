@@ -32,13 +32,14 @@ from miniroberta.interop.export import resolve_vocab
 from miniroberta.outputs import claim_output
 from miniroberta.utils import atomic_write_json, format_duration, log, sha256_bytes, sha256_file
 
+BASELINE_DIR = "no-pretraining"   # OUT/no-pretraining: the same grid from random init (--baseline)
 DEFAULT_EPOCHS = (3, 5, 8)
 DEFAULT_BATCHES = (32, 64)
 DEFAULT_LRS = (3e-5, 1e-4, 3e-4)
 _CELL_KEYS = ("best_epoch", "best_dev_acc", "last_dev_acc", "macro_f1", "best_dev_macro_f1", "last_dev_macro_f1",
               "n_train", "n_dev", "n_train_file", "n_dev_file", "note", "subsampled", "labels",
               "train_time_s", "wall_time_s", "device", "threads", "steps", "train_dropped", "dev_dropped",
-              "train_skipped", "dev_skipped", "max_train_examples", "max_dev_examples")
+              "train_skipped", "dev_skipped", "max_train_examples", "max_train_tokens", "max_dev_examples")
 
 
 @dataclass(frozen=True)
@@ -132,14 +133,44 @@ def run_grid(pretrained_model_path: str | None, tasks: Sequence[str] | str, data
              seq_length: int = 128, jobs: int = 1, max_train_examples: int | None = None,
              max_dev_examples: int | None = None, device: str | None = None, progress: bool = True,
              config_path: str | None = None, cache_dir: str | None = None, threads: int | None = None,
-             finetune_overrides: dict[str, Any] | None = None, overwrite: bool = False) -> dict[str, Any]:
+             finetune_overrides: dict[str, Any] | None = None, overwrite: bool = False,
+             baseline: bool = False) -> dict[str, Any]:
     """Run every pending cell, then summarise; see the module docstring. Returns the summary.
     The grid folder is claimed for the run (a second grid on it fails at once naming the first);
-    an existing grid is resumed, or with ``overwrite`` moved aside to ``<out>.old-<time>``."""
+    an existing grid is resumed, or with ``overwrite`` moved aside to ``<out>.old-<time>``.
+
+    ``baseline``: also run the same grid (cells, seeds, data, budget) on the same architecture
+    from random initialisation, in ``OUT/no-pretraining`` -- the no-pretraining arm that says what
+    the pretraining bought; its summary is ``summary["baseline"]`` and ``report`` shows it beside
+    the pretrained model with the difference per task."""
     with claim_output(out_dir, resume=not overwrite, overwrite=overwrite, command="grid", what="a grid"):
-        return _run_grid(pretrained_model_path, tasks, data_dir, out_dir, epochs_list, batch_list, lr_list, seeds,
-                         vocab_path, seq_length, jobs, max_train_examples, max_dev_examples, device, progress,
-                         config_path, cache_dir, threads, finetune_overrides)
+        summary = _run_grid(pretrained_model_path, tasks, data_dir, out_dir, epochs_list, batch_list, lr_list, seeds,
+                            vocab_path, seq_length, jobs, max_train_examples, max_dev_examples, device, progress,
+                            config_path, cache_dir, threads, finetune_overrides)
+        if baseline and pretrained_model_path:
+            from miniroberta.interop.checkpoint import load_weights
+            base_dir = os.path.join(out_dir, BASELINE_DIR)
+            os.makedirs(base_dir, exist_ok=True)
+            mcfg, _, _ = load_weights(pretrained_model_path, config_path=config_path)
+            cfg_file = os.path.join(base_dir, "config.json")
+            atomic_write_json(cfg_file, mcfg.to_dict())
+            vocab = resolve_vocab(pretrained_model_path, vocab_path)
+            (log if progress else (lambda *_a, **_k: None))(
+                f"grid: the no-pretraining arm ({mcfg.name} from random init, same grid) -> {base_dir}")
+            with claim_output(base_dir, resume=True, command="grid", what="a grid"):
+                summary["baseline"] = _run_grid(
+                    None, tasks, data_dir, base_dir, epochs_list, batch_list, lr_list, seeds, vocab, seq_length, jobs,
+                    max_train_examples, max_dev_examples, device, progress, cfg_file, cache_dir, threads,
+                    finetune_overrides)
+            summary["delta"] = {t: 100 * (summary["tasks"][t]["best"]["best_dev_acc_mean"]
+                                          - summary["baseline"]["tasks"][t]["best"]["best_dev_acc_mean"])
+                                for t in summary["tasks"] if t in summary["baseline"]["tasks"]}
+            atomic_write_json(os.path.join(out_dir, "summary.json"), summary)
+            for t, d in summary["delta"].items():
+                (log if progress else (lambda *_a, **_k: None))(
+                    f"{t}: pretrained {100 * summary['tasks'][t]['best']['best_dev_acc_mean']:.2f} vs no pretraining "
+                    f"{100 * summary['baseline']['tasks'][t]['best']['best_dev_acc_mean']:.2f} ({d:+.2f})")
+        return summary
 
 
 def _run_grid(pretrained_model_path, tasks, data_dir, out_dir, epochs_list, batch_list, lr_list, seeds, vocab_path,
@@ -354,6 +385,12 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None)
     p.add_argument("--cache_dir", default=None)
     p.add_argument("--amp", action="store_true", help="bf16 autocast in every cell (GPU)")
+    p.add_argument("--baseline", action="store_true",
+                   help="also run the same grid from random init (no pretraining) in OUT/no-pretraining; report "
+                        "shows it beside the model with the difference per task")
+    p.add_argument("--max_train_tokens", type=int, default=None,
+                   help="per task, train on the largest deterministic subsample whose real tokens per epoch fit "
+                        "this budget (marked †); a task that fits is used whole")
     p.add_argument("--overwrite", action="store_true",
                    help="move an existing grid in --out aside to OUT.old-<time> and start over (default: resume it)")
     p.add_argument("--no_progress", action="store_true")
@@ -368,13 +405,17 @@ def run(args: argparse.Namespace) -> int:
         seeds=_parse_list(args.seeds, int, (7,)), vocab_path=args.vocab_path, seq_length=args.seq_length,
         jobs=args.jobs, max_train_examples=args.max_train_examples, max_dev_examples=args.max_dev_examples,
         device=args.device, progress=not args.no_progress, config_path=args.config_path, cache_dir=args.cache_dir,
-        threads=args.threads, finetune_overrides={"amp": True} if args.amp else None, overwrite=args.overwrite)
+        threads=args.threads, finetune_overrides={**({"amp": True} if args.amp else {}),
+                                                  **({"max_train_tokens": args.max_train_tokens}
+                                                     if args.max_train_tokens else {})} or None,
+        overwrite=args.overwrite, baseline=args.baseline)
     best = {t: dict(setting=s["best"]["setting"], best_dev_acc=s["best"]["best_dev_acc_mean"],
                     last_dev_acc=s["best"]["last_dev_acc_mean"]) for t, s in summary["tasks"].items()}
+    extra = {"no_pretraining_delta": summary["delta"]} if "delta" in summary else {}
     print(json.dumps(dict(out=os.path.abspath(args.out), best=best, cells_run=summary["cells_run"],
-                          cells_skipped=summary["cells_skipped"]), indent=2))
+                          cells_skipped=summary["cells_skipped"], **extra), indent=2))
     return 0
 
 
-__all__ = ["run_grid", "summarize", "Cell", "cell_path", "model_fingerprint", "configure", "run",
+__all__ = ["BASELINE_DIR", "run_grid", "summarize", "Cell", "cell_path", "model_fingerprint", "configure", "run",
            "DEFAULT_EPOCHS", "DEFAULT_BATCHES", "DEFAULT_LRS"]

@@ -64,15 +64,18 @@ def _collect(path: str) -> list[tuple[str, dict[str, Any]]]:
     if p.is_file():
         d = _load_json(p)
         if d.get("kind") == "miniroberta-grid":
-            return [("grid", d)]
+            return _with_baseline(d)
         if "best_dev_acc" in d and "task" in d:
             return [("result", d)]
         raise ValueError(f"{path}: neither a grid summary.json nor a finetune result.json")
     if (p / "summary.json").is_file():
-        return [("grid", _load_json(p / "summary.json"))]
+        return _with_baseline(_load_json(p / "summary.json"))
     if (p / "cells").is_dir():
-        from miniroberta.finetune.grid import summarize
-        return [("grid", summarize(str(p)))]
+        from miniroberta.finetune.grid import BASELINE_DIR, summarize
+        out = [("grid", summarize(str(p)))]
+        if (p / BASELINE_DIR / "cells").is_dir():
+            out.append(("grid", summarize(str(p / BASELINE_DIR))))
+        return out
     if (p / "result.json").is_file():
         return [("result", _load_json(p / "result.json"))]
     found = sorted(p.glob("**/summary.json")) + sorted(p.glob("**/result.json"))
@@ -81,6 +84,14 @@ def _collect(path: str) -> list[tuple[str, dict[str, Any]]]:
     out: list[tuple[str, dict[str, Any]]] = []
     for f in found:
         out.extend(_collect(str(f)))
+    return out
+
+
+def _with_baseline(summary: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """A grid summary and, if it was run with ``--baseline``, its no-pretraining arm."""
+    out = [("grid", summary)]
+    if isinstance(summary.get("baseline"), dict):
+        out.append(("grid", summary["baseline"]))
     return out
 
 
@@ -150,12 +161,41 @@ def load_models(inputs: Sequence[str], model_names: Sequence[str] | None = None,
         complete = len(scores) == len(TASK_COLUMNS)
         mean = sum(scores.values()) / len(scores) if scores else None
         out.append(dict(name=model_names[i] if model_names else _default_name(m["model"]), reference=False,
+                        kind="pretrained" if (m["model"] or {}).get("pretrained_model_path") else "no-pretraining",
                         num_parameters=(m["model"] or {}).get("num_parameters"),
                         model_name=(m["model"] or {}).get("name"),
                         pretrained_model_path=(m["model"] or {}).get("pretrained_model_path"),
                         score=mean if complete else None, score_partial=None if complete else mean,
                         n_tasks=len(scores), scores=scores, details=m["tasks"], sources=m["sources"],
                         extra_tasks=sorted(set(m["tasks"]) - set(TASK_COLUMNS))))
+    return with_deltas(out)
+
+
+def with_deltas(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each pretrained model followed by the no-pretraining row of the same architecture (if any)
+    and a Δ row: pretrained minus no pretraining, per task and for the mean over the tasks both have."""
+    base = {r["model_name"]: r for r in rows if r["kind"] == "no-pretraining"}
+    used: set[int] = set()
+    out: list[dict[str, Any]] = []
+    for r in rows:
+        if r["kind"] != "pretrained":
+            continue
+        out.append(r)
+        b = base.get(r["model_name"])
+        if b is None:
+            continue
+        used.add(id(b))
+        out.append(b)
+        common = [t for t in TASK_COLUMNS if t in r["scores"] and t in b["scores"]]
+        delta = {t: r["scores"][t] - b["scores"][t] for t in common}
+        mean = sum(delta.values()) / len(delta) if delta else None
+        full = len(common) == len(TASK_COLUMNS)
+        out.append(dict(name=f"Δ {r['name']} − no pretraining", reference=False, kind="delta",
+                        model_name=r["model_name"], num_parameters=None, pretrained_model_path=None,
+                        score=mean if full else None, score_partial=None if full else mean, n_tasks=len(delta),
+                        scores=delta, details={}, sources=[], extra_tasks=[],
+                        tasks_better=sum(1 for v in delta.values() if v > 0)))
+    out += [r for r in rows if r["kind"] == "no-pretraining" and id(r) not in used]
     return out
 
 
@@ -163,15 +203,15 @@ def reference_rows() -> list[dict[str, Any]]:
     rows = []
     for name, r in REFERENCE_SCORES.items():
         scores = {t: r[t] for t in TASK_COLUMNS}
-        rows.append(dict(name=f"UER {name} [reference]", reference=True, num_parameters=_reference_params(r["preset"]),
+        rows.append(dict(name=f"UER {name} [reference]", reference=True, kind="reference", num_parameters=_reference_params(r["preset"]),
                          model_name=r["preset"], score=r["score"], score_partial=None, n_tasks=6, scores=scores,
                          details={}, sources=[REFERENCE_SOURCE]))
     return rows
 
 
 # --------------------------------------------------------------------------------- rendering
-def _fmt(x: float | None) -> str:
-    return DASH if x is None else f"{x:.1f}"
+def _fmt(x: float | None, signed: bool = False) -> str:
+    return DASH if x is None else (f"{x:+.1f}" if signed else f"{x:.1f}")
 
 
 def render_markdown(rows: list[dict[str, Any]], metric: str = "best") -> str:
@@ -181,10 +221,11 @@ def render_markdown(rows: list[dict[str, Any]], metric: str = "best") -> str:
     partial = subsampled = multi_seed = False
     iflytek_note = ""
     for r in rows:
+        signed = r.get("kind") == "delta"
         if r["score"] is not None:
-            score = _fmt(r["score"])
+            score = _fmt(r["score"], signed)
         elif r["score_partial"] is not None:
-            score = f"({r['score_partial']:.1f})"
+            score = f"({_fmt(r['score_partial'], signed)})"
             partial = True
         else:
             score = DASH
@@ -192,7 +233,7 @@ def render_markdown(rows: list[dict[str, Any]], metric: str = "best") -> str:
         for t in TASK_COLUMNS:
             v = r["scores"].get(t)
             d = r["details"].get(t, {})
-            c = _fmt(v)
+            c = _fmt(v, signed)
             if v is not None and d.get("n_seeds", 1) > 1:
                 c += f" ± {d['std']:.1f}"
                 multi_seed = True
@@ -203,7 +244,8 @@ def render_markdown(rows: list[dict[str, Any]], metric: str = "best") -> str:
                 c += "‡"
                 iflytek_note = d["note"]
             cells.append(c)
-        lines.append(f"| {r['name']} | {score} | " + " | ".join(cells) + " |")
+        name = f"*{r['name']}*" if signed else r["name"]
+        lines.append(f"| {name} | {score} | " + " | ".join(cells) + " |")
     notes.append(f"Dev accuracy × 100, {'best epoch' if metric == 'best' else 'last epoch'} of the best grid setting "
                  f"(selected on dev{' by last-epoch accuracy' if metric == 'last' else ''}); Score = mean of the six tasks.")
     if partial:
@@ -211,8 +253,13 @@ def render_markdown(rows: list[dict[str, Any]], metric: str = "best") -> str:
                      f"{DASH} = task not run.")
     if multi_seed:
         notes.append("a ± b = mean ± standard deviation over seeds.")
+    if any(r.get("kind") == "delta" for r in rows):
+        notes.append("no pretraining = the same architecture from random initialisation, fine-tuned with the same grid, "
+                     "data, budget and seeds; Δ = pretrained minus no pretraining (points of accuracy).")
     if subsampled:
-        notes.append("† trained/evaluated on a deterministic subsample (smoke run) -- not a real score.")
+        notes.append("† trained on a deterministic subsample of the train set (a compute budget: "
+                     "`max_train_tokens`/`max_train_examples`) or scored on a dev subsample; see report.json for "
+                     "the sizes. Comparable within this table, not with full-data scores.")
     if iflytek_note:
         notes.append(f"‡ {iflytek_note}.")
     if any(r["reference"] for r in rows):
@@ -223,44 +270,55 @@ def render_markdown(rows: list[dict[str, Any]], metric: str = "best") -> str:
 def render_csv(rows: list[dict[str, Any]]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["Model", "Score", *TASK_COLUMNS, "score_partial", "n_tasks", "num_parameters", "reference"])
+    w.writerow(["Model", "Score", *TASK_COLUMNS, "score_partial", "n_tasks", "num_parameters", "reference", "kind"])
     for r in rows:
         w.writerow([r["name"], "" if r["score"] is None else f"{r['score']:.2f}",
                     *["" if r["scores"].get(t) is None else f"{r['scores'][t]:.2f}" for t in TASK_COLUMNS],
                     "" if r["score_partial"] is None else f"{r['score_partial']:.2f}", r["n_tasks"],
-                    r["num_parameters"] or "", int(r["reference"])])
+                    r["num_parameters"] or "", int(r["reference"]), r.get("kind", "reference")])
     return buf.getvalue()
 
 
 def plot_score_vs_size(rows: list[dict[str, Any]], path: str) -> str | None:
-    pts = [r for r in rows if r.get("num_parameters") and (r["score"] is not None or r["score_partial"] is not None)]
+    """Score against parameters: our pretrained models (blue circles), their no-pretraining arm
+    (orange crosses, dotted), the UER reference (grey squares). A hollow marker is a point that
+    is not a full score: a partial mean, or a task trained on a subsample (†)."""
+    pts = [r for r in rows if r.get("kind") != "delta" and r.get("num_parameters")
+           and (r["score"] is not None or r["score_partial"] is not None)]
     if len(pts) < 2 or not plots_available("report", "score_vs_size.png"):
         return None
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    for ref in (True, False):
-        sel = [r for r in pts if r["reference"] == ref]
+    styles = {"pretrained": ("o", "-", "tab:blue", "pretrained (ours)"),
+              "no-pretraining": ("X", ":", "tab:orange", "no pretraining (same grid)"),
+              "reference": ("s", "--", "gray", "UER reference")}
+    fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
+    for kind, (marker, line, color, label) in styles.items():
+        sel = sorted((r for r in pts if r.get("kind", "reference" if r["reference"] else "pretrained") == kind),
+                     key=lambda r: r["num_parameters"])
         if not sel:
             continue
-        sel.sort(key=lambda r: r["num_parameters"])
         xs = [r["num_parameters"] / 1e6 for r in sel]
         ys = [r["score"] if r["score"] is not None else r["score_partial"] for r in sel]
-        ax.plot(xs, ys, "--" if ref else "-", color="gray" if ref else "tab:blue", alpha=0.6)
-        for r, x, y in zip(sel, xs, ys):
-            full = r["score"] is not None
-            ax.scatter([x], [y], marker="s" if ref else "o", s=40, color="gray" if ref else "tab:blue",
-                       facecolors=None if full else "none")
-            ax.annotate(r["model_name"] or r["name"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        ax.plot(xs, ys, line, color=color, alpha=0.6)
+        for i, (r, x, y) in enumerate(zip(sel, xs, ys)):
+            sub = any(d.get("subsampled") for d in r.get("details", {}).values())
+            full = r["score"] is not None and not sub
+            ax.scatter([x], [y], marker=marker, s=46, color=color, facecolors=color if full else "none",
+                       label=label if i == 0 else None, zorder=3)
+            ax.annotate((r["model_name"] or r["name"]) + ("†" if sub else ""), (x, y), textcoords="offset points",
+                        xytext=(4, 4), fontsize=7, annotation_clip=False)
     ax.set_xscale("log")
+    ax.margins(x=0.12, y=0.08)          # room for the labels of the outermost points
     ax.set_xlabel("parameters (millions, encoder + pooler)")
     ax.set_ylabel("Score (mean dev accuracy of six tasks)")
-    ax.set_title("Score vs model size (squares: UER reference; hollow: partial)")
+    ax.set_title("Score vs model size (hollow: partial mean or † subsampled train set)", fontsize=10)
     ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     with atomic_write(path, "wb") as f:
-        fig.savefig(f, format="png")
+        fig.savefig(f, format="png", bbox_inches="tight")
     plt.close(fig)
     return path
 

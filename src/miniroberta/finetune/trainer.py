@@ -70,6 +70,7 @@ class FinetuneConfig:
     label_field: str | None = None
     skip_bad_rows: bool = False
     max_train_examples: int | None = None
+    max_train_tokens: int | None = None          # train on a deterministic subsample of at most this many real tokens
     max_dev_examples: int | None = None
     cache_dir: str | None = None                 # "" disables the tokenization cache
     # training
@@ -338,6 +339,10 @@ def _prepare_data(cfg: FinetuneConfig, say) -> dict[str, Any]:
     enc_train = T.cached_encode(tok, train, cfg.seq_length, cfg.truncation, cfg.cache_dir, reader_key)
     enc_dev = T.cached_encode(tok, dev, cfg.seq_length, cfg.truncation, cfg.cache_dir, reader_key)
     sub_tr = T.subsample(len(train), cfg.max_train_examples, seed=0)
+    if cfg.max_train_tokens:
+        if sub_tr is not None:
+            raise ValueError("give --max_train_examples or --max_train_tokens, not both")
+        sub_tr = T.subsample_tokens(np.diff(enc_train.offsets), cfg.max_train_tokens, seed=0)
     sub_dev = T.subsample(len(dev), cfg.max_dev_examples, seed=1)
     if sub_tr is not None:
         enc_train, y_train = enc_train.subset(sub_tr), y_train[sub_tr]
@@ -437,8 +442,8 @@ def _finish(cfg, d, task: ClassifierTask, model, mcfg, n_params, init_info, trai
         text_fields=list(train.text_fields), labels=labels.labels, num_labels=len(labels),
         n_train=task.n, n_dev=len(d["enc_dev"]), n_train_file=len(train), n_dev_file=len(dev),
         train_skipped=train.skipped, dev_skipped=dev.skipped, train_dropped=train.dropped, dev_dropped=dev.dropped,
-        max_train_examples=cfg.max_train_examples, max_dev_examples=cfg.max_dev_examples,
-        subsampled=d["subsampled"], note=files.note,
+        max_train_examples=cfg.max_train_examples, max_train_tokens=cfg.max_train_tokens,
+        max_dev_examples=cfg.max_dev_examples, subsampled=d["subsampled"], note=files.note,
         best_epoch=best["epoch"], best_dev_acc=best["dev_acc"], macro_f1=best["dev_macro_f1"],
         best_dev_macro_f1=best["dev_macro_f1"], last_dev_acc=last["dev_acc"], last_dev_macro_f1=last["dev_macro_f1"],
         best_confusion=best["confusion"], epochs=epochs,
@@ -525,6 +530,8 @@ def add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--skip_bad_rows", action="store_true", help="skip and count malformed rows instead of failing")
     p.add_argument("--cache_dir", default=None, help="tokenization cache; unset: ~/.cache/miniroberta, '': off")
     p.add_argument("--max_train_examples", type=int, default=None, help="deterministic train subsample (smoke runs)")
+    p.add_argument("--max_train_tokens", type=int, default=None,
+                   help="deterministic train subsample of at most this many real tokens per epoch (a compute budget)")
     p.add_argument("--max_dev_examples", type=int, default=None, help="deterministic dev subsample (smoke runs)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ...; unset: cuda if available")
     p.add_argument("--layer_norm_type", choices=("hf", "uer"), default=None)

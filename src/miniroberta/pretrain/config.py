@@ -29,6 +29,7 @@ class PretrainConfig:
     warmup: float = 0.1
     weight_decay: float = 0.01
     grad_clip: float = 0.0             # 0 = off (the reference never clips)
+    correct_bias: bool = True          # Adam bias correction (UER-py pretrains without: False)
     mask_rate: float = 0.15
     seed: int = 7
     init: str = "uer"                  # "uer": N(0, 0.02) biases too; "hf": zero biases
@@ -56,7 +57,7 @@ class PretrainConfig:
 
     def optim(self) -> OptimConfig:
         return OptimConfig(learning_rate=self.learning_rate, warmup=self.warmup, weight_decay=self.weight_decay,
-                           adam_eps=1e-6, grad_clip=self.grad_clip)
+                           adam_eps=1e-6, grad_clip=self.grad_clip, correct_bias=self.correct_bias)
 
     def validate(self) -> None:
         pos = ("total_steps", "batch_size", "world_size", "accumulation_steps")

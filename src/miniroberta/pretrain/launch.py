@@ -180,6 +180,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     g.add_argument("--warmup", type=float, default=0.1, help="fraction of total_steps of linear warmup")
     g.add_argument("--weight_decay", type=float, default=0.01)
     g.add_argument("--grad_clip", type=float, default=0.0, help="max gradient norm (0: off, as the reference)")
+    g.add_argument("--no_correct_bias", dest="correct_bias", action="store_false",
+                   help="AdamW without bias correction, as UER-py's pretraining (correct_bias=False): the first "
+                        "~1/(1-beta2) updates are larger than with correction")
     g.add_argument("--optimizer", default="adamw", choices=["adamw"])
     g.add_argument("--scheduler", default="linear", choices=["linear"])
     g.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
@@ -248,7 +251,7 @@ def configs_from_args(args: argparse.Namespace) -> tuple[PretrainConfig, RunOpti
         config_path=args.config_path, pretrained_model_path=args.pretrained_model_path,
         total_steps=args.total_steps, batch_size=args.batch_size, world_size=args.world_size,
         accumulation_steps=args.accumulation_steps, learning_rate=args.learning_rate, warmup=args.warmup,
-        weight_decay=args.weight_decay, grad_clip=args.grad_clip, mask_rate=args.mask_rate, seed=args.seed,
+        weight_decay=args.weight_decay, grad_clip=args.grad_clip, correct_bias=args.correct_bias, mask_rate=args.mask_rate, seed=args.seed,
         init=args.init, dropout=args.dropout, layer_norm_type=args.layer_norm_type,
         precision="bf16" if args.bf16 else args.precision,
         whole_word_masking=True if args.whole_word_masking else None,

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from miniroberta.data.dataset import DatasetError, MlmDataset
-from miniroberta.data.masking import EVAL_EPOCH, Batch, MaskingConfig, SpecialIds, collate
+from miniroberta.data.masking import EVAL_EPOCH, Batch, MaskingConfig, SpecialIds, collate, eval_masking
 from miniroberta.engine.device import device_info, measure_matmul_peak
 from miniroberta.modeling.loss import cross_entropy_sum
 from miniroberta.engine.metrics import RunLog
@@ -148,7 +148,7 @@ def check_resume(state: dict[str, Any], path: str, cfg: PretrainConfig, mc: Mode
     if diff:
         raise PretrainError(f"refusing to resume: the model config differs from the one in {path}: " + ", ".join(
             f"{k} {old_mc.get(k)!r} (state) vs {mc.to_dict().get(k)!r} (now)" for k in sorted(diff)))
-    old = st["resume_key"]
+    old = {"correct_bias": True, **st["resume_key"]}   # states written before the switch existed
     now = cfg.resume_key()
     diff = [k for k in set(old) | set(now) if old.get(k) != now.get(k)]
     if diff:
@@ -322,7 +322,7 @@ def run_worker(cfg: PretrainConfig, opts: RunOptions, rank: int, world_size: int
     eval_ds = eval_mcfg = None
     if opts.eval_dataset_path and is0:
         eval_ds = open_dataset(opts.eval_dataset_path, vp, vocab_sha)
-        eval_mcfg = masking_config(cfg, eval_ds)
+        eval_mcfg = eval_masking()
     meta = {"total_steps": cfg.total_steps, "dataset": os.path.basename(os.path.normpath(cfg.dataset_path)),
             "dataset_hash": ds.content_hash, "seq_length": ds.seq_length, "batch_size": cfg.global_batch,
             "learning_rate": cfg.learning_rate, "mask_rate": cfg.mask_rate, "init": cfg.init,
@@ -376,7 +376,8 @@ def run_worker(cfg: PretrainConfig, opts: RunOptions, rank: int, world_size: int
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, ds: MlmDataset, special: SpecialIds, mcfg: MaskingConfig, batch_size: int,
              dev: torch.device, max_instances: int, pad_multiple: int, step: int = 0) -> dict[str, Any]:
-    """Held-out MLM loss/accuracy with fixed masks (mask epoch ``EVAL_EPOCH``), in dataset order,
+    """Held-out MLM loss/accuracy with fixed masks (mask epoch ``EVAL_EPOCH``; ``mcfg`` is
+    ``eval_masking()`` in training runs: every chosen position is ``[MASK]``), in dataset order,
     in the model's own precision."""
     was = model.training
     model.eval()

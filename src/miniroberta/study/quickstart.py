@@ -4,7 +4,10 @@
 2. pretrain a tiny model (L2_H128) for a few minutes (``--minutes``) or ``--steps``,
 3. export it to a HuggingFace directory (with a model card),
 4. print fill-mask predictions for a few sentences, the loss at the start and at the end,
-   and where everything was written (``--out``, default ``quickstart_out/``).
+   and where everything was written (``--out``, default ``quickstart_out/``),
+5. fine-tune it on a slice of chnsenticorp beside the same model from random initialisation
+   (the sanity check of docs/finetune.md: 3,200 examples, 2 epochs, lr 3e-4, batch 32) and print
+   both dev accuracies -- does the pretraining help? (``--no_compare`` skips it.)
 """
 from __future__ import annotations
 
@@ -45,6 +48,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                    help="training precision (see `miniroberta pretrain --help`)")
+    p.add_argument("--no_compare", action="store_true",
+                   help="skip step 5 (fine-tune on chnsenticorp beside a randomly initialised model, ~40 s)")
     p.add_argument("--no_progress", action="store_true")
 
 
@@ -101,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     ckpt = out / "checkpoints" / "model.bin"
     hf_dir = out / "hf_model"
 
-    log(f"[1/4] preprocess {args.max_bytes / 1e6:.1f} MB of {corpus if isinstance(corpus, str) else ', '.join(map(os.path.basename, corpus))}")
+    log(f"[1/5] preprocess {args.max_bytes / 1e6:.1f} MB of {corpus if isinstance(corpus, str) else ', '.join(map(os.path.basename, corpus))}")
     manifest = build_dataset(corpus, vocab, ds_path, seq_length=args.seq_length, max_bytes=args.max_bytes,
                              overwrite=True, progress=not args.no_progress)
     log(f"      {manifest['num_instances']} instances, {manifest['num_tokens']} tokens -> {ds_path}")
@@ -122,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
         steps = _steps_for_budget(base, budget, args.threads)
     cfg = PretrainConfig(**{**base.__dict__, "total_steps": steps})
     report = max(1, steps // 20)
-    log(f"[2/4] pretrain {mc.name} for {steps} steps" + (f" (sized to ~{args.minutes:g} min on this machine)"
+    log(f"[2/5] pretrain {mc.name} for {steps} steps" + (f" (sized to ~{args.minutes:g} min on this machine)"
                                                           if budget else ""))
     for old in (out / "checkpoints").glob("model.bin*") if (out / "checkpoints").is_dir() else []:
         old.unlink()
@@ -135,12 +140,22 @@ def run(args: argparse.Namespace) -> int:
     reports = [r for r in records if r.get("event") == "report"]
     evals = [r for r in records if "eval_loss" in r]
 
-    log("[3/4] export to a HuggingFace directory")
+    log("[3/5] export to a HuggingFace directory")
     export_checkpoint(res["last_checkpoint"], hf_dir, vocab_path=vocab, type="mlm", overwrite=True,
                       card_extra="Trained by `miniroberta quickstart`: a few minutes on a CPU -- a demo, not a useful model.")
 
-    log("[4/4] fill-mask with the exported model")
+    log("[4/5] fill-mask with the exported model")
     preds = fill_mask_predictions(str(hf_dir), SENTENCES)
+    compare = None
+    tasks_dir = data / "tasks" if data is not None else None
+    if args.no_compare:
+        pass
+    elif tasks_dir is None or not (tasks_dir / "chnsenticorp").is_dir():
+        log("[5/5] skipped: no ../shared/data/tasks/chnsenticorp to fine-tune on")
+    else:
+        log(f"[5/5] does the pretraining help? fine-tune on {COMPARE['max_train_examples']:,} chnsenticorp examples, "
+            f"pretrained vs random init")
+        compare = compare_with_random_init(str(hf_dir), str(tasks_dir), args.threads, args.precision)
 
     first, last = (reports[0], reports[-1]) if reports else (None, None)
     lines = ["", "quickstart finished in " + format_duration(time.time() - t_all), ""]
@@ -154,6 +169,13 @@ def run(args: argparse.Namespace) -> int:
     lines += ["", "fill-mask (top 5):"]
     for s, p in zip(SENTENCES, preds):
         lines.append(f"  {s}  ->  " + "  ".join(f"{c['token_str']} {100 * c['score']:.1f}%" for c in p))
+    if compare:
+        p_acc, r_acc = compare["pretrained"], compare["random_init"]
+        lines += ["", f"chnsenticorp dev accuracy after fine-tuning ({COMPARE['max_train_examples']:,} train examples, "
+                      f"{COMPARE['epochs_num']} epochs, lr {COMPARE['learning_rate']:g}, batch {COMPARE['batch_size']}, "
+                      f"{format_duration(compare['wall_time_s'])}):",
+                  f"  pretrained (this run)  {100 * p_acc:.1f}%",
+                  f"  random init            {100 * r_acc:.1f}%   ({100 * (p_acc - r_acc):+.1f} points from pretraining)"]
     lines += ["", "written:",
               f"  dataset       {ds_path}",
               f"  checkpoint    {res['last_checkpoint']}",
@@ -168,11 +190,31 @@ def run(args: argparse.Namespace) -> int:
                "start_eval_loss": evals[0]["eval_loss"] if evals else None,
                "end_eval_loss": evals[-1]["eval_loss"] if evals else None,
                "predictions": {s: [c["token_str"] for c in p] for s, p in zip(SENTENCES, preds)},
+               "chnsenticorp_dev_acc": compare,
                "wall_time_s": time.time() - t_all}
     with open(out / "summary.json", "w", encoding="utf-8") as f:
         json.dump(summary, f, ensure_ascii=False, indent=2)
     sys.stdout.flush()
     return 0
+
+
+# docs/finetune.md's sanity check
+COMPARE = dict(task="chnsenticorp", max_train_examples=3200, epochs_num=2, learning_rate=3e-4, batch_size=32, seed=7)
+
+
+def compare_with_random_init(hf_dir: str, tasks_dir: str, threads: int | None, precision: str) -> dict[str, Any]:
+    """Fine-tune the exported model and the same architecture from random init, same settings."""
+    from miniroberta.finetune.trainer import FinetuneConfig, run_finetune
+    t0 = time.time()
+    out = {}
+    for arm, kw in (("pretrained", dict(pretrained_model_path=hf_dir)),
+                    ("random_init", dict(config_path=hf_dir, vocab_path=os.path.join(hf_dir, "vocab.txt")))):
+        cfg = FinetuneConfig(**kw, **COMPARE, data_dir=tasks_dir, seq_length=128, save_model=False, run_test=False,
+                             progress=False, verbose=False, output_dir=None, threads=threads, precision=precision)
+        out[arm] = run_finetune(cfg)["best_dev_acc"]
+        log(f"      {arm.replace('_', ' ')}: dev accuracy {100 * out[arm]:.1f}%")
+    out["wall_time_s"] = time.time() - t0
+    return out
 
 
 def fill_mask_predictions(model_dir: str, sentences) -> list[list[dict[str, Any]]]:

@@ -7,7 +7,8 @@ schema: a key that is not in it is an error. A recipe is built by layering, last
 
 Values keep the reference's types (an int may be given where a float is expected; lists stay
 lists). ``--set`` accepts dotted keys (``stage1.total_steps=100``) and TOML values
-(``grid.tasks=["tnews","ocnli"]``, ``grid.epochs=[3]``, ``stage1.bf16=true``); a bare word is a string.
+(``grid.tasks=["tnews","ocnli"]``, ``grid.epochs=[3]``, ``stage1.precision="bf16"``); a bare word is a string.
+``stageN.bf16 = true|false`` (0.1) is still accepted as ``stageN.precision = "bf16"|"fp32"``.
 """
 from __future__ import annotations
 
@@ -99,6 +100,11 @@ def _coerce(key: str, value: Any, ref: Any, source: str) -> Any:
 
 def _apply(recipe: dict[str, Any], layer: dict[str, Any], source: str, schema: dict[str, Any]) -> None:
     for key, value in _flatten(layer).items():
+        if key in ("stage1.bf16", "stage2.bf16"):       # 0.1's switch, kept as an alias of precision
+            if not isinstance(value, bool):
+                raise RecipeError(f"{source}: {key} must be a boolean (it is an alias of "
+                                  f"{key.split('.')[0]}.precision = \"bf16\"|\"fp32\")")
+            key, value = key.replace("bf16", "precision"), "bf16" if value else "fp32"
         if key not in schema:
             raise RecipeError(f"{source}: unknown setting {key!r}; known settings: {', '.join(sorted(schema))}")
         _set(recipe, key, _coerce(key, value, schema[key], source))
@@ -183,6 +189,8 @@ def validate(recipe: dict[str, Any]) -> None:
     for s in STAGES:
         st = recipe[s]
         for k in ("total_steps", "batch_size", "save_checkpoint_steps", "report_steps", "seq_length", "world_size"):
+            if k == "total_steps" and s == "stage2" and st[k] == 0:
+                continue                                # stage 2 skipped: the stage-1 weights are the result
             if st[k] <= 0:
                 raise RecipeError(f"{s}.{k} must be positive, got {st[k]}")
         if not 0.0 <= st["warmup"] < 1.0:
@@ -191,6 +199,12 @@ def validate(recipe: dict[str, Any]) -> None:
             raise RecipeError(f"{s}.learning_rate must be positive, got {st['learning_rate']}")
         if st["time_budget_s"] < 0:
             raise RecipeError(f"{s}.time_budget_s must be >= 0 (0 = no budget), got {st['time_budget_s']}")
+        if st["precision"] not in ("auto", "fp32", "bf16"):
+            raise RecipeError(f"{s}.precision must be auto, fp32 or bf16, got {st['precision']!r}")
+        if st["init"] not in ("uer", "hf"):
+            raise RecipeError(f"{s}.init must be uer or hf, got {st['init']!r}")
+        if not 0.0 < st["mask_rate"] < 1.0:
+            raise RecipeError(f"{s}.mask_rate must be in (0, 1), got {st['mask_rate']}")
         if st["seq_length"] > 512:
             raise RecipeError(f"{s}.seq_length {st['seq_length']} exceeds the 512 positions of the miniatures")
     g = recipe["grid"]
@@ -202,6 +216,8 @@ def validate(recipe: dict[str, Any]) -> None:
             raise RecipeError(f"grid.{k} is empty; give at least one value")
         if k != "seeds" and any(v <= 0 for v in g[k]):
             raise RecipeError(f"grid.{k} values must be positive, got {g[k]}")
+    if g["max_train_tokens"] < 0:
+        raise RecipeError(f"grid.max_train_tokens must be >= 0 (0 = no limit), got {g['max_train_tokens']}")
     if g["jobs"] < 1:
         raise RecipeError(f"grid.jobs must be >= 1, got {g['jobs']}")
     if recipe["data"]["max_bytes"] < 0:

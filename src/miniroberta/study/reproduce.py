@@ -52,6 +52,10 @@ from miniroberta.utils import atomic_write, terminate_as_exit, JsonlWriter, atom
 
 STEP_FORMAT = "miniroberta-reproduce-step/1"
 
+HELDOUT_SEQ = 128            # the held-out file is scored in windows of the fine-tuning length
+HELDOUT_BYTES = 400_000       # its first 400 kB
+HELDOUT_WINDOWS = 2048        # windows scored per evaluation
+
 
 class StepError(RuntimeError):
     """A step that failed; names the step and where its log and outputs are."""
@@ -242,6 +246,10 @@ class Paths:
     def dataset(self, seq: int) -> str:
         return os.path.join(self.out, "data", f"seq{seq}")
 
+    @property
+    def heldout(self) -> str:
+        return os.path.join(self.out, "data", f"heldout_seq{HELDOUT_SEQ}")
+
     def model_dir(self, m: str) -> str:
         return os.path.join(self.out, "models", m)
 
@@ -279,6 +287,11 @@ class Study:
         if not os.path.isfile(self.vocab):
             raise FileNotFoundError(f"--vocab {d['vocab']}: no such file (default ../shared/data/vocab/google_zh_vocab.txt)")
         self.corpus_files = corpus_files(self.corpus)
+        self.heldout_file = resolve_heldout(d["heldout"], self.corpus)
+        if self.heldout_file:   # never trained on
+            self.corpus_files = [f for f in self.corpus_files if os.path.realpath(f) != os.path.realpath(self.heldout_file)]
+            if not self.corpus_files:
+                raise ValueError(f"data.heldout {d['heldout']} is the whole corpus; nothing is left to train on")
         self._hashes: dict[str, str] = {}
 
     # ---------------------------------------------------------------- inputs
@@ -293,7 +306,7 @@ class Study:
         return self._hashes["vocab"]
 
     def seq_lengths(self) -> list[int]:
-        return sorted({self.recipe[s]["seq_length"] for s in STAGES})
+        return sorted({self.recipe[s]["seq_length"] for s in STAGES if self.recipe[s]["total_steps"]})
 
     # ---------------------------------------------------------------- steps
     def preprocess(self, seq: int) -> dict[str, Any]:
@@ -321,7 +334,26 @@ class Study:
 
         return self.runner.run(f"preprocess-seq{seq}", settings, inputs, fn, outputs=[os.path.join(out, "manifest.json")])
 
-    def pretrain(self, model: str, stage: str, dataset: dict[str, Any], init: dict[str, Any] | None) -> dict[str, Any]:
+    def heldout(self) -> dict[str, Any] | None:
+        """The held-out file as a dataset (seq 128, the first 400 kB): the fixed yardstick of every stage."""
+        if not self.heldout_file:
+            return None
+        settings = {"seq_length": HELDOUT_SEQ, "max_bytes": HELDOUT_BYTES}
+        inputs = {"heldout": hash_files([self.heldout_file]), "vocab": self.vocab_hash()}
+        out = self.paths.heldout
+
+        def fn(resume: bool, fresh: bool) -> dict[str, Any]:
+            from miniroberta.data.dataset import MlmDataset
+            pre_mod.build_dataset(self.heldout_file, self.vocab, out, seq_length=HELDOUT_SEQ, max_bytes=HELDOUT_BYTES,
+                                  overwrite=True, progress=False)
+            ds = MlmDataset(out)
+            return {"path": out, "file": self.heldout_file, "content_hash": ds.content_hash,
+                    "num_instances": len(ds)}
+
+        return self.runner.run("preprocess-heldout", settings, inputs, fn, outputs=[os.path.join(out, "manifest.json")])
+
+    def pretrain(self, model: str, stage: str, dataset: dict[str, Any], init: dict[str, Any] | None,
+                 heldout: dict[str, Any] | None = None) -> dict[str, Any]:
         s = self.recipe[stage]
         run_options = ("save_checkpoint_steps", "report_steps", "time_budget_s")
         settings = {"model": model, "seed": self.recipe["seed"], **{k: v for k, v in s.items() if k not in run_options}}
@@ -329,6 +361,8 @@ class Study:
         inputs = {"dataset": dataset["content_hash"], "vocab": self.vocab_hash()}
         if init is not None:
             inputs["init"] = init["final_checkpoint_sha256"]
+        if heldout is not None:   # what is measured, not what is trained: an option
+            options["heldout"] = heldout["content_hash"]
         prefix = self.paths.stage_prefix(model, stage)
         metrics = self.paths.metrics(model, stage)
         stage_dir = os.path.dirname(prefix)
@@ -344,10 +378,13 @@ class Study:
                 pretrained_model_path=init["final_checkpoint"] if init else None, total_steps=s["total_steps"],
                 batch_size=s["batch_size"], world_size=procs, accumulation_steps=accum,
                 learning_rate=s["learning_rate"], warmup=s["warmup"], seed=self.recipe["seed"],
-                precision="bf16" if s["bf16"] else "fp32"))
+                precision=s["precision"], correct_bias=s["correct_bias"], mask_rate=s["mask_rate"], init=s["init"]))
+            every = s["report_steps"] * max(1, s["total_steps"] // 20 // s["report_steps"])
             opts = make_dataclass(pt.RunOptions, dict(
                 save_checkpoint_steps=s["save_checkpoint_steps"], report_steps=s["report_steps"], resume="auto",
-                time_budget_s=float(s["time_budget_s"]) or None, metrics_path=metrics, progress=self.progress))
+                time_budget_s=float(s["time_budget_s"]) or None, metrics_path=metrics, progress=self.progress,
+                eval_dataset_path=heldout["path"] if heldout else None, eval_steps=every,
+                eval_max_instances=HELDOUT_WINDOWS))
             with fresh_rendezvous(1 + 2 * self.recipe["models"].index(model) + STAGES.index(stage)):
                 res = pt.train(cfg, opts)
             if self.rank != 0:
@@ -360,7 +397,8 @@ class Study:
 
         def complete(m: dict[str, Any]) -> bool:
             r = m.get("result") or {}
-            return (r.get("steps") or 0) >= s["total_steps"] or (m.get("options") or {}).get("time_budget_s") == s["time_budget_s"]
+            return ((r.get("steps") or 0) >= s["total_steps"]
+                    or (m.get("options") or {}).get("time_budget_s") == s["time_budget_s"] != 0)
 
         return self.runner.run(f"pretrain-{model}-{stage}", settings, inputs, fn, all_ranks=True,
                                outputs=[metrics], options=options, complete=complete)
@@ -427,8 +465,14 @@ class Study:
                               batch_list=tuple(g["batch_size"]), lr_list=tuple(g["learning_rate"]),
                               seeds=tuple(g["seeds"]), vocab_path=self.vocab, seq_length=g["seq_length"],
                               jobs=g["jobs"], max_train_examples=g["max_train_examples"] or None,
-                              max_dev_examples=g["max_dev_examples"] or None, progress=self.progress)
-            return {"path": out, "grid": _jsonable(res), "scores": best_scores(res)}
+                              max_dev_examples=g["max_dev_examples"] or None, progress=self.progress,
+                              finetune_overrides={"max_train_tokens": g["max_train_tokens"]}
+                              if g["max_train_tokens"] else None, baseline=g["baseline"])
+            out_res = {"path": out, "grid": _jsonable(res), "scores": best_scores(res)}
+            if "baseline" in res:
+                out_res.update(baseline_scores=best_scores(res["baseline"]),
+                               delta={t: round(v, 4) for t, v in res["delta"].items()})
+            return out_res
 
         return self.runner.run(f"grid-{model}", settings, inputs, fn, outputs=[out])
 
@@ -451,16 +495,22 @@ class Study:
                pretrains: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
         settings = {"reference": self.recipe["report"]["reference"], "models": models}
         inputs = {m: _json_hash(grids[m].get("scores")) for m in models}
-        inputs.update({f"{m}-{s}-metrics": pretrains[m][s]["final_checkpoint_sha256"] for m in models for s in STAGES})
+        inputs.update({f"{m}-baseline": _json_hash(grids[m].get("baseline_scores")) for m in models})
+        inputs.update({f"{m}-{s}-metrics": pretrains[m][s]["final_checkpoint_sha256"] for m in models for s in STAGES
+                       if pretrains[m][s]})
         out = self.paths.report
 
         def fn(resume: bool, fresh: bool) -> dict[str, Any]:
             rp = report_mod
+            names = []
+            for m in models:
+                names += [m] + ([f"{m} · no pretraining"] if "baseline_scores" in grids[m] else [])
             res = rp.build_report([grids[m]["path"] for m in models], out_dir=out,
-                                  reference=self.recipe["report"]["reference"], model_names=models)
+                                  reference=self.recipe["report"]["reference"], model_names=names)
             curves = os.path.join(out, "pretrain_loss.png")
             if plots:
-                plot_loss_curves({m: {s: pretrains[m][s]["metrics_path"] for s in STAGES} for m in models}, curves)
+                plot_loss_curves({m: {s: pretrains[m][s]["metrics_path"] for s in STAGES if pretrains[m][s]}
+                                  for m in models}, curves)
             return {"path": out, "loss_curves": curves if plots else None, "report": _jsonable(res)}
 
         plots = plots_available("reproduce")
@@ -473,7 +523,7 @@ class Study:
              export: dict[str, Any], grid: dict[str, Any]) -> dict[str, Any]:
         settings = {"recipe": self.recipe.get("description", ""), "sources": self.recipe.get("sources", [])}
         inputs = {"export": _json_hash(export), "scores": _json_hash(grid.get("scores")),
-                  **{s: pre[s]["final_checkpoint_sha256"] for s in STAGES}}
+                  **{s: pre[s]["final_checkpoint_sha256"] for s in STAGES if pre[s]}}
         path = os.path.join(export["path"], "README.md")
 
         def fn(resume: bool, fresh: bool) -> dict[str, Any]:
@@ -503,18 +553,23 @@ class Study:
             "dataset": ds,
             "steps": sum(int(pre[s].get("steps") or 0) for s in STAGES),
             "tokens_seen": sum(int(pre[s].get("tokens_seen") or 0) for s in STAGES),
-            "final_loss": pre["stage2"].get("final_loss"),
+            "final_loss": (pre["stage2"] or pre["stage1"]).get("final_loss"),
             "seed": self.recipe["seed"],
             "vocab_sha256": self.vocab_hash(),
         }
         for s in STAGES:
             r, rs = pre[s], self.recipe[s]
+            if not r:
+                meta[s] = "skipped (total_steps = 0)"
+                continue
             meta[f"{s}"] = (f"seq {rs['seq_length']}, {int(r.get('steps') or 0):,} of {rs['total_steps']:,} steps, "
                             f"batch {rs['batch_size']} x {rs['world_size']}, lr {rs['learning_rate']:g}, "
                             f"warmup {rs['warmup']:g}, {int(r.get('tokens_seen') or 0):,} real tokens, "
                             f"final MLM loss {_fmt_num(r.get('final_loss'))}, "
                             f"{format_duration(float(r.get('wall_time_s') or 0))} wall"
-                            + (f", stopped by time budget" if r.get("stopped") == "time_budget" else ""))
+                            + (f", stopped by time budget" if r.get("stopped") == "time_budget" else "")
+                            + (f", held-out MLM loss {r['eval']['loss']:.3f} ({os.path.basename(self.heldout_file or '')}, "
+                               f"all-[MASK])" if isinstance(r.get("eval"), dict) and r["eval"].get("loss") else ""))
         par = export.get("parity")
         if par:
             meta["parity_vs_transformers"] = (f"max |logit diff| {par['max_abs_diff']:.2g} over {par['tokens']} tokens "
@@ -533,20 +588,26 @@ class Study:
         if self.rank == 0:
             atomic_write_text(os.path.join(self.paths.out, "recipe.toml"), dumps_toml(self.recipe))
         datasets = {seq: self.preprocess(seq) for seq in self.seq_lengths()}
+        heldout = self.heldout()
         pre: dict[str, dict[str, dict[str, Any]]] = {}
+        final: dict[str, dict[str, Any]] = {}
         for m in models:
-            s1 = self.pretrain(m, "stage1", datasets[self.recipe["stage1"]["seq_length"]], None)
-            s2 = self.pretrain(m, "stage2", datasets[self.recipe["stage2"]["seq_length"]], s1)
+            s1 = self.pretrain(m, "stage1", datasets[self.recipe["stage1"]["seq_length"]], None, heldout)
+            s2 = (self.pretrain(m, "stage2", datasets[self.recipe["stage2"]["seq_length"]], s1, heldout)
+                  if self.recipe["stage2"]["total_steps"] else {})          # stage2.total_steps = 0: skipped
             pre[m] = {"stage1": s1, "stage2": s2}
+            final[m] = s2 or s1
         if self.rank != 0:
             return {}
-        exports = {m: self.export(m, pre[m]["stage2"]) for m in models}
-        grids = {m: self.grid(m, exports[m], pre[m]["stage2"]) for m in models}
+        exports = {m: self.export(m, final[m]) for m in models}
+        grids = {m: self.grid(m, exports[m], final[m]) for m in models}
         report = self.report(models, grids, pre)
         cards = {m: self.card(m, pre[m], datasets, exports[m], grids[m]) for m in models}
         summary = {"out": self.paths.out, "models": models, "elapsed_s": round(time.time() - t0, 3),
                    "actions": dict(self.runner.actions), "report": report.get("path"),
                    "scores": {m: grids[m].get("scores") for m in models},
+                   "no_pretraining_scores": {m: grids[m].get("baseline_scores") for m in models},
+                   "heldout_loss": {m: (final[m].get("eval") or {}).get("loss") for m in models},
                    "cards": {m: c["path"] for m, c in cards.items()}}
         atomic_write_json(os.path.join(self.paths.out, "summary.json"), summary)
         return summary
@@ -658,6 +719,34 @@ def parity_check(checkpoint: str, hf_dir: str, vocab: str, texts: list[str], ato
 
 
 # ------------------------------------------------------------------ loss curves
+def resolve_heldout(spec: str, corpus: str) -> str | None:
+    """``data.heldout``: "" (none), a file name in the corpus directory, or a path."""
+    if not spec:
+        return None
+    cands = [spec] + ([os.path.join(corpus, spec)] if os.path.isdir(corpus) else [])
+    for c in cands:
+        if os.path.isfile(c):
+            return os.path.abspath(c)
+    raise FileNotFoundError(f"data.heldout {spec!r}: no such file (looked at {', '.join(cands)}); give a file name in "
+                            f"the corpus directory, a path, or \"\" for none")
+
+
+def read_eval_curve(path: str) -> tuple[list[int], list[float]]:
+    """Held-out loss records (``eval_loss``) of a metrics file, last value per step."""
+    last: dict[int, float] = {}
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    r = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if isinstance(r.get("eval_loss"), (int, float)) and isinstance(r.get("step"), int):
+                    last[r["step"]] = float(r["eval_loss"])
+    ks = sorted(last)
+    return ks, [last[k] for k in ks]
+
+
 def read_loss_curve(path: str) -> tuple[list[int], list[float]]:
     steps, losses = [], []
     if not os.path.isfile(path):
@@ -681,19 +770,27 @@ def read_loss_curve(path: str) -> tuple[list[int], list[float]]:
 
 
 def plot_loss_curves(metrics: dict[str, dict[str, str]], out_png: str) -> str:
-    """One panel per stage, one line per model, MLM loss against step."""
+    """One panel per stage that ran, one colour per model: the training MLM loss (solid) and the
+    held-out loss with fixed all-[MASK] masks (dashed, dots), against step."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(STAGES), figsize=(11, 4))
+    stages = [s for s in STAGES if any(s in p for p in metrics.values())]
+    fig, axes = plt.subplots(1, len(stages), figsize=(5.5 * len(stages), 4), squeeze=False)
     drawn = 0
-    for ax, stage in zip(axes, STAGES):
-        for m, paths in metrics.items():
+    for ax, stage in zip(axes[0], stages):
+        for i, (m, paths) in enumerate(metrics.items()):
+            if stage not in paths:
+                continue
+            color = f"C{i % 10}"
             x, y = read_loss_curve(paths[stage])
             if x:
-                ax.plot(x, y, label=m, marker="." if len(x) < 30 else None)
+                ax.plot(x, y, label=f"{m} train", color=color, marker="." if len(x) < 30 else None)
                 drawn += 1
+            ex, ey = read_eval_curve(paths[stage])
+            if ex:
+                ax.plot(ex, ey, "--", marker="o", ms=3, color=color, label=f"{m} held-out")
         ax.set_title(f"{stage}: MLM loss")
         ax.set_xlabel("step")
         ax.set_ylabel("loss")
@@ -905,7 +1002,7 @@ def _estimate_plan(recipe: dict[str, Any], out: str, work: str, calibration_step
     ft_model = calibrate_steps(models, V, calibration_steps, device, mlm=False)
     c = time_preprocess(files, vocab, work, sample_bytes=min(200_000, slice_bytes))
     procs_pre = max(1, min(recipe["preprocess"]["processes_num"], os.cpu_count() or 1))
-    for seq in sorted({recipe[s]["seq_length"] for s in STAGES}):
+    for seq in sorted({recipe[s]["seq_length"] for s in STAGES if recipe[s]["total_steps"]}):
         rows.append({"step": f"preprocess-seq{seq}", "what": f"{slice_bytes / 1e6:.1f} MB of {len(files)} file(s)",
                      # workers scale sub-linearly and never past the cores there are
                      "estimate_s": slice_bytes / c["bytes_per_s"] / procs_pre ** 0.8,
@@ -918,6 +1015,10 @@ def _estimate_plan(recipe: dict[str, Any], out: str, work: str, calibration_step
         cfg = preset(m, vocab_size=V)
         for stage in STAGES:
             s = recipe[stage]
+            if not s["total_steps"]:
+                rows.append({"step": f"pretrain-{m}-{stage}", "what": "skipped (total_steps = 0)", "estimate_s": 0.0,
+                             "calibration": "", "state": ""})
+                continue
             procs, accum = data_parallel_plan(s["world_size"], launched, f"{stage}.world_size") \
                 if s["world_size"] % launched == 0 else (launched, 1)
             per_proc_batch = s["batch_size"] * accum
@@ -943,6 +1044,8 @@ def _estimate_plan(recipe: dict[str, Any], out: str, work: str, calibration_step
         ccfg = preset(m, vocab_size=V, num_labels=3)
         for t, st in stats.items():
             n_train = min(st["train"], g["max_train_examples"] or st["train"])
+            if g["max_train_tokens"]:
+                n_train = min(n_train, int(g["max_train_tokens"] / max(1.0, float(st["train_lengths"].mean()))))
             n_dev = min(st["dev"], g["max_dev_examples"] or st["dev"])
             dev_len = float(st["dev_lengths"].mean()) if len(st["dev_lengths"]) else T
             for e in g["epochs"]:
@@ -960,7 +1063,9 @@ def _estimate_plan(recipe: dict[str, Any], out: str, work: str, calibration_step
                                                          math.ceil(n_dev / bmax))
                     cells += runs
         par = min(g["jobs"], max(1, _gpu_count())) if device == "cuda" else 1
-        rows.append({"step": f"grid-{m}", "what": f"{cells} cells on {len(stats)} task(s)", "estimate_s": total / par,
+        arms = 2 if g["baseline"] else 1
+        rows.append({"step": f"grid-{m}", "what": f"{cells * arms} cells on {len(stats)} task(s)"
+                     + (" (pretrained + no-pretraining arm)" if arms == 2 else ""), "estimate_s": arms * total / par,
                      "calibration": f"{ft_model.seconds(train_flops(ccfg, T, bmax, mlm=False)):.3g} s/step at batch {bmax} "
                                     f"x seq {T} (scaled by FLOPs from the measured steps and the tasks' token lengths)"
                                     + ("" if par > 1 else "; --jobs gives no speed-up on CPU (cores are shared)"),
