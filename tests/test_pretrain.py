@@ -370,3 +370,32 @@ def test_bf16_run_resumes_bit_identically(data, tmp_path):
         train(cfg_for(data, tmp_path / "part" / "m.bin", precision="fp32"), opts(resume=True))
     rest = train(cfg_for(data, tmp_path / "part" / "m.bin", precision="auto"), opts(resume=True))
     assert max_diff(weights(full["last_checkpoint"]), weights(rest["last_checkpoint"])) == 0.0
+
+
+def test_mlm_kl_is_zero_for_equal_logits_and_positive_otherwise():
+    from miniroberta.pretrain.trainer import mlm_kl_sum
+    torch.manual_seed(0)
+    s, t = torch.randn(6, 30), torch.randn(6, 30)
+    assert float(mlm_kl_sum(s, s, 2.0)) == pytest.approx(0.0, abs=1e-6)
+    direct = sum(float((torch.softmax(t[i] / 2, -1) * (torch.log_softmax(t[i] / 2, -1)
+                                                          - torch.log_softmax(s[i] / 2, -1))).sum()) for i in range(6))
+    assert float(mlm_kl_sum(s, t, 2.0)) == pytest.approx(4.0 * direct, rel=1e-5)
+
+
+def test_pretrain_with_the_student_as_its_own_teacher_adds_nothing(data, tmp_path):
+    """General distillation: with the student equal to the teacher (no dropout, first update) the KL
+    term is zero, so the first report's loss equals plain MLM's; another teacher changes it."""
+    base = train(cfg_for(data, tmp_path / "t" / "m.bin", total_steps=2, dropout=0.0), opts(report_steps=1))
+    teacher = base["last_checkpoint"]
+
+    def first_loss(out, **kw):
+        r = train(cfg_for(data, out, total_steps=1, dropout=0.0, pretrained_model_path=teacher, **kw),
+                  opts(report_steps=1))
+        recs = [json.loads(l) for l in open(r["metrics_path"])]
+        return next(x["loss"] for x in recs if x.get("event") == "report")
+    plain = first_loss(tmp_path / "a" / "m.bin")
+    self_taught = first_loss(tmp_path / "b" / "m.bin", teacher_path=teacher, distill_alpha=1.0)
+    assert self_taught == pytest.approx(plain, abs=1e-5)
+    other = train(cfg_for(data, tmp_path / "o" / "m.bin", total_steps=3, dropout=0.0, seed=99), opts())
+    distilled = first_loss(tmp_path / "c" / "m.bin", teacher_path=other["last_checkpoint"], distill_alpha=1.0)
+    assert distilled > plain + 1e-3

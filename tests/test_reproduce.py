@@ -147,7 +147,7 @@ def _manifest(out: Path, step: str) -> dict:
     return json.loads((out / "steps" / f"{step}.json").read_text(encoding="utf-8"))
 
 
-STEPS = ["preprocess-seq128", "preprocess-seq512", "pretrain-L2_H128-stage1", "pretrain-L2_H128-stage2",
+STEPS = ["preprocess-seq128", "preprocess-seq512", "preprocess-heldout", "pretrain-L2_H128-stage1", "pretrain-L2_H128-stage2",
          "export-L2_H128", "grid-L2_H128", "report", "card-L2_H128"]
 
 
@@ -233,7 +233,16 @@ def test_grid_report_plots_and_card(study):
     assert "| Steps | 12 |" in card
     assert f"{s1['tokens_seen'] + s2['tokens_seen']:,}" in card or str(s1["tokens_seen"] + s2["tokens_seen"]) in card
     assert "3.2M" in card  # size
-    assert "corpus: 13 file(s), first 60,000 bytes" in card
+    assert "corpus: 12 file(s), first 60,000 bytes" in card   # the held-out file is not trained on
+    assert "held-out MLM loss" in card
+    # the no-pretraining arm: its own row and the difference, from the same grid
+    grid = _manifest(out, "grid-L2_H128")["result"]
+    assert set(grid["baseline_scores"]) == {"chnsenticorp", "tnews"}
+    assert grid["delta"]["tnews"] == pytest.approx(scores["tnews"] - grid["baseline_scores"]["tnews"], abs=0.011)
+    assert "| L2_H128 · no pretraining |" in md and "Δ L2_H128 − no pretraining" in md
+    # the loss plot has the held-out curve: eval records in the stage metrics
+    m1 = (out / "models/L2_H128/stage1/metrics.jsonl").read_text()
+    assert '"eval_loss"' in m1
     row = [line for line in card.splitlines() if line.startswith("| miniroberta L2_H128 |")]
     assert row and f"{scores['chnsenticorp']:.1f}" in row[0] and f"{scores['tnews']:.1f}" in row[0]
     # the printed table is the report

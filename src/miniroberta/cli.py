@@ -31,6 +31,8 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
               "HTTP server: /fill-mask /embed /classify with dynamic micro-batching, /healthz, /metrics"),
     "finetune": ("miniroberta.finetune.trainer", "configure", "run",
                  "fine-tune a pretrained model for sequence classification on one task"),
+    "distill": ("miniroberta.finetune.distill", "configure", "run",
+                "task distillation (PD): train a student on a fine-tuned teacher's soft targets (+ unlabeled text)"),
     "grid": ("miniroberta.finetune.grid", "configure", "run",
              "run the reference hyper-parameter grid on one or more tasks (resumable)"),
     "report": ("miniroberta.finetune.report", "configure", "run",

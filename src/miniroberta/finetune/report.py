@@ -97,7 +97,11 @@ def _with_baseline(summary: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 
 def _model_key(model: dict[str, Any] | None) -> str:
     model = model or {}
-    return model.get("pretrained_model_path") or f"random-init {model.get('name', '?')}"
+    key = model.get("pretrained_model_path") or f"random-init {model.get('name', '?')}"
+    t = model.get("teacher")
+    if t:   # a distilled student is its own row: per teacher, temperature, alpha and transfer data
+        key += " <- " + json.dumps(dict(teacher=t.get("sha256"), **(model.get("distill") or {})), sort_keys=True)
+    return key
 
 
 def _default_name(model: dict[str, Any] | None) -> str:
@@ -106,7 +110,13 @@ def _default_name(model: dict[str, Any] | None) -> str:
     base = Path(path).name if path else "random init"
     if path and base in ("model", "hf", "model.safetensors", "pytorch_model.bin"):
         base = Path(path).parent.name
-    return f"{model.get('name', '?')} · {base}"
+    name = f"{model.get('name', '?')} · {base}"
+    t = model.get("teacher")
+    if t:
+        d = model.get("distill") or {}
+        name = (f"{model.get('name', '?')} ← {t.get('name', '?')} (PD"
+                + (", +transfer" if d.get("transfer_path") else "") + f") · {base}")
+    return name
 
 
 def _keep_best(tasks: dict[str, Any], task: str, entry: dict[str, Any]) -> None:
@@ -161,7 +171,8 @@ def load_models(inputs: Sequence[str], model_names: Sequence[str] | None = None,
         complete = len(scores) == len(TASK_COLUMNS)
         mean = sum(scores.values()) / len(scores) if scores else None
         out.append(dict(name=model_names[i] if model_names else _default_name(m["model"]), reference=False,
-                        kind="pretrained" if (m["model"] or {}).get("pretrained_model_path") else "no-pretraining",
+                        kind="distilled" if (m["model"] or {}).get("teacher") else
+                        "pretrained" if (m["model"] or {}).get("pretrained_model_path") else "no-pretraining",
                         num_parameters=(m["model"] or {}).get("num_parameters"),
                         model_name=(m["model"] or {}).get("name"),
                         pretrained_model_path=(m["model"] or {}).get("pretrained_model_path"),
@@ -196,6 +207,7 @@ def with_deltas(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                         scores=delta, details={}, sources=[], extra_tasks=[],
                         tasks_better=sum(1 for v in delta.values() if v > 0)))
     out += [r for r in rows if r["kind"] == "no-pretraining" and id(r) not in used]
+    out += [r for r in rows if r["kind"] == "distilled"]
     return out
 
 
@@ -292,6 +304,7 @@ def plot_score_vs_size(rows: list[dict[str, Any]], path: str) -> str | None:
     import matplotlib.pyplot as plt
     styles = {"pretrained": ("o", "-", "tab:blue", "pretrained (ours)"),
               "no-pretraining": ("X", ":", "tab:orange", "no pretraining (same grid)"),
+              "distilled": ("^", "", "tab:green", "distilled (PD)"),
               "reference": ("s", "--", "gray", "UER reference")}
     fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
     for kind, (marker, line, color, label) in styles.items():
@@ -301,7 +314,8 @@ def plot_score_vs_size(rows: list[dict[str, Any]], path: str) -> str | None:
             continue
         xs = [r["num_parameters"] / 1e6 for r in sel]
         ys = [r["score"] if r["score"] is not None else r["score_partial"] for r in sel]
-        ax.plot(xs, ys, line, color=color, alpha=0.6)
+        if line:
+            ax.plot(xs, ys, line, color=color, alpha=0.6)
         for i, (r, x, y) in enumerate(zip(sel, xs, ys)):
             sub = any(d.get("subsampled") for d in r.get("details", {}).values())
             full = r["score"] is not None and not sub

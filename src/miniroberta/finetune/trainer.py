@@ -101,6 +101,11 @@ class FinetuneConfig:
     resume: bool = False                         # continue <output_dir>/train_state.pt
     overwrite: bool = False                      # move an earlier run's output_dir aside and start over
     stop_after_steps: int | None = None          # test hook: stop as if signalled after this many steps
+    # distillation (miniroberta distill): soft targets of a fine-tuned teacher
+    teacher_path: str | None = None
+    temperature: float = 2.0
+    alpha: float = 0.0                           # weight of the gold-label cross-entropy
+    transfer_path: str | None = None             # unlabeled texts added to the training examples
     unpad: bool = True                           # position-wise layers on real tokens only (same maths)
 
     # settings that do not change the result (speed, logging, outputs); the rest are checked on resume
@@ -131,6 +136,10 @@ class FinetuneConfig:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
         if not 0 <= self.warmup < 1:
             raise ValueError(f"warmup is a fraction of the steps in [0, 1), got {self.warmup}")
+        if self.temperature <= 0 or not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"--temperature must be > 0 and --alpha in [0, 1], got {self.temperature}, {self.alpha}")
+        if self.transfer_path and not self.teacher_path:
+            raise ValueError("--transfer_path needs a --teacher (unlabeled texts are learnt from its soft targets)")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
         if self.truncation not in ("longest_first", "concat"):
@@ -196,13 +205,16 @@ class ClassifierBatch:
     labels: np.ndarray       # (B,)
     real_index: np.ndarray   # flat indices of the real tokens (the padding-free path)
     cls_rows: np.ndarray     # where each sequence's [CLS] sits among them
+    soft: np.ndarray | None = None   # (B, C) teacher logits (distillation); labels -1 = unlabeled
 
     @classmethod
-    def make(cls, ids: np.ndarray, types: np.ndarray, mask: np.ndarray, labels: np.ndarray) -> "ClassifierBatch":
+    def make(cls, ids: np.ndarray, types: np.ndarray, mask: np.ndarray, labels: np.ndarray,
+             soft: np.ndarray | None = None) -> "ClassifierBatch":
         lengths = mask.sum(1)
         cls_rows = np.zeros(len(lengths), dtype=np.int64)
         np.cumsum(lengths[:-1], out=cls_rows[1:])
-        return cls(ids, types, mask, labels, np.flatnonzero(mask.reshape(-1)), cls_rows)
+        return cls(ids, types, mask, labels, np.flatnonzero(mask.reshape(-1)), cls_rows,
+                   None if soft is None else np.ascontiguousarray(soft, dtype=np.float32))
 
     @property
     def units(self) -> int:
@@ -225,8 +237,9 @@ class ClassifierTask:
 
     def __init__(self, cfg: FinetuneConfig, model: BertForSequenceClassification, enc_train: T.Encoded,
                  y_train: np.ndarray, enc_dev: T.Encoded, y_dev: np.ndarray, num_labels: int, pad_id: int,
-                 device: torch.device) -> None:
+                 device: torch.device, soft: np.ndarray | None = None) -> None:
         self.cfg, self.model, self.device, self.pad_id, self.num_labels = cfg, model, device, pad_id, num_labels
+        self.soft = soft           # teacher logits per training example (distillation), else None
         self.enc_train, self.y_train, self.enc_dev, self.y_dev = enc_train, y_train, enc_dev, y_dev
         self.n = len(enc_train)
         self.steps_per_epoch = math.ceil(self.n / cfg.batch_size)
@@ -247,7 +260,8 @@ class ClassifierTask:
         epoch, b = divmod(step, self.steps_per_epoch)
         idx = self.permutation(epoch)[b * self.cfg.batch_size:(b + 1) * self.cfg.batch_size]
         ids, types, mask = self.enc_train.batch(idx, self.pad_id)
-        return [ClassifierBatch.make(ids, types, mask, self.y_train[idx])]
+        return [ClassifierBatch.make(ids, types, mask, self.y_train[idx],
+                                     None if self.soft is None else self.soft[idx])]
 
     def loss(self, model: torch.nn.Module, b: ClassifierBatch) -> tuple[torch.Tensor, torch.Tensor]:
         ids, types, mask, gold, real, cls_rows = to_device(self.device, b.ids, b.types, b.mask, b.labels,
@@ -256,9 +270,14 @@ class ClassifierTask:
             logits = model(ids, mask, types, real, cls_rows).float()
         else:
             logits = model(ids, attention_mask=mask, token_type_ids=types).logits.float()
-        loss = F.cross_entropy(logits, gold, reduction="sum")
         self._epoch_sums[1] += len(b.labels)
         self._epoch_sums[2] += b.real_tokens
+        if b.soft is not None:   # distillation; "accuracy" = agreement with the teacher
+            from miniroberta.finetune.distill import distill_loss_sum
+            teacher = torch.from_numpy(b.soft).to(self.device, non_blocking=True)
+            loss = distill_loss_sum(logits, teacher, gold, self.cfg.temperature, self.cfg.alpha)
+            return loss, (logits.detach().argmax(-1) == teacher.argmax(-1)).sum()
+        loss = F.cross_entropy(logits, gold, reduction="sum")
         return loss, (logits.detach().argmax(-1) == gold).sum()
 
     def report_fields(self, trainer: Trainer, log: RunLog) -> dict[str, Any]:
@@ -348,8 +367,22 @@ def _prepare_data(cfg: FinetuneConfig, say) -> dict[str, Any]:
         enc_train, y_train = enc_train.subset(sub_tr), y_train[sub_tr]
     if sub_dev is not None:
         enc_dev, y_dev = enc_dev.subset(sub_dev), y_dev[sub_dev]
+    soft, teacher, n_transfer = None, None, 0
+    if cfg.transfer_path:
+        from miniroberta.finetune.distill import concat_encoded, read_transfer
+        tr_data = read_transfer(cfg.transfer_path, len(train.text_fields))
+        enc_tr = T.cached_encode(tok, tr_data, cfg.seq_length, cfg.truncation, cfg.cache_dir, dict(transfer=True))
+        n_transfer = len(enc_tr)
+        enc_train = concat_encoded(enc_train, enc_tr)
+        y_train = np.concatenate([y_train, np.full(n_transfer, -1, dtype=y_train.dtype)])
+        say(f"transfer: {n_transfer:,} unlabeled texts from {cfg.transfer_path}")
+    if cfg.teacher_path:
+        from miniroberta.finetune.distill import teacher_logits
+        soft, teacher = teacher_logits(cfg.teacher_path, enc_train, labels.labels, tok.sha256, tok.pad_id,
+                                       cfg.cache_dir, resolve_device(cfg.device), say=say)
+        teacher["n_transfer"] = n_transfer
     return dict(files=files, train=train, dev=dev, labels=labels, vocab_path=vocab_path, tok=tok,
-                enc_train=enc_train, y_train=y_train, enc_dev=enc_dev, y_dev=y_dev,
+                enc_train=enc_train, y_train=y_train, enc_dev=enc_dev, y_dev=y_dev, soft=soft, teacher=teacher,
                 subsampled=sub_tr is not None or sub_dev is not None)
 
 
@@ -377,7 +410,7 @@ def _run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         resolve_precision(cfg.effective_precision, device, mcfg.hidden_size)
 
     task = ClassifierTask(cfg, model, d["enc_train"], d["y_train"], d["enc_dev"], d["y_dev"], len(labels),
-                          tok.pad_id, device)
+                          tok.pad_id, device, soft=d["soft"])
     total_steps = task.steps_per_epoch * cfg.epochs_num
     trainer = Trainer(model, optim=cfg.optim(), total_steps=total_steps, device=device, precision=precision,
                       forward=UnpaddedClassifier(model, bucket=True) if cfg.unpad else model)
@@ -391,7 +424,8 @@ def _run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         os.unlink(metrics_path)
     run_log = RunLog(metrics_path, name="finetune", total=total_steps, initial=trainer.step,
                      progress=cfg.progress, verbose=cfg.verbose)
-    run_log.say(f"finetune {files.name}: {task.n} train / {len(d['enc_dev'])} dev examples, {len(labels)} labels, "
+    run_log.say(("distill" if d["teacher"] else "finetune")
+                + f" {files.name}: {task.n} train / {len(d['enc_dev'])} dev examples, {len(labels)} labels, "
                 f"model {mcfg.name} ({n_params / 1e6:.1f}M params) on {device}, precision {precision} ({why}); "
                 f"{cfg.epochs_num} epochs x {task.steps_per_epoch} steps, batch {cfg.batch_size}, "
                 f"lr {cfg.learning_rate:g}" + (f"; resumed at step {trainer.step}" if st is not None else ""))
@@ -451,7 +485,10 @@ def _finish(cfg, d, task: ClassifierTask, model, mcfg, n_params, init_info, trai
         model=dict(name=mcfg.name, num_parameters=mcfg.num_parameters(mlm_head=False, pooler=True),
                    num_parameters_with_head=n_params, config=mcfg.to_dict(),
                    pretrained_model_path=os.path.abspath(cfg.pretrained_model_path) if cfg.pretrained_model_path else None,
-                   **init_info),
+                   **init_info, **({"teacher": {k: v for k, v in d["teacher"].items() if k != "cache"},
+                                    "distill": dict(temperature=cfg.temperature, alpha=cfg.alpha,
+                                                    transfer_path=cfg.transfer_path)}
+                                   if d["teacher"] else {})),
         device=str(device), precision=precision, threads=torch.get_num_threads(), steps=trainer.step,
         train_time_s=sum(e["train_time_s"] for e in epochs), paths={}, torch_version=torch.__version__,
     )
@@ -587,7 +624,10 @@ def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     if not (cfg.output_dir or cfg.output_model_path or cfg.export_hf):
         log("note: no --output_dir/--output_model_path/--export_hf given; the fine-tuned model is not saved")
-    res = run_finetune(cfg)
+    return print_result(run_finetune(cfg))
+
+
+def print_result(res: dict[str, Any]) -> int:
     if res.get("stopped"):
         print(json.dumps({k: res[k] for k in ("task", "stopped", "steps", "state_path")}, indent=2))
         return 0
@@ -599,5 +639,5 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["FinetuneConfig", "run_finetune", "build_classifier", "save_classifier", "ClassifierTask", "configure",
+__all__ = ["print_result", "config_from_args", "FinetuneConfig", "run_finetune", "build_classifier", "save_classifier", "ClassifierTask", "configure",
            "run", "load_task_data"]

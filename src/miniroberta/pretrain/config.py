@@ -40,6 +40,10 @@ class PretrainConfig:
     span_masking: bool | None = None
     span_geo_prob: float = 0.2
     span_max_length: int = 10
+    # general (MLM) distillation: + distill_alpha * T^2 * KL(teacher || student) on the masked positions
+    teacher_path: str | None = None
+    distill_alpha: float = 1.0
+    distill_temperature: float = 1.0
 
     # fields whose change alters nothing once training has started / are checked another way
     # (precision: the resolved one is checked against the state instead)
@@ -72,6 +76,9 @@ class PretrainConfig:
             raise ValueError(f"--mask_rate must be in (0, 1), got {self.mask_rate}")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"--precision must be auto, fp32 or bf16, got {self.precision!r}")
+        if self.distill_alpha < 0 or self.distill_temperature <= 0:
+            raise ValueError(f"--distill_alpha must be >= 0 and --distill_temperature > 0, got "
+                             f"{self.distill_alpha}, {self.distill_temperature}")
         if self.init not in ("uer", "hf"):
             raise ValueError(f"--init must be 'uer' or 'hf', got {self.init!r}")
 

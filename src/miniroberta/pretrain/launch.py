@@ -193,6 +193,13 @@ def configure(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dropout", type=float, default=None, help="override the config's dropout")
     g.add_argument("--layer_norm_type", default=None, choices=["hf", "uer"], help="override the config's LayerNorm")
 
+    g = p.add_argument_group("distillation (general, MLM)")
+    g.add_argument("--teacher", dest="teacher_path", default=None,
+                   help="a pretrained MLM teacher (checkpoint or HF dir, same vocab): adds distill_alpha * T^2 * "
+                        "KL(teacher || student) over the masked positions to the MLM loss")
+    g.add_argument("--distill_alpha", type=float, default=1.0, help="weight of the KL term")
+    g.add_argument("--distill_temperature", type=float, default=1.0, help="softmax temperature of the KL term")
+
     g = p.add_argument_group("masking")
     g.add_argument("--mask_rate", type=float, default=0.15)
     g.add_argument("--dynamic_masking", action="store_true", help="accepted for the reference; the dataset decides")
@@ -251,7 +258,8 @@ def configs_from_args(args: argparse.Namespace) -> tuple[PretrainConfig, RunOpti
         config_path=args.config_path, pretrained_model_path=args.pretrained_model_path,
         total_steps=args.total_steps, batch_size=args.batch_size, world_size=args.world_size,
         accumulation_steps=args.accumulation_steps, learning_rate=args.learning_rate, warmup=args.warmup,
-        weight_decay=args.weight_decay, grad_clip=args.grad_clip, correct_bias=args.correct_bias, mask_rate=args.mask_rate, seed=args.seed,
+        weight_decay=args.weight_decay, grad_clip=args.grad_clip, correct_bias=args.correct_bias, teacher_path=args.teacher_path,
+        distill_alpha=args.distill_alpha, distill_temperature=args.distill_temperature, mask_rate=args.mask_rate, seed=args.seed,
         init=args.init, dropout=args.dropout, layer_norm_type=args.layer_norm_type,
         precision="bf16" if args.bf16 else args.precision,
         whole_word_masking=True if args.whole_word_masking else None,

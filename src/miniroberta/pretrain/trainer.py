@@ -204,6 +204,7 @@ class MlmTask:
         self.A, self.device, self.meta = accumulation, device, meta
         self.eval_ds, self.eval_mcfg, self.special = eval_ds, eval_mcfg, special
         self.last_eval: dict[str, Any] | None = None
+        self.teacher: nn.Module | None = None    # UnpaddedMLM over the frozen teacher (--teacher)
 
     def batches(self, step: int) -> list[Batch]:
         assert self.src.j == step * self.A, "the batch stream is out of step with the trainer"
@@ -215,11 +216,25 @@ class MlmTask:
         else:
             t = b.to_torch(self.device)
         mask = t["attention_mask"] if b.has_padding else None
+        if self.teacher is not None:
+            return self.distill_loss(model, t, mask)
         if self.opts.unpad:
             return model(t["input_ids"], mask, t["masked_positions"], t["real_index"], t["masked_real_index"],
                          labels=t["labels"])
         logits = model(t["input_ids"], mask, None, masked_positions=t["masked_positions"]).logits
         return cross_entropy_sum(logits, t["labels"])
+
+    def distill_loss(self, model: nn.Module, t: dict[str, torch.Tensor],
+                     mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """MLM loss + distill_alpha * T^2 * KL(teacher || student), summed over the masked
+        positions; the teacher sees the same masked input, in inference mode."""
+        args = (t["input_ids"], mask, t["masked_positions"], t["real_index"], t["masked_real_index"])
+        logits = model(*args) if self.opts.unpad else \
+            model(t["input_ids"], mask, None, masked_positions=t["masked_positions"]).logits
+        with torch.no_grad():
+            teacher = self.teacher(*args)
+        ce, correct = cross_entropy_sum(logits, t["labels"])
+        return ce + self.cfg.distill_alpha * mlm_kl_sum(logits, teacher, self.cfg.distill_temperature), correct
 
     def evaluate(self, trainer: Trainer, log: RunLog) -> dict[str, Any]:
         self.last_eval = evaluate(self.model, self.eval_ds, self.special, self.eval_mcfg, self.cfg.batch_size,
@@ -257,6 +272,33 @@ class MlmTask:
         return {"resume_key": self.cfg.resume_key(), "pretrain_config": asdict(self.cfg),
                 "model_config": self.mc.to_dict(), "dataset_hash": self.ds.content_hash,
                 "dataset_name": self.meta["dataset"]}
+
+
+def mlm_kl_sum(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """sum over rows of T^2 * KL(softmax(teacher / T) || softmax(student / T)), in float32."""
+    t = float(temperature)
+    lt = F.log_softmax(teacher.float() / t, -1)
+    ls = F.log_softmax(student.float() / t, -1)
+    return (lt.exp() * (lt - ls)).sum() * (t * t)
+
+
+def load_teacher(cfg: PretrainConfig, mc: ModelConfig, vocab_sha: str, dev: torch.device, opts: RunOptions) -> nn.Module:
+    """The frozen MLM teacher (same vocabulary), wrapped like the student's forward."""
+    from miniroberta.interop.checkpoint import find_model_dir, load_model
+    from miniroberta.modeling.tokenizer import BertTokenizer
+    path = cfg.teacher_path
+    try:
+        teacher = load_model(path, "mlm")[0]
+    except (CheckpointError, ConfigError, FileNotFoundError) as e:
+        raise PretrainError(f"--teacher {path}: {e}") from None
+    if teacher.config.vocab_size != mc.vocab_size:
+        raise PretrainError(f"--teacher {path}: vocab_size {teacher.config.vocab_size} differs from the student's "
+                            f"{mc.vocab_size}; distil between models of one vocabulary")
+    d = find_model_dir(path) if os.path.isdir(path) else None
+    if d and os.path.isfile(os.path.join(d, "vocab.txt")) and BertTokenizer(os.path.join(d, "vocab.txt")).sha256 != vocab_sha:
+        raise PretrainError(f"--teacher {path}: its vocab.txt differs from the dataset's vocabulary")
+    teacher.to(dev).eval().requires_grad_(False)
+    return UnpaddedMLM(teacher, bucket=False) if opts.unpad else teacher
 
 
 # --------------------------------------------------------------------------- the worker
@@ -330,6 +372,9 @@ def run_worker(cfg: PretrainConfig, opts: RunOptions, rank: int, world_size: int
             "vocab_path": os.path.abspath(vp), "seed": cfg.seed}
     meta = {k: v for k, v in meta.items() if v is not None}
     task = MlmTask(cfg, opts, model, mc, ds, src, A, dev, meta, eval_ds, eval_mcfg, special)
+    if cfg.teacher_path:
+        task.teacher = load_teacher(cfg, mc, vocab_sha, dev, opts)
+        meta["teacher"] = os.path.abspath(cfg.teacher_path)
 
     peak = measure_matmul_peak(dev, torch.bfloat16 if precision == "bf16" else torch.float32) if is0 else 0.0
     metrics_path = metrics_path_for(cfg, opts)
