@@ -306,3 +306,26 @@ def test_stage_time_budget_then_a_larger_budget_resumes(tmp_path):
     acts = {(e["step"], e["action"]) for e in _events(out)[n:]}
     assert ("pretrain-L2_H128-stage1", "resume") in acts and ("pretrain-L2_H128-stage2", "redo") in acts
     assert _manifest(out, "pretrain-L2_H128-stage1")["result"]["steps"] > s1["steps"]
+
+
+@pytestmark_data
+def test_distillation_stage_and_skipped_stage2(tmp_path):
+    """recipe [distill]: a teacher fine-tuned per task with its best grid setting, the other model
+    distilled from it, a "← teacher (PD)" report row; stage2.total_steps = 0 skips stage 2."""
+    out = tmp_path / "run"
+    cmd = [*_cmd(out), "--tasks", "chnsenticorp", "--models", "L2_H128,L2_H256", "--set", "stage2.total_steps=0",
+           "--set", "grid.baseline=false", "--set", "distill.enabled=true", "--set", "distill.teacher=L2_H256",
+           "--set", 'distill.tasks=["chnsenticorp"]']
+    r = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
+    steps = {p.stem for p in (out / "steps").glob("*.json")}
+    assert {"teacher-L2_H256-chnsenticorp", "distill-L2_H128-chnsenticorp"} <= steps
+    assert not any("stage2" in s for s in steps) and "preprocess-seq512" not in steps
+    d = _manifest(out, "distill-L2_H128-chnsenticorp")["result"]
+    res = json.loads(Path(d["result"]).read_text())
+    t = _manifest(out, "teacher-L2_H256-chnsenticorp")["result"]
+    assert res["model"]["teacher"]["sha256"] == t["sha256"] and res["model"]["teacher"]["name"] == "L2_H256"
+    md = (out / "report" / "report.md").read_text(encoding="utf-8")
+    assert "| L2_H128 ← L2_H256 (PD) |" in md
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["distilled_dev_acc"]) == {"L2_H128-chnsenticorp"}

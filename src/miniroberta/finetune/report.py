@@ -100,7 +100,10 @@ def _model_key(model: dict[str, Any] | None) -> str:
     key = model.get("pretrained_model_path") or f"random-init {model.get('name', '?')}"
     t = model.get("teacher")
     if t:   # a distilled student is its own row: per teacher, temperature, alpha and transfer data
-        key += " <- " + json.dumps(dict(teacher=t.get("sha256"), **(model.get("distill") or {})), sort_keys=True)
+        d = dict(model.get("distill") or {})
+        d["transfer_path"] = bool(d.get("transfer_path"))
+        # per teacher architecture and settings: one student's distilled tasks form one row
+        key += " <- " + json.dumps(dict(teacher=t.get("name"), **d), sort_keys=True)
     return key
 
 

@@ -21,6 +21,17 @@ from typing import Any
 
 from miniroberta.utils import find_shared_data, format_duration, log
 
+# the pretraining recipe of a few CPU minutes, chosen by `miniroberta sweep` at a 4M-token budget (about
+# what the default 4 minutes train on 2 cores): docs/quality.md
+RECIPE = dict(learning_rate=2e-3, batch_size=32, warmup=0.05, init="uer")
+
+
+def scaled_lr(batch_size: int) -> float:
+    """The recipe's learning rate for another batch size: Adam's square-root rule,
+    lr * sqrt(batch / recipe batch)."""
+    return RECIPE["learning_rate"] * (batch_size / RECIPE["batch_size"]) ** 0.5
+
+
 # the reference corpus first, then a second domain; a held-out file for evaluation
 TRAIN_FILES = ("cluecorpussmall_sampled.txt", "news_thucnews_sample.txt", "wiki_cmrc2018_contexts.txt")
 EVAL_FILE = "c3_documents.txt"
@@ -44,7 +55,10 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default="tiny", help="model preset or config file (default tiny = L2_H128)")
     p.add_argument("--seq_length", type=int, default=128)
     p.add_argument("--batch_size", type=int, default=32)
-    p.add_argument("--learning_rate", type=float, default=1e-3)
+    p.add_argument("--learning_rate", type=float, default=None,
+                   help=f"peak learning rate (default {RECIPE['learning_rate']:g} at batch {RECIPE['batch_size']}, "
+                        f"scaled by sqrt(batch / {RECIPE['batch_size']}) for another --batch_size; chosen with "
+                        f"`miniroberta sweep`, see docs/quality.md)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                    help="training precision (see `miniroberta pretrain --help`)")
@@ -117,7 +131,8 @@ def run(args: argparse.Namespace) -> int:
 
     base = PretrainConfig(dataset_path=str(ds_path), output_model_path=str(ckpt), vocab_path=vocab,
                           config_path=args.config, total_steps=1, batch_size=args.batch_size,
-                          learning_rate=args.learning_rate, warmup=0.06, seed=7, init="hf",
+                          learning_rate=args.learning_rate or scaled_lr(args.batch_size), warmup=RECIPE["warmup"],
+                          seed=7, init=RECIPE["init"],
                           precision=args.precision)
     mc = model_config(base, len(read_vocab(vocab)), args.seq_length)
     if args.steps:

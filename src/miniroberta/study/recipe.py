@@ -182,6 +182,8 @@ def canonical_model(name: str) -> str:
 
 
 def validate(recipe: dict[str, Any]) -> None:
+    if recipe["distill"]["enabled"]:
+        recipe["distill"]["teacher"] = canonical_model(recipe["distill"]["teacher"])
     if not recipe["models"]:
         raise RecipeError("models: the list is empty; name at least one model (--models tiny)")
     if len(set(recipe["models"])) != len(recipe["models"]):
@@ -216,6 +218,13 @@ def validate(recipe: dict[str, Any]) -> None:
             raise RecipeError(f"grid.{k} is empty; give at least one value")
         if k != "seeds" and any(v <= 0 for v in g[k]):
             raise RecipeError(f"grid.{k} values must be positive, got {g[k]}")
+    dd = recipe["distill"]
+    if dd["enabled"]:
+        unknown = [t for t in dd["tasks"] if t not in TASKS]
+        if unknown:
+            raise RecipeError(f"distill.tasks: unknown task(s) {unknown}; choose from {', '.join(TASKS)}")
+        if dd["temperature"] <= 0 or not 0.0 <= dd["alpha"] <= 1.0:
+            raise RecipeError("distill.temperature must be > 0 and distill.alpha in [0, 1]")
     if g["max_train_tokens"] < 0:
         raise RecipeError(f"grid.max_train_tokens must be >= 0 (0 = no limit), got {g['max_train_tokens']}")
     if g["jobs"] < 1:

@@ -476,6 +476,73 @@ class Study:
 
         return self.runner.run(f"grid-{model}", settings, inputs, fn, outputs=[out])
 
+    def _best_setting(self, grid: dict[str, Any], task: str) -> dict[str, Any]:
+        best = grid["grid"]["tasks"][task]["best"]
+        return dict(epochs_num=int(best["epochs"]), batch_size=int(best["batch"]), learning_rate=float(best["lr"]))
+
+    def _classifier_run(self, step_id: str, out: str, export: dict[str, Any], grid: dict[str, Any], task: str,
+                        inputs: dict[str, str], teacher: dict[str, Any] | None = None) -> dict[str, Any]:
+        """One fine-tuning (teacher) or distillation (student) run with the model's best grid setting."""
+        g, dd = self.recipe["grid"], self.recipe["distill"]
+        settings = dict(task=task, seq_length=g["seq_length"], seed=g["seeds"][0], **self._best_setting(grid, task))
+        if teacher is not None:
+            settings.update(temperature=dd["temperature"], alpha=dd["alpha"], transfer=dd["transfer_path"])
+            inputs = {**inputs, "teacher": teacher["sha256"]}
+
+        def fn(resume: bool, fresh: bool) -> dict[str, Any]:
+            from miniroberta.finetune.trainer import FinetuneConfig, run_finetune
+            if fresh:
+                retire(out)
+            extra = {}
+            if teacher is not None:
+                extra = dict(teacher_path=teacher["path"], temperature=dd["temperature"], alpha=dd["alpha"],
+                             transfer_path=os.path.abspath(dd["transfer_path"]) if dd["transfer_path"] else None)
+            cfg = FinetuneConfig(pretrained_model_path=export["path"], task=task, data_dir=self.data_dir,
+                                 vocab_path=self.vocab, seq_length=g["seq_length"], seed=g["seeds"][0],
+                                 max_train_examples=g["max_train_examples"] or None,
+                                 max_train_tokens=g["max_train_tokens"] or None,
+                                 max_dev_examples=g["max_dev_examples"] or None, output_dir=out, run_test=False,
+                                 overwrite=True, progress=self.progress, **self._best_setting(grid, task), **extra)
+            res = run_finetune(cfg)
+            model_dir = res["paths"]["model_dir"]
+            from miniroberta.finetune.grid import model_fingerprint
+            return {"path": model_dir, "result": res["paths"]["result"], "best_dev_acc": res["best_dev_acc"],
+                    "sha256": model_fingerprint(model_dir)["sha256"]}
+
+        return self.runner.run(step_id, settings, inputs, fn, outputs=[os.path.join(out, "result.json")])
+
+    def distill_plan(self) -> list[str]:
+        """The tasks the [distill] stage runs on; empty (with the reason said) when it cannot run."""
+        dd, models = self.recipe["distill"], self.recipe["models"]
+        if not dd["enabled"]:
+            return []
+        why = (f"the teacher {dd['teacher']} is not among the models {models}" if dd["teacher"] not in models else
+               "there is no other model to distil into" if len(models) < 2 else "")
+        tasks = [t for t in dd["tasks"] if t in self.recipe["grid"]["tasks"]]
+        why = why or ("" if tasks else f"none of distill.tasks {dd['tasks']} is in grid.tasks")
+        if why and self.rank == 0:
+            log(f"distill: skipped -- {why} (set distill.teacher / distill.tasks, or distill.enabled=false)")
+        return [] if why else tasks
+
+    def distill(self, exports: dict[str, Any], grids: dict[str, Any], final: dict[str, Any],
+                tasks: list[str]) -> dict[str, Any]:
+        """Teachers fine-tuned per task, then every other model distilled from them (recipe [distill])."""
+        dd = self.recipe["distill"]
+        t = dd["teacher"]
+        out: dict[str, Any] = {}
+        for task in tasks:
+            teacher = self._classifier_run(
+                f"teacher-{t}-{task}", os.path.join(self.paths.model_dir(t), f"teacher-{task}"), exports[t],
+                grids[t], task, {"model": final[t]["final_checkpoint_sha256"], "tasks": self.tasks_hash([task])})
+            for m in self.recipe["models"]:
+                if m == t:
+                    continue
+                out[f"{m}-{task}"] = self._classifier_run(
+                    f"distill-{m}-{task}", os.path.join(self.paths.model_dir(m), f"distill-{task}"), exports[m],
+                    grids[m], task, {"model": final[m]["final_checkpoint_sha256"], "tasks": self.tasks_hash([task])},
+                    teacher=teacher)
+        return out
+
     def tasks_hash(self, tasks: list[str]) -> str:
         """Hash of the train and dev files the grid reads (test files do not matter)."""
         from miniroberta.data import tasks as T
@@ -492,10 +559,14 @@ class Study:
         return hash_files(files)
 
     def report(self, models: list[str], grids: dict[str, dict[str, Any]],
-               pretrains: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
+               pretrains: dict[str, dict[str, dict[str, Any]]],
+               distilled: dict[str, Any] | None = None) -> dict[str, Any]:
+        distilled = distilled or {}
         settings = {"reference": self.recipe["report"]["reference"], "models": models}
+        students = [m for m in models if any(k.startswith(m + "-") for k in distilled)]
         inputs = {m: _json_hash(grids[m].get("scores")) for m in models}
         inputs.update({f"{m}-baseline": _json_hash(grids[m].get("baseline_scores")) for m in models})
+        inputs.update({f"distill-{k}": v["sha256"] for k, v in distilled.items()})
         inputs.update({f"{m}-{s}-metrics": pretrains[m][s]["final_checkpoint_sha256"] for m in models for s in STAGES
                        if pretrains[m][s]})
         out = self.paths.report
@@ -505,8 +576,12 @@ class Study:
             names = []
             for m in models:
                 names += [m] + ([f"{m} · no pretraining"] if "baseline_scores" in grids[m] else [])
-            res = rp.build_report([grids[m]["path"] for m in models], out_dir=out,
-                                  reference=self.recipe["report"]["reference"], model_names=names)
+            names += [f"{m} ← {self.recipe['distill']['teacher']} (PD)" for m in students]
+            inputs_ = [grids[m]["path"] for m in models]
+            for m in students:   # a student's distilled tasks are one row
+                inputs_ += [v["result"] for k, v in distilled.items() if k.startswith(m + "-")]
+            res = rp.build_report(inputs_, out_dir=out, reference=self.recipe["report"]["reference"],
+                                  model_names=names)
             curves = os.path.join(out, "pretrain_loss.png")
             if plots:
                 plot_loss_curves({m: {s: pretrains[m][s]["metrics_path"] for s in STAGES if pretrains[m][s]}
@@ -601,12 +676,15 @@ class Study:
             return {}
         exports = {m: self.export(m, final[m]) for m in models}
         grids = {m: self.grid(m, exports[m], final[m]) for m in models}
-        report = self.report(models, grids, pre)
+        distill_tasks = self.distill_plan()
+        distilled = self.distill(exports, grids, final, distill_tasks) if distill_tasks else {}
+        report = self.report(models, grids, pre, distilled)
         cards = {m: self.card(m, pre[m], datasets, exports[m], grids[m]) for m in models}
         summary = {"out": self.paths.out, "models": models, "elapsed_s": round(time.time() - t0, 3),
                    "actions": dict(self.runner.actions), "report": report.get("path"),
                    "scores": {m: grids[m].get("scores") for m in models},
                    "no_pretraining_scores": {m: grids[m].get("baseline_scores") for m in models},
+                   "distilled_dev_acc": {k: v["best_dev_acc"] for k, v in distilled.items()},
                    "heldout_loss": {m: (final[m].get("eval") or {}).get("loss") for m in models},
                    "cards": {m: c["path"] for m, c in cards.items()}}
         atomic_write_json(os.path.join(self.paths.out, "summary.json"), summary)
@@ -981,6 +1059,8 @@ def _estimate_plan(recipe: dict[str, Any], out: str, work: str, calibration_step
     max_tokens = max_tokens or (16384 if device == "cuda" else 2048)
     d = recipe["data"]
     files = corpus_files(os.path.abspath(d["corpus"]))
+    held = resolve_heldout(d["heldout"], os.path.abspath(d["corpus"]))
+    files = [f for f in files if not held or os.path.realpath(f) != os.path.realpath(held)]
     vocab = os.path.abspath(d["vocab"])
     V = len(read_vocab(vocab))
     total_bytes = sum(os.path.getsize(f) for f in files)
