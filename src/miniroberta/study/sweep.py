@@ -166,9 +166,9 @@ def plot(rows: list[dict[str, Any]], path: str) -> str | None:
     from miniroberta.utils import atomic_write
     fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
     for r in sorted(rows, key=lambda r: r["heldout_loss"]):
-        xs = [(c["tokens"] or 0) / 1e6 for c in r["curve"]]
-        ax.plot(xs, [c["eval_loss"] for c in r["curve"]], marker=".", lw=1.8 if r["name"] == "base" else 1.0,
-                label=f"{r['name']} ({r['heldout_loss']:.2f})")
+        pts = [c for c in r["curve"] if c.get("tokens")]     # the step-0 point (ln V) would squash the rest
+        ax.plot([c["tokens"] / 1e6 for c in pts], [c["eval_loss"] for c in pts], marker=".",
+                lw=1.8 if r["name"] == "base" else 1.0, label=f"{r['name']} ({r['heldout_loss']:.3f})")
     ax.set_xlabel("real tokens seen (millions)")
     ax.set_ylabel("held-out MLM loss (all-[MASK])")
     ax.set_title("sweep: held-out loss at equal token budget")
