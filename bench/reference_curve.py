@@ -117,7 +117,7 @@ def main() -> int:
             ho = res["runs"][a]["heldout"]
             ax.plot([s for s, _ in tr], [v for _, v in tr], color=f"C{i}", alpha=0.5, lw=1, label=f"{a}: train")
             ax.plot([s for s, _ in ho], [v for _, v in ho], "o--", color=f"C{i}", label=f"{a}: held-out")
-        ax.plot(list(REFERENCE_TOOL), list(REFERENCE_TOOL.values()), "ks", label="reference tool (issue, held-out)")
+        ax.plot(list(REFERENCE_TOOL), list(REFERENCE_TOOL.values()), "ks", label="reference tool (issue; its own held-out file: not comparable in level)")
         ax.set_ylim(5.5, 8.5)
         ax.set_xlabel("step (batch 32, seq 128)")
         ax.set_ylabel("MLM loss")
