@@ -37,6 +37,18 @@ def test_quickstart_end_to_end(tmp_path, capsys):
     for preds in s["predictions"].values():
         assert len(preds) == 5
     assert os.path.isfile(s["checkpoint"])
+    # the slice is review text, an even spread of each file, with no line sharing a span with a sentiment dev text
+    if (DATA / "tasks" / "chnsenticorp").is_dir():
+        from miniroberta.data.decontam import task_spans
+        from miniroberta.study.quickstart import DECONTAMINATE, TRAIN_FILES
+        dec = s["decontamination"]
+        assert [os.path.basename(f["path"]) for f in dec["files"]] == list(TRAIN_FILES)
+        assert sum(f["bytes"] for f in dec["files"]) <= 150000 and all(f["stride"] > 1 for f in dec["files"])
+        es = task_spans(DECONTAMINATE, str(DATA / "tasks"), splits=("dev",))
+        for f in dec["files"]:
+            lines = open(f["out"], encoding="utf-8").read().splitlines()
+            assert len(lines) == f["kept"] > 0
+            assert not any(es.match(line) for line in lines)
 
 
 def test_quickstart_without_data_says_what_to_pass(tmp_path, capsys):

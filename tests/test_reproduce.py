@@ -147,7 +147,7 @@ def _manifest(out: Path, step: str) -> dict:
     return json.loads((out / "steps" / f"{step}.json").read_text(encoding="utf-8"))
 
 
-STEPS = ["preprocess-seq128", "preprocess-seq512", "preprocess-heldout", "pretrain-L2_H128-stage1", "pretrain-L2_H128-stage2",
+STEPS = ["decontaminate", "preprocess-seq128", "preprocess-seq512", "preprocess-heldout", "pretrain-L2_H128-stage1", "pretrain-L2_H128-stage2",
          "export-L2_H128", "grid-L2_H128", "report", "card-L2_H128"]
 
 
@@ -158,7 +158,7 @@ def test_kill_then_resume_then_all_cached(study):
     assert ("pretrain-L2_H128-stage1", "run") in run1 and ("pretrain-L2_H128-stage1", "done") not in run1
     run2 = [(e["step"], e["action"]) for e in study["run2"]]
     assert ("preprocess-seq128", "skip") in run2 and ("pretrain-L2_H128-stage1", "resume") in run2
-    assert [s for s, a in run2 if a == "done"] == STEPS[3:]   # the datasets were done before the kill
+    assert [s for s, a in run2 if a == "done"] == STEPS[4:]   # the datasets were done before the kill
     # stage 1 really continued from its checkpoint: the second session starts past step 0
     starts = [json.loads(line) for line in (study["out"] / "models/L2_H128/stage1/metrics.jsonl").read_text().splitlines()
               if '"event": "start"' in line]
@@ -170,6 +170,22 @@ def test_kill_then_resume_then_all_cached(study):
         m = _manifest(study["out"], s)
         assert m["status"] == "done" and m["git_revision"] and m["versions"]["miniroberta"] and m["fingerprint"]
         assert m["attempts"] == (2 if s == "pretrain-L2_H128-stage1" else 1)
+
+
+@pytestmark_data
+def test_the_training_corpus_holds_no_scored_dev_text(study):
+    """cpu-smoke decontaminates: the dataset is built from the cleaned copy, whose every line is free of
+    20-character spans of the grid tasks' dev/test texts, and the removed lines are listed."""
+    from miniroberta.data.decontam import task_spans
+    out = study["out"]
+    res = _manifest(out, "decontaminate")["result"]
+    assert res["files"] and all(f.startswith(str(out / "data" / "corpus")) for f in res["files"])
+    assert _manifest(out, "preprocess-seq128")["settings"]["decontaminate"] is True
+    rep = json.loads(Path(res["report"]).read_text(encoding="utf-8"))
+    assert sum(f["bytes"] for f in rep["files"]) <= 60000 and len(rep["removed"]) == res["removed"]
+    es = task_spans(["chnsenticorp", "tnews"], str(DATA / "tasks"))
+    for f in res["files"]:
+        assert not any(es.match(line) for line in open(f, encoding="utf-8"))
 
 
 @pytestmark_data
@@ -259,11 +275,11 @@ def test_dry_run_plan_measures(tmp_path):
                                             "data.max_bytes=20000", 'grid.tasks=["chnsenticorp"]'])
     plan = estimate_plan(r, str(tmp_path), calibration_steps=1)
     steps = [row["step"] for row in plan["rows"]]
-    assert steps == ["preprocess-seq128", "preprocess-seq512", "pretrain-L2_H128-stage1", "pretrain-L2_H128-stage2",
-                     "export-L2_H128", "grid-L2_H128", "report", "card-L2_H128"]
+    assert steps == ["decontaminate", "preprocess-seq128", "preprocess-seq512", "pretrain-L2_H128-stage1",
+                     "pretrain-L2_H128-stage2", "export-L2_H128", "grid-L2_H128", "report", "card-L2_H128"]
     assert all(row["estimate_s"] > 0 for row in plan["rows"]) and plan["total_s"] == pytest.approx(
         sum(row["estimate_s"] for row in plan["rows"]))
-    s1 = plan["rows"][2]
+    s1 = plan["rows"][3]
     assert "s/step" in s1["calibration"] and s1["state"] == ""
     assert plan["tasks"]["chnsenticorp"]["train"] == 9600 and plan["tasks"]["chnsenticorp"]["dev"] == 1200
 
