@@ -399,3 +399,25 @@ def test_pretrain_with_the_student_as_its_own_teacher_adds_nothing(data, tmp_pat
     other = train(cfg_for(data, tmp_path / "o" / "m.bin", total_steps=3, dropout=0.0, seed=99), opts())
     distilled = first_loss(tmp_path / "c" / "m.bin", teacher_path=other["last_checkpoint"], distill_alpha=1.0)
     assert distilled > plain + 1e-3
+
+
+def test_general_distillation_under_ddp_and_resume(data, tmp_path):
+    """`pretrain --teacher` in two gloo processes equals one process with twice the batch (the teacher
+    sees each rank's masked batch), and a stopped distillation run resumes bit-identically."""
+    teacher = train(cfg_for(data, tmp_path / "t" / "m.bin", total_steps=3, dropout=0.0, seed=99),
+                    opts())["last_checkpoint"]
+    kw = dict(total_steps=4, dropout=0.0, warmup=0.0, teacher_path=teacher, distill_alpha=0.5,
+              distill_temperature=2.0)
+    r2 = train(cfg_for(data, tmp_path / "ddp" / "m.bin", batch_size=4, world_size=2, **kw), opts(report_steps=2))
+    r1 = train(cfg_for(data, tmp_path / "one" / "m.bin", batch_size=8, **kw), opts(report_steps=2))
+    assert max_diff(weights(r2["last_checkpoint"]), weights(r1["last_checkpoint"])) < 2e-5
+    assert r2["final_loss"] == pytest.approx(r1["final_loss"], rel=1e-5)
+    plain = train(cfg_for(data, tmp_path / "plain" / "m.bin", batch_size=8, total_steps=4, dropout=0.0, warmup=0.0),
+                  opts(report_steps=2))
+    assert abs(plain["final_loss"] - r1["final_loss"]) > 1e-3      # the KL term is in the loss
+    kw["dropout"] = 0.1
+    full = train(cfg_for(data, tmp_path / "full" / "m.bin", **kw), opts())
+    part = train(cfg_for(data, tmp_path / "part" / "m.bin", **kw), opts(stop_after_steps=2))
+    assert part["steps"] == 2
+    rest = train(cfg_for(data, tmp_path / "part" / "m.bin", **kw), opts(resume=True))
+    assert max_diff(weights(full["last_checkpoint"]), weights(rest["last_checkpoint"])) == 0.0

@@ -353,6 +353,9 @@ def run_worker(cfg: PretrainConfig, opts: RunOptions, rank: int, world_size: int
                       forward=forward, rank=rank, world_size=world_size)
     if opts.compile:
         trainer.forward = torch.compile(trainer.forward, dynamic=True)
+    # the teacher is built before the dropout RNG is seeded or restored: building it draws random numbers
+    # (its init before the weights are loaded), which would otherwise shift a resumed run's dropout masks
+    teacher = load_teacher(cfg, mc, vocab_sha, dev, opts) if cfg.teacher_path else None
     if st is not None:
         trainer.load_state_dict(st)
     else:  # dropout RNG: per rank (restored from the state on resume with the same world size)
@@ -372,8 +375,8 @@ def run_worker(cfg: PretrainConfig, opts: RunOptions, rank: int, world_size: int
             "vocab_path": os.path.abspath(vp), "seed": cfg.seed}
     meta = {k: v for k, v in meta.items() if v is not None}
     task = MlmTask(cfg, opts, model, mc, ds, src, A, dev, meta, eval_ds, eval_mcfg, special)
-    if cfg.teacher_path:
-        task.teacher = load_teacher(cfg, mc, vocab_sha, dev, opts)
+    if teacher is not None:
+        task.teacher = teacher
         meta["teacher"] = os.path.abspath(cfg.teacher_path)
 
     peak = measure_matmul_peak(dev, torch.bfloat16 if precision == "bf16" else torch.float32) if is0 else 0.0
