@@ -345,3 +345,22 @@ def test_distillation_stage_and_skipped_stage2(tmp_path):
     assert "| L2_H128 ← L2_H256 (PD) |" in md
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["distilled_dev_acc"]) == {"L2_H128-chnsenticorp"}
+
+
+@pytestmark_data
+def test_dry_run_plans_the_distillation_stage(tmp_path):
+    from miniroberta.study.recipe import load_recipe
+    from miniroberta.study.reproduce import estimate_plan
+    r = load_recipe("cpu-smoke", overrides=[f"data.corpus={json.dumps(str(DATA / 'corpus'))}",
+                                            f"data.vocab={json.dumps(str(DATA / 'vocab' / 'google_zh_vocab.txt'))}",
+                                            f"data.data_dir={json.dumps(str(DATA / 'tasks'))}",
+                                            "data.max_bytes=20000", 'grid.tasks=["chnsenticorp"]',
+                                            'models=["tiny", "mini"]', "distill.enabled=true",
+                                            'distill.teacher="mini"', 'distill.tasks=["chnsenticorp"]'])
+    plan = estimate_plan(r, str(tmp_path), calibration_steps=1)
+    rows = {row["step"]: row for row in plan["rows"]}
+    t, d = rows["teacher-L4_H256-chnsenticorp"], rows["distill-L2_H128-chnsenticorp"]
+    assert t["estimate_s"] > 0 and d["estimate_s"] > 0 and "upper bound" in t["calibration"]
+    assert "distill-L4_H256-chnsenticorp" not in rows
+    steps = [row["step"] for row in plan["rows"]]
+    assert steps.index("grid-L4_H256") < steps.index("teacher-L4_H256-chnsenticorp") < steps.index("report")

@@ -1194,6 +1194,9 @@ def _estimate_plan(recipe: dict[str, Any], out: str, work: str, calibration_step
                                     f"x seq {T} (scaled by FLOPs from the measured steps and the tasks' token lengths)"
                                     + ("" if par > 1 else "; --jobs gives no speed-up on CPU (cores are shared)"),
                      "state": cached(f"grid-{m}")})
+    dd = recipe["distill"]
+    if dd["enabled"] and dd["teacher"] in models and len(models) > 1:
+        rows += _distill_rows(recipe, stats, V, ft_model, max_tokens, cached)
     rows.append({"step": "report", "what": "tables, score-vs-size and loss plots", "estimate_s": 5.0,
                  "calibration": "fixed", "state": cached("report")})
     for m in models:
@@ -1205,6 +1208,42 @@ def _estimate_plan(recipe: dict[str, Any], out: str, work: str, calibration_step
             "remaining_s": todo, "calibration_s": time.perf_counter() - calib_t0, "recipe": recipe.get("description", ""),
             "tasks": {t: {"train": st["train"], "dev": st["dev"],
                           "mean_train_tokens": round(float(st["train_lengths"].mean()), 1)} for t, st in stats.items()}}
+
+
+def _distill_rows(recipe, stats, V, ft_model, max_tokens, cached) -> list[dict[str, Any]]:
+    """Plan rows of the [distill] stage: per task the teacher's fine-tuning run, then one run per student
+    plus the teacher's logits over the student's training texts (one forward pass: a third of a step).
+    An upper bound: the largest grid epochs at the smallest grid batch (the grid picks the real setting)."""
+    from miniroberta.modeling.config import preset
+    g, dd, models = recipe["grid"], recipe["distill"], list(recipe["models"])
+    e, b = max(g["epochs"]), min(g["batch_size"])
+    n_transfer = 0
+    if dd["transfer_path"] and os.path.isfile(dd["transfer_path"]):
+        with open(dd["transfer_path"], "rb") as f:
+            n_transfer = sum(1 for line in f if line.strip())
+    rows = []
+    for t in [x for x in dd["tasks"] if x in stats]:
+        st = stats[t]
+        n_train = min(st["train"], g["max_train_examples"] or st["train"])
+        padded = max(1, int(round(_mean_batch_max(st["train_lengths"], b))))
+        micro = max(1, min(b, max_tokens // padded))
+
+        def run_s(m: str, n: int) -> float:
+            step = ft_model.seconds(train_flops(preset(m, vocab_size=V, num_labels=3), padded, b, mlm=False),
+                                    math.ceil(b / micro))
+            return e * math.ceil(n / b) * step
+        note = f"upper bound: {e} epochs at batch {b} (the grid's largest / smallest; its best setting is used)"
+        rows.append({"step": f"teacher-{dd['teacher']}-{t}", "what": f"fine-tune the teacher on {t}",
+                     "estimate_s": run_s(dd["teacher"], n_train), "calibration": note,
+                     "state": cached(f"teacher-{dd['teacher']}-{t}")})
+        n = n_train + n_transfer
+        for m in models:
+            if m != dd["teacher"]:
+                rows.append({"step": f"distill-{m}-{t}", "what": f"{n:,} texts ({n_transfer:,} unlabeled), "
+                                                                 f"teacher logits once",
+                             "estimate_s": run_s(m, n) + run_s(dd["teacher"], n) / (3.0 * e), "calibration": note,
+                             "state": cached(f"distill-{m}-{t}")})
+    return rows
 
 
 def _load() -> float | None:
