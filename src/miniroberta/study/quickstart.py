@@ -53,7 +53,9 @@ SENTENCES = (
 
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--corpus", default=None,
-                   help="corpus file or directory (one document per line); default ../shared/data/corpus")
+                   help="corpus file or directory (one document per line), its first --max_bytes used as is; default: "
+                        "an even spread of the review files of ../shared/data/corpus without the lines that overlap "
+                        "a chnsenticorp/book_review dev text (docs/pretrain.md)")
     p.add_argument("--vocab", default=None, help="vocab.txt; default ../shared/data/vocab/google_zh_vocab.txt")
     p.add_argument("--out", default="quickstart_out", help="output directory")
     p.add_argument("--minutes", type=float, default=4.0, help="training wall-time budget")
