@@ -12,7 +12,8 @@ The comparison of Turc et al. (2019) on one CPU, per task:
 (a) and (b) run ``--epochs`` epochs over the train set, (c) one epoch over train + transfer, so every arm makes
 exactly the same number of student updates (checked). Each arm runs at every ``--student_lrs`` and is scored,
 like a grid, by its best cell; the table also gives the last-epoch accuracy. ``--no_pretraining`` adds arm
-(b) from random initialisation (distillation without pretraining, the paper's other ablation).
+(b) from random initialisation (distillation without pretraining, the paper's other ablation);
+``--alpha_variant A`` adds arms (b) and (c) with ``--alpha A`` (gold labels mixed in) at one learning rate.
 
 Speeds: training examples/s of every run (from its result) and inference examples/s of the teacher and the
 student over the dev set (batch 32, one thread, fp32). Every run is a directory under ``--out`` with its
@@ -111,6 +112,9 @@ def main() -> int:
     ap.add_argument("--student_lrs", type=float, nargs="+", default=[3e-4, 1e-3])
     ap.add_argument("--temperature", type=float, default=2.0)
     ap.add_argument("--no_pretraining", action="store_true", help="add arm (b) from random initialisation")
+    ap.add_argument("--alpha_variant", type=float, default=None,
+                    help="also run arms (b) and (c) with this --alpha (gold labels mixed in), at --alpha_variant_lr")
+    ap.add_argument("--alpha_variant_lr", type=float, default=1e-3)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--max_train_examples", type=int, default=None, help="a quick look on a subsample")
@@ -160,6 +164,17 @@ def main() -> int:
                     os.path.join(tdir, f"b0_distilled_nopre_lr{lr:g}"), task=task, config_path=args.student_preset,
                     teacher_path=tdir_model, temperature=args.temperature, epochs_num=args.epochs, learning_rate=lr,
                     **common)
+        if args.alpha_variant is not None:
+            a_, lr = args.alpha_variant, args.alpha_variant_lr
+            arms[f"b_alpha{a_:g}"] = {lr: run_cell(
+                os.path.join(tdir, f"b_alpha{a_:g}_lr{lr:g}"), task=task, pretrained_model_path=args.student_init,
+                teacher_path=tdir_model, temperature=args.temperature, alpha=a_, epochs_num=args.epochs,
+                learning_rate=lr, **common)}
+            if task in transfer:
+                arms[f"c_alpha{a_:g}"] = {lr: run_cell(
+                    os.path.join(tdir, f"c_alpha{a_:g}_lr{lr:g}"), task=task, pretrained_model_path=args.student_init,
+                    teacher_path=tdir_model, transfer_path=os.path.join(tdir, "transfer.txt"),
+                    temperature=args.temperature, alpha=a_, epochs_num=1, learning_rate=lr, **common)}
         steps = {name: {lr: r["steps"] for lr, r in cells.items()} for name, cells in arms.items()}
         flat = {s for v in steps.values() for s in v.values()}
         if len(flat) != 1:
@@ -183,6 +198,8 @@ def main() -> int:
                              train_examples_per_s=max(train_speed(r) for r in cells.values()))
                   for name, cells in arms.items()})
         a, t = row["arms"]["a_finetuned"]["best_dev_acc"], row["teacher"]["best_dev_acc"]
+        for arm in row["arms"].values():
+            arm["gap_closed"] = (arm["best_dev_acc"] - a) / (t - a) if t > a else None
         if "c_distilled_transfer" in row["arms"] and t > a:
             row["gap_closed_by_c"] = (row["arms"]["c_distilled_transfer"]["best_dev_acc"] - a) / (t - a)
         report["tasks"][task] = row
@@ -200,22 +217,24 @@ def main() -> int:
 def markdown(report: dict) -> str:
     names = {"a_finetuned": "(a) fine-tuned", "b_distilled": "(b) distilled, train texts",
              "c_distilled_transfer": "(c) distilled, train + unlabeled",
-             "b0_distilled_no_pretraining": "(b0) distilled, no pretraining"}
+             "b0_distilled_no_pretraining": "(b0) distilled, no pretraining",
+             "b_alpha0.5": "(b) with α = 0.5 (soft + gold)", "c_alpha0.5": "(c) with α = 0.5 (soft + gold)"}
     lines = []
     for task, row in report["tasks"].items():
         t = row["teacher"]
         lines += [f"**{task}** ({row['n_train']:,} train examples, {row['student_updates']:,} student updates per arm)",
-                  "", "| model | dev acc (best lr) | per lr | last epoch | train ex/s | infer ex/s |",
-                  "|---|---:|---|---|---:|---:|",
+                  "", "| model | dev acc (best lr) | per lr | last epoch | of the (a)→teacher gap | train ex/s | infer ex/s |",
+                  "|---|---:|---|---|---:|---:|---:|",
                   f"| teacher {t['name']} ({t['params'] / 1e6:.1f}M) | {100 * t['best_dev_acc']:.2f} (lr {t['lr']:g}) | "
                   + ", ".join(f"{lr}: {100 * v:.2f}" for lr, v in t["dev_acc"].items())
-                  + f" | | {t['train_examples_per_s']:.0f} | {t['infer_examples_per_s']:.0f} |"]
+                  + f" | | | {t['train_examples_per_s']:.0f} | {t['infer_examples_per_s']:.0f} |"]
         s = row["student"]
         for name, arm in row["arms"].items():
             lines.append(f"| {names.get(name, name)} {s['name']} ({s['params'] / 1e6:.1f}M) | "
                          f"{100 * arm['best_dev_acc']:.2f} (lr {arm['best_lr']:g}) | "
                          + ", ".join(f"{lr}: {100 * v:.2f}" for lr, v in arm["dev_acc"].items()) + " | "
                          + ", ".join(f"{100 * v:.2f}" for v in arm["last_dev_acc"].values())
+                         + (f" | {100 * arm['gap_closed']:+.0f} %" if arm.get("gap_closed") is not None else " | ")
                          + f" | {arm['train_examples_per_s']:.0f} | {s['infer_examples_per_s']:.0f} |")
         if "gap_closed_by_c" in row:
             lines.append(f"\n(c) closes {100 * row['gap_closed_by_c']:.0f} % of the gap between (a) and the teacher.")
