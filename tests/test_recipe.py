@@ -49,6 +49,10 @@ def test_reference_preset_is_the_reference_optimisation_and_cpu_hour_the_measure
     assert hour["stage1"]["learning_rate"] == 1.5e-3 and hour["stage1"]["warmup"] == 0.05
     assert hour["stage2"]["total_steps"] == 0 and hour["grid"]["max_train_tokens"] == 2_000_000
     assert hour["stage1"]["time_budget_s"] <= 28.7 * 60
+    # the measured choices: the tasks' unlabeled train texts in a packed corpus, the grid at lr 1e-3
+    assert hour["data"]["task_text"] is True and hour["preprocess"]["full_sentences"] is True
+    assert hour["grid"]["learning_rate"] == [1e-3]
+    assert ref["data"]["task_text"] is False and ref["preprocess"]["full_sentences"] is False
 
 
 def test_cpu_smoke_is_small():

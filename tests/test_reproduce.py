@@ -147,7 +147,7 @@ def _manifest(out: Path, step: str) -> dict:
     return json.loads((out / "steps" / f"{step}.json").read_text(encoding="utf-8"))
 
 
-STEPS = ["decontaminate", "preprocess-seq128", "preprocess-seq512", "preprocess-heldout", "pretrain-L2_H128-stage1", "pretrain-L2_H128-stage2",
+STEPS = ["decontaminate", "task-text", "preprocess-seq128", "preprocess-seq512", "preprocess-heldout", "pretrain-L2_H128-stage1", "pretrain-L2_H128-stage2",
          "export-L2_H128", "grid-L2_H128", "report", "card-L2_H128"]
 
 
@@ -158,7 +158,7 @@ def test_kill_then_resume_then_all_cached(study):
     assert ("pretrain-L2_H128-stage1", "run") in run1 and ("pretrain-L2_H128-stage1", "done") not in run1
     run2 = [(e["step"], e["action"]) for e in study["run2"]]
     assert ("preprocess-seq128", "skip") in run2 and ("pretrain-L2_H128-stage1", "resume") in run2
-    assert [s for s, a in run2 if a == "done"] == STEPS[4:]   # the datasets were done before the kill
+    assert [s for s, a in run2 if a == "done"] == STEPS[5:]   # the datasets were done before the kill
     # stage 1 really continued from its checkpoint: the second session starts past step 0
     starts = [json.loads(line) for line in (study["out"] / "models/L2_H128/stage1/metrics.jsonl").read_text().splitlines()
               if '"event": "start"' in line]
@@ -186,6 +186,33 @@ def test_the_training_corpus_holds_no_scored_dev_text(study):
     es = task_spans(["chnsenticorp", "tnews"], str(DATA / "tasks"))
     for f in res["files"]:
         assert not any(es.match(line) for line in open(f, encoding="utf-8"))
+
+
+@pytestmark_data
+def test_the_task_text_joins_the_corpus_without_labels_or_dev_text(study):
+    """cpu-smoke's data.task_text: the grid tasks' first train examples (grid.max_train_examples), their
+    texts only, decontaminated, are a file of the stage-1 corpus."""
+    from miniroberta.data.decontam import task_spans
+    from miniroberta.data.tasks import read_examples, resolve_task
+    out = study["out"]
+    res = _manifest(out, "task-text")["result"]
+    assert res["files"] == [str(out / "data" / "task_text" / "task_train_texts.txt")]
+    lines = Path(res["files"][0]).read_text(encoding="utf-8").splitlines()
+    assert len(lines) == res["kept"] == len(set(lines)) and res["kept"] + res["removed"] == sum(
+        t["texts"] for t in res["tasks"].values())
+    assert set(res["tasks"]) == {"chnsenticorp", "tnews"} and all(t["examples"] == 32 for t in res["tasks"].values())
+    es = task_spans(["chnsenticorp", "tnews"], str(DATA / "tasks"))
+    expected = []
+    for task in ("chnsenticorp", "tnews"):
+        tf = resolve_task(task, str(DATA / "tasks"))
+        data = read_examples(tf.train_path, text_fields=tf.text_fields)
+        expected += [" ".join(t.split()) for t in data.texts[0][:32]]
+    kept = [t for t in dict.fromkeys(expected) if es.match(t) is None]
+    assert lines == kept and len(kept) < len(set(expected))   # in order; tnews repeats titles of its dev set
+    m = _manifest(out, "preprocess-seq128")
+    assert m["settings"]["task_text"] is True and "task_text" in m["inputs"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["task_text"]["kept"] == res["kept"]
 
 
 @pytestmark_data
@@ -275,11 +302,14 @@ def test_dry_run_plan_measures(tmp_path):
                                             "data.max_bytes=20000", 'grid.tasks=["chnsenticorp"]'])
     plan = estimate_plan(r, str(tmp_path), calibration_steps=1)
     steps = [row["step"] for row in plan["rows"]]
-    assert steps == ["decontaminate", "preprocess-seq128", "preprocess-seq512", "pretrain-L2_H128-stage1",
+    assert steps == ["decontaminate", "task-text", "preprocess-seq128", "preprocess-seq512", "pretrain-L2_H128-stage1",
                      "pretrain-L2_H128-stage2", "export-L2_H128", "grid-L2_H128", "report", "card-L2_H128"]
     assert all(row["estimate_s"] > 0 for row in plan["rows"]) and plan["total_s"] == pytest.approx(
         sum(row["estimate_s"] for row in plan["rows"]))
-    s1 = plan["rows"][3]
+    # cpu-smoke's task text: chnsenticorp's first 256 train examples, distinct texts only
+    n_texts = int(plan["rows"][1]["what"].split()[0].replace(",", ""))
+    assert 200 < n_texts <= 256 and "decontaminated" in plan["rows"][1]["what"]
+    s1 = plan["rows"][4]
     assert "s/step" in s1["calibration"] and s1["state"] == ""
     assert plan["tasks"]["chnsenticorp"]["train"] == 9600 and plan["tasks"]["chnsenticorp"]["dev"] == 1200
 

@@ -514,6 +514,38 @@ def subsample_tokens(lengths: np.ndarray, budget: int | None, seed: int = 0) -> 
     return np.sort(order[:max(1, k)])
 
 
+def write_train_texts(tasks: Sequence[str], out_path: str, data_dir: str | None = None,
+                      max_examples: int | None = None) -> dict[str, Any]:
+    """The train texts of ``tasks`` as a pretraining corpus, **without their labels**: one text per line
+    (both texts of a pair task, each on its line), whitespace runs collapsed, each distinct text once (first
+    occurrence). ``max_examples`` takes each task's first examples only (a smoke run). Task-adaptive
+    pretraining (Gururangan et al. 2020, "Don't Stop Pretraining"): the unlabeled text of the task is what
+    a fine-tuning user always has. Dev/test texts are never read here; the caller decontaminates.
+
+    Returns ``{"path", "lines", "bytes", "tasks": {task: {"examples", "texts"}}}``; written via a temp file."""
+    seen: set[str] = set()
+    per_task: dict[str, dict[str, int]] = {}
+    n_bytes = 0
+    with atomic_write(out_path, "wb") as f:
+        for task in tasks:
+            files = resolve_task(task, data_dir)
+            data = read_examples(files.train_path, text_fields=files.text_fields, label_field=files.label_field,
+                                 require_label=False, id_field=files.id_field)
+            n = len(data) if not max_examples else min(len(data), int(max_examples))
+            written = 0
+            for i in range(n):
+                for fld in data.texts:
+                    text = " ".join(fld[i].split())
+                    if text and text not in seen:
+                        seen.add(text)
+                        raw = (text + "\n").encode("utf-8")
+                        f.write(raw)
+                        n_bytes += len(raw)
+                        written += 1
+            per_task[task] = {"examples": n, "texts": written}
+    return {"path": out_path, "lines": len(seen), "bytes": n_bytes, "tasks": per_task}
+
+
 __all__ = ["subsample_tokens", "TaskSpec", "TASKS", "TASK_NAMES", "TaskFiles", "TaskData", "TaskDataError", "LabelMap", "Encoded",
            "resolve_task", "read_examples", "encode_data", "cached_encode", "parse_tasks", "default_data_dir",
-           "default_vocab_path", "default_cache_dir", "subsample", "detect_format"]
+           "default_vocab_path", "default_cache_dir", "subsample", "detect_format", "write_train_texts"]

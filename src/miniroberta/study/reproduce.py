@@ -316,15 +316,10 @@ class Study:
         if not self.recipe["data"]["decontaminate"]:
             return None
         from miniroberta.data import decontam
-        from miniroberta.data import tasks as T
         tasks = list(self.recipe["grid"]["tasks"])
-        eval_files = []
-        for t in tasks:
-            tf = T.resolve_task(t, self.data_dir)
-            eval_files += [p for p in (tf.dev_path, tf.test_path) if p and os.path.isfile(p)]
         max_bytes = self.recipe["data"]["max_bytes"] or None
         settings = {"tasks": tasks, "n": decontam.DEFAULT_N, "splits": ["dev", "test"], "max_bytes": max_bytes}
-        inputs = {"corpus": self.corpus_hash(), "eval_texts": hash_files(eval_files)}
+        inputs = {"corpus": self.corpus_hash(), "eval_texts": hash_files(self.task_files(tasks, ("dev", "test")))}
         out = os.path.join(self.paths.out, "data", "corpus")
 
         def fn(resume: bool, fresh: bool) -> dict[str, Any]:
@@ -340,14 +335,61 @@ class Study:
         return self.runner.run("decontaminate", settings, inputs, fn,
                                outputs=[os.path.join(out, "decontamination.json")])
 
-    def preprocess(self, seq: int, clean: dict[str, Any] | None = None) -> dict[str, Any]:
+    def task_files(self, tasks: list[str], splits: tuple[str, ...]) -> list[str]:
+        from miniroberta.data import tasks as T
+        out = []
+        for t in tasks:
+            tf = T.resolve_task(t, self.data_dir)
+            paths = {"train": tf.train_path, "dev": tf.dev_path, "test": tf.test_path}
+            out += [paths[s] for s in splits if paths[s] and os.path.isfile(paths[s])]
+        return out
+
+    def task_text(self) -> dict[str, Any] | None:
+        """``data.task_text``: the grid tasks' train texts without labels (``tasks.write_train_texts``), less
+        every text that shares a 20-character span with a dev/test text, as one more corpus file in
+        ``OUT/data/task_text`` (the removed texts listed in its ``decontamination.json``)."""
+        if not self.recipe["data"]["task_text"]:
+            return None
+        from miniroberta.data import decontam
+        from miniroberta.data import tasks as T
+        tasks = list(self.recipe["grid"]["tasks"])
+        max_examples = self.recipe["grid"]["max_train_examples"] or None
+        settings = {"tasks": tasks, "max_examples": max_examples, "n": decontam.DEFAULT_N, "splits": ["dev", "test"]}
+        inputs = {"train_texts": hash_files(self.task_files(tasks, ("train",))),
+                  "eval_texts": hash_files(self.task_files(tasks, ("dev", "test")))}
+        out = os.path.join(self.paths.out, "data", "task_text")
+
+        def fn(resume: bool, fresh: bool) -> dict[str, Any]:
+            raw = os.path.join(out, "all", "task_train_texts.txt")
+            written = T.write_train_texts(tasks, raw, self.data_dir, max_examples=max_examples)
+            spans = decontam.task_spans(tasks, self.data_dir, splits=("dev", "test"))
+            rep = decontam.decontaminate([raw], spans, out)
+            os.remove(raw)
+            os.rmdir(os.path.dirname(raw))
+            f = rep["files"][0]
+            log(f"task-text: {written['lines']:,} distinct train texts of {', '.join(tasks)} (labels dropped); "
+                f"{f['removed']:,} share a {spans.n}-character span with a dev/test text and are left out; "
+                f"{f['kept']:,} lines, {f['bytes'] / 1e6:.1f} MB join the stage-1 corpus")
+            return {"files": [f["out"]], "texts": written["lines"], "kept": f["kept"], "removed": f["removed"],
+                    "bytes": f["bytes"], "tasks": written["tasks"], "report": os.path.join(out, "decontamination.json")}
+
+        return self.runner.run("task-text", settings, inputs, fn, outputs=[os.path.join(out, "decontamination.json")])
+
+    def preprocess(self, seq: int, clean: dict[str, Any] | None = None,
+                   task: dict[str, Any] | None = None) -> dict[str, Any]:
         p = self.recipe["preprocess"]
         settings = {"seq_length": seq, "max_bytes": self.recipe["data"]["max_bytes"], "seed": self.recipe["seed"], **p}
         inputs = {"corpus": self.corpus_hash(), "vocab": self.vocab_hash()}
         if clean is not None:       # the decontaminated copy, already cut to max_bytes
             settings["decontaminate"] = True
             inputs["decontaminated"] = hash_files(clean["files"])
-        files = clean["files"] if clean is not None else self.corpus_files
+        files = list(clean["files"] if clean is not None else self.corpus_files)
+        max_bytes = None if clean is not None else self.recipe["data"]["max_bytes"] or None
+        if task is not None:        # first, so that max_bytes (on top of it) still cuts the general corpus
+            settings["task_text"] = True
+            inputs["task_text"] = hash_files(task["files"])
+            files = list(task["files"]) + files
+            max_bytes = max_bytes + task["bytes"] if max_bytes else None
         out = self.paths.dataset(seq)
 
         def fn(resume: bool, fresh: bool) -> dict[str, Any]:
@@ -359,8 +401,7 @@ class Study:
                               full_sentences=p["full_sentences"], whole_word_masking=p["whole_word_masking"],
                               span_masking=p["span_masking"], span_geo_prob=p["span_geo_prob"],
                               span_max_length=p["span_max_length"], seed=self.recipe["seed"],
-                              on_error=p["on_error"], overwrite=True,
-                              max_bytes=None if clean is not None else self.recipe["data"]["max_bytes"] or None,
+                              on_error=p["on_error"], overwrite=True, max_bytes=max_bytes,
                               progress=self.progress)
             ds = MlmDataset(out)
             return {"path": out, "content_hash": ds.content_hash, "num_instances": len(ds),
@@ -699,7 +740,8 @@ class Study:
         if self.rank == 0:
             atomic_write_text(os.path.join(self.paths.out, "recipe.toml"), dumps_toml(self.recipe))
         clean = self.decontaminate()
-        datasets = {seq: self.preprocess(seq, clean) for seq in self.seq_lengths()}
+        task = self.task_text()
+        datasets = {seq: self.preprocess(seq, clean, task) for seq in self.seq_lengths()}
         heldout = self.heldout()
         pre: dict[str, dict[str, dict[str, Any]]] = {}
         final: dict[str, dict[str, Any]] = {}
@@ -724,6 +766,7 @@ class Study:
                    "distilled_dev_acc": {k: v["best_dev_acc"] for k, v in distilled.items()},
                    "heldout_loss": {m: (final[m].get("eval") or {}).get("loss") for m in models},
                    "decontaminated": {k: clean[k] for k in ("removed", "kept", "report")} if clean else None,
+                   "task_text": {k: task[k] for k in ("kept", "removed", "bytes", "tasks", "report")} if task else None,
                    "cards": {m: c["path"] for m, c in cards.items()}}
         atomic_write_json(os.path.join(self.paths.out, "summary.json"), summary)
         return summary
@@ -1126,8 +1169,22 @@ def _estimate_plan(recipe: dict[str, Any], out: str, work: str, calibration_step
                      "estimate_s": 5.0 + slice_bytes / 3e6,
                      "calibration": "fixed: ~5 s for the spans of six tasks + ~3 MB/s of corpus (measured on a 2-core EPYC)",
                      "state": cached("decontaminate")})
+    n_files = len(files)
+    if d["task_text"]:   # written for real into the temp folder: the exact bytes that join the corpus
+        from miniroberta.data.tasks import write_train_texts
+        t0 = time.perf_counter()
+        tt = write_train_texts(g["tasks"], os.path.join(work, "task_train_texts.txt"), os.path.abspath(d["data_dir"]),
+                               max_examples=g["max_train_examples"] or None)
+        took = time.perf_counter() - t0
+        rows.append({"step": "task-text", "what": f"{tt['lines']:,} train texts ({tt['bytes'] / 1e6:.1f} MB) of "
+                                                  f"{len(g['tasks'])} task(s), decontaminated",
+                     "estimate_s": took + 5.0 + tt["bytes"] / 3e6,
+                     "calibration": f"measured: {took:.1f} s to read and write them; + ~5 s for the dev/test spans and "
+                                    f"~3 MB/s of matching", "state": cached("task-text")})
+        slice_bytes += tt["bytes"]
+        n_files += 1
     for seq in sorted({recipe[s]["seq_length"] for s in STAGES if recipe[s]["total_steps"]}):
-        rows.append({"step": f"preprocess-seq{seq}", "what": f"{slice_bytes / 1e6:.1f} MB of {len(files)} file(s)",
+        rows.append({"step": f"preprocess-seq{seq}", "what": f"{slice_bytes / 1e6:.1f} MB of {n_files} file(s)",
                      # workers scale sub-linearly and never past the cores there are
                      "estimate_s": slice_bytes / c["bytes_per_s"] / procs_pre ** 0.8,
                      "calibration": f"{c['bytes_per_s'] / 1e6:.2f} MB/s ({c['how']})", "state": cached(f"preprocess-seq{seq}")})
