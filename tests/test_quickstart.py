@@ -45,10 +45,14 @@ def test_quickstart_end_to_end(tmp_path, capsys):
         assert [os.path.basename(f["path"]) for f in dec["files"]] == list(TRAIN_FILES)
         assert sum(f["bytes"] for f in dec["files"]) <= 150000 and all(f["stride"] > 1 for f in dec["files"])
         es = task_spans(DECONTAMINATE, str(DATA / "tasks"), splits=("dev",))
-        for f in dec["files"]:
+        tt = s["task_text"]        # + chnsenticorp's train texts without labels, decontaminated the same way
+        assert 8000 < tt["kept"] <= 9600 and s["packed"] is True
+        for f in [*dec["files"], tt]:
             lines = open(f["out"], encoding="utf-8").read().splitlines()
             assert len(lines) == f["kept"] > 0
             assert not any(es.match(line) for line in lines)
+        labels = {"0", "1"}
+        assert not labels & set(open(tt["out"], encoding="utf-8").read().splitlines())
 
 
 def test_quickstart_without_data_says_what_to_pass(tmp_path, capsys):

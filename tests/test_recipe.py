@@ -33,7 +33,9 @@ def test_presets_load_and_only_scale_down(name):
         assert r[s]["total_steps"] <= ref[s]["total_steps"]
         if name != "cpu-hour":   # the reference's schedule, except where a sweep chose another (docs/quality.md)
             assert r[s]["learning_rate"] == ref[s]["learning_rate"] and r[s]["warmup"] == ref[s]["warmup"]
-    assert r["stage2"]["seq_length"] == 512 and r["stage1"]["seq_length"] == 128
+    assert r["stage1"]["seq_length"] == 128 and r["stage1"]["data"] == "corpus"
+    # stage 2 is the reference's seq-512 stage, except where cpu-hour adapts to the tasks' texts at seq 128
+    assert (r["stage2"]["seq_length"], r["stage2"]["data"]) == ((128, "task_text") if name == "cpu-hour" else (512, "corpus"))
     assert r["grid"]["baseline"] is True                 # every preset shows the no-pretraining row
     if name != "reference":
         assert r["data"]["heldout"]                      # and scores a held-out file no run trains on
@@ -47,12 +49,19 @@ def test_reference_preset_is_the_reference_optimisation_and_cpu_hour_the_measure
     assert ref["stage1"]["learning_rate"] == 1e-4 and ref["stage1"]["batch_size"] * ref["stage1"]["world_size"] == 512
     hour = load_recipe("cpu-hour")
     assert hour["stage1"]["learning_rate"] == 1.5e-3 and hour["stage1"]["warmup"] == 0.05
-    assert hour["stage2"]["total_steps"] == 0 and hour["grid"]["max_train_tokens"] == 2_000_000
-    assert hour["stage1"]["time_budget_s"] <= 28.7 * 60
-    # the measured choices: the tasks' unlabeled train texts in a packed corpus, the grid at lr 1e-3
-    assert hour["data"]["task_text"] is True and hour["preprocess"]["full_sentences"] is True
+    assert hour["grid"]["max_train_tokens"] == 2_000_000
+    # both stages capped so that the grid (~22 min here) still fits the hour
+    assert hour["stage1"]["time_budget_s"] + hour["stage2"]["time_budget_s"] <= 32 * 60
+    # the measured choices: stage 2 on the tasks' unlabeled train texts, the grid at lr 1e-3
+    assert hour["stage2"]["data"] == "task_text" and hour["stage2"]["total_steps"] == 2000
+    assert hour["data"]["task_text"] is False and hour["preprocess"]["full_sentences"] is False
     assert hour["grid"]["learning_rate"] == [1e-3]
-    assert ref["data"]["task_text"] is False and ref["preprocess"]["full_sentences"] is False
+    assert ref["data"]["task_text"] is False and ref["stage1"]["data"] == ref["stage2"]["data"] == "corpus"
+
+
+def test_stage_data_is_corpus_or_task_text():
+    with pytest.raises(RecipeError, match="stage2.data must be corpus or task_text"):
+        load_recipe("cpu-smoke", overrides=['stage2.data="tasks"'])
 
 
 def test_cpu_smoke_is_small():

@@ -394,3 +394,27 @@ def test_dry_run_plans_the_distillation_stage(tmp_path):
     assert "distill-L4_H256-chnsenticorp" not in rows
     steps = [row["step"] for row in plan["rows"]]
     assert steps.index("grid-L4_H256") < steps.index("teacher-L4_H256-chnsenticorp") < steps.index("report")
+
+
+@pytestmark_data
+def test_a_stage_on_the_task_texts_alone(tmp_path):
+    """stageN.data = "task_text" (cpu-hour's stage 2): the stage trains, from stage 1's weights, on a packed
+    dataset of the tasks' unlabeled train texts only; the corpus is not preprocessed at that stage's length."""
+    from miniroberta.data.dataset import MlmDataset
+    out = tmp_path / "run"
+    cmd = [*_cmd(out), "--tasks", "chnsenticorp", "--set", "grid.baseline=false", "--set", "data.task_text=false",
+           "--set", 'stage2.data="task_text"', "--set", "stage2.seq_length=128"]
+    r = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
+    steps = {p.stem for p in (out / "steps").glob("*.json")}
+    assert {"task-text", "preprocess-seq128", "preprocess-task_text-seq128"} <= steps and "preprocess-seq512" not in steps
+    tt = MlmDataset(out / "data" / "task_text_seq128")
+    assert tt.manifest["full_sentences"] is True and tt.seq_length == 128
+    corpus = _manifest(out, "preprocess-seq128")
+    assert "task_text" not in corpus["settings"]          # data.task_text = false: stage 1 is the corpus alone
+    s2 = _manifest(out, "pretrain-L2_H128-stage2")
+    s1 = _manifest(out, "pretrain-L2_H128-stage1")
+    assert s2["inputs"]["dataset"] == tt.content_hash != s1["inputs"]["dataset"]
+    assert s2["inputs"]["init"] == s1["result"]["final_checkpoint_sha256"]
+    card = (out / "models" / "L2_H128" / "hf" / "README.md").read_text(encoding="utf-8")
+    assert "task texts, seq 128" in card and "unlabeled train texts (packed)" in card

@@ -219,7 +219,7 @@ def model_card(config: ModelConfig, meta: dict[str, Any] | None = None, scores: 
     known = {k for k, _ in _CARD_KEYS} | _CARD_SKIP
     for k in sorted(meta):
         v = meta[k]
-        if k not in known and isinstance(v, (str, int, float, bool)) and len(str(v)) <= 200:
+        if k not in known and isinstance(v, (str, int, float, bool)) and len(str(v)) <= 400:
             rows.append((k, _fmt(v)))
     lines += ["## Training", ""]
     if rows:

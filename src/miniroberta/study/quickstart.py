@@ -71,6 +71,12 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                    help="training precision (see `miniroberta pretrain --help`)")
+    p.add_argument("--no_task_text", action="store_true",
+                   help="do not add step 5's task's train texts (chnsenticorp, labels dropped, decontaminated) to the "
+                        "default slice (task-adaptive pretraining, docs/quality.md)")
+    p.add_argument("--no_pack", action="store_true",
+                   help="one document per window (UER-py's mlm processor) instead of packing documents into full "
+                        "windows (preprocess --full_sentences)")
     p.add_argument("--no_compare", action="store_true",
                    help="skip step 5 (fine-tune on chnsenticorp beside a randomly initialised model, ~40 s)")
     p.add_argument("--no_progress", action="store_true")
@@ -92,15 +98,29 @@ def _corpus_and_eval(args: argparse.Namespace, data: Path | None) -> tuple[Any, 
     return files, str(ev) if ev.is_file() and str(ev) not in files else None
 
 
-def _decontaminated_slice(files: list[str], tasks_dir: str, out: Path, max_bytes: int) -> tuple[list[str], dict]:
+def _decontaminated_slice(files: list[str], tasks_dir: str, out: Path, max_bytes: int,
+                          task_text: bool = True) -> tuple[list[str], dict]:
     """``max_bytes`` of ``files`` (an even spread of each file's lines) without the lines that share a
-    20-character span with a dev text of the DECONTAMINATE tasks; the report lists every removed line."""
+    20-character span with a dev text of the DECONTAMINATE tasks; the report lists every removed line.
+    With ``task_text``, step 5's task's train texts (labels dropped, decontaminated the same way) come first."""
     from miniroberta.data.decontam import decontaminate, task_spans
+    from miniroberta.data.tasks import write_train_texts
     spans = task_spans(DECONTAMINATE, tasks_dir, splits=("dev",))
     rep = decontaminate(files, spans, str(out), max_bytes=max_bytes, sample=True)
     log(f"      {sum(f['kept'] for f in rep['files']):,} lines kept, {len(rep['removed'])} removed for sharing a "
         f"{rep['n']}-character span with a dev text of {', '.join(DECONTAMINATE)} (listed in {out}/decontamination.json)")
-    return [f["out"] for f in rep["files"]], rep
+    outs = [f["out"] for f in rep["files"]]
+    if task_text:
+        raw = write_train_texts([COMPARE["task"]], str(out / "all" / "task_train_texts.txt"), tasks_dir)
+        trep = decontaminate([raw["path"]], spans, str(out / "task_text"))
+        os.remove(raw["path"])
+        os.rmdir(os.path.dirname(raw["path"]))
+        t = trep["files"][0]
+        log(f"      + {t['kept']:,} {COMPARE['task']} train texts without labels ({t['bytes'] / 1e6:.1f} MB; "
+            f"{t['removed']} left out for overlapping a dev text; listed in {out}/task_text/decontamination.json)")
+        outs = [t["out"]] + outs
+        rep = {**rep, "task_text": {k: t[k] for k in ("out", "kept", "removed", "bytes")}}
+    return outs, rep
 
 
 def _steps_for_budget(base, seconds: float, threads: int | None) -> int:
@@ -144,9 +164,10 @@ def run(args: argparse.Namespace) -> int:
     tasks_dir = data / "tasks" if data is not None else None
     slice_report = None
     if isinstance(corpus, list) and not args.corpus and tasks_dir is not None and all((tasks_dir / t).is_dir() for t in DECONTAMINATE):
-        corpus, slice_report = _decontaminated_slice(corpus, str(tasks_dir), out / "corpus", args.max_bytes)
+        corpus, slice_report = _decontaminated_slice(corpus, str(tasks_dir), out / "corpus", args.max_bytes,
+                                                     task_text=not args.no_task_text)
     manifest = build_dataset(corpus, vocab, ds_path, seq_length=args.seq_length,
-                             max_bytes=None if slice_report else args.max_bytes,
+                             max_bytes=None if slice_report else args.max_bytes, full_sentences=not args.no_pack,
                              overwrite=True, progress=not args.no_progress)
     log(f"      {manifest['num_instances']} instances, {manifest['num_tokens']} tokens -> {ds_path}")
     if eval_corpus:
@@ -231,6 +252,7 @@ def run(args: argparse.Namespace) -> int:
                "predictions": {s: [c["token_str"] for c in p] for s, p in zip(SENTENCES, preds)},
                "chnsenticorp_dev_acc": compare,
                "decontamination": {k: slice_report[k] for k in ("n", "eval_texts", "files")} if slice_report else None,
+               "task_text": slice_report.get("task_text") if slice_report else None, "packed": not args.no_pack,
                "wall_time_s": time.time() - t_all}
     with open(out / "summary.json", "w", encoding="utf-8") as f:
         json.dump(summary, f, ensure_ascii=False, indent=2)

@@ -207,6 +207,8 @@ def validate(recipe: dict[str, Any]) -> None:
             raise RecipeError(f"{s}.init must be uer or hf, got {st['init']!r}")
         if not 0.0 < st["mask_rate"] < 1.0:
             raise RecipeError(f"{s}.mask_rate must be in (0, 1), got {st['mask_rate']}")
+        if st["data"] not in ("corpus", "task_text"):
+            raise RecipeError(f"{s}.data must be corpus or task_text, got {st['data']!r}")
         if st["seq_length"] > 512:
             raise RecipeError(f"{s}.seq_length {st['seq_length']} exceeds the 512 positions of the miniatures")
     g = recipe["grid"]

@@ -2,7 +2,10 @@
 
 Steps (each cached under ``--out`` with a manifest in ``steps/<id>.json``)::
 
+    decontaminate                             corpus less the lines overlapping dev/test texts -> data/corpus/
+    task-text                                 the tasks' train texts, labels dropped -> data/task_text/
     preprocess-seq128, preprocess-seq512      corpus -> data/seq<S>/ (memory-mapped MLM datasets)
+    preprocess-task_text-seq<S>               task texts, packed -> data/task_text_seq<S>/ (stageN.data = task_text)
     pretrain-<M>-stage1                       data/seq128 -> models/<M>/stage1/model.safetensors-<step>
     pretrain-<M>-stage2                       stage-1 final weights (weights only) + data/seq512 -> models/<M>/stage2/
     export-<M>                                stage-2 final -> models/<M>/hf/ (+ parity check against transformers)
@@ -243,8 +246,8 @@ class Runner:
 class Paths:
     out: str
 
-    def dataset(self, seq: int) -> str:
-        return os.path.join(self.out, "data", f"seq{seq}")
+    def dataset(self, seq: int, source: str = "corpus") -> str:
+        return os.path.join(self.out, "data", f"seq{seq}" if source == "corpus" else f"{source}_seq{seq}")
 
     @property
     def heldout(self) -> str:
@@ -305,8 +308,8 @@ class Study:
             self._hashes["vocab"] = sha256_file(self.vocab)
         return self._hashes["vocab"]
 
-    def seq_lengths(self) -> list[int]:
-        return sorted({self.recipe[s]["seq_length"] for s in STAGES if self.recipe[s]["total_steps"]})
+    def stage_datasets(self) -> list[tuple[str, int]]:
+        return stage_datasets(self.recipe)
 
     # ---------------------------------------------------------------- steps
     def decontaminate(self) -> dict[str, Any] | None:
@@ -348,7 +351,7 @@ class Study:
         """``data.task_text``: the grid tasks' train texts without labels (``tasks.write_train_texts``), less
         every text that shares a 20-character span with a dev/test text, as one more corpus file in
         ``OUT/data/task_text`` (the removed texts listed in its ``decontamination.json``)."""
-        if not self.recipe["data"]["task_text"]:
+        if not self.recipe["data"]["task_text"] and all(src != "task_text" for src, _ in self.stage_datasets()):
             return None
         from miniroberta.data import decontam
         from miniroberta.data import tasks as T
@@ -376,21 +379,28 @@ class Study:
         return self.runner.run("task-text", settings, inputs, fn, outputs=[os.path.join(out, "decontamination.json")])
 
     def preprocess(self, seq: int, clean: dict[str, Any] | None = None,
-                   task: dict[str, Any] | None = None) -> dict[str, Any]:
-        p = self.recipe["preprocess"]
-        settings = {"seq_length": seq, "max_bytes": self.recipe["data"]["max_bytes"], "seed": self.recipe["seed"], **p}
-        inputs = {"corpus": self.corpus_hash(), "vocab": self.vocab_hash()}
-        if clean is not None:       # the decontaminated copy, already cut to max_bytes
-            settings["decontaminate"] = True
-            inputs["decontaminated"] = hash_files(clean["files"])
-        files = list(clean["files"] if clean is not None else self.corpus_files)
-        max_bytes = None if clean is not None else self.recipe["data"]["max_bytes"] or None
-        if task is not None:        # first, so that max_bytes (on top of it) still cuts the general corpus
-            settings["task_text"] = True
-            inputs["task_text"] = hash_files(task["files"])
-            files = list(task["files"]) + files
-            max_bytes = max_bytes + task["bytes"] if max_bytes else None
-        out = self.paths.dataset(seq)
+                   task: dict[str, Any] | None = None, source: str = "corpus") -> dict[str, Any]:
+        p = dict(self.recipe["preprocess"])
+        if source == "task_text":   # the task texts alone, packed: one short text per window would be mostly padding
+            assert task is not None
+            p["full_sentences"] = True
+            settings = {"seq_length": seq, "source": source, "seed": self.recipe["seed"], **p}
+            inputs = {"task_text": hash_files(task["files"]), "vocab": self.vocab_hash()}
+            files, max_bytes = list(task["files"]), None
+        else:
+            settings = {"seq_length": seq, "max_bytes": self.recipe["data"]["max_bytes"], "seed": self.recipe["seed"], **p}
+            inputs = {"corpus": self.corpus_hash(), "vocab": self.vocab_hash()}
+            if clean is not None:       # the decontaminated copy, already cut to max_bytes
+                settings["decontaminate"] = True
+                inputs["decontaminated"] = hash_files(clean["files"])
+            files = list(clean["files"] if clean is not None else self.corpus_files)
+            max_bytes = None if clean is not None else self.recipe["data"]["max_bytes"] or None
+            if task is not None and self.recipe["data"]["task_text"]:   # first: max_bytes still cuts the corpus
+                settings["task_text"] = True
+                inputs["task_text"] = hash_files(task["files"])
+                files = list(task["files"]) + files
+                max_bytes = max_bytes + task["bytes"] if max_bytes else None
+        out = self.paths.dataset(seq, source)
 
         def fn(resume: bool, fresh: bool) -> dict[str, Any]:
             pre = pre_mod
@@ -409,7 +419,8 @@ class Study:
                     "num_real_tokens": ds.manifest.get("num_real_tokens"),
                     "corpus_bytes": (ds.manifest.get("corpus") or {}).get("bytes")}
 
-        return self.runner.run(f"preprocess-seq{seq}", settings, inputs, fn, outputs=[os.path.join(out, "manifest.json")])
+        step = f"preprocess-seq{seq}" if source == "corpus" else f"preprocess-{source}-seq{seq}"
+        return self.runner.run(step, settings, inputs, fn, outputs=[os.path.join(out, "manifest.json")])
 
     def heldout(self) -> dict[str, Any] | None:
         """The held-out file as a dataset (seq 128, the first 400 kB): the fixed yardstick of every stage."""
@@ -671,7 +682,7 @@ class Study:
                                outputs=[os.path.join(out, "report.md")]
                                + ([os.path.join(out, "pretrain_loss.png")] if plots else []))
 
-    def card(self, model: str, pre: dict[str, dict[str, Any]], datasets: dict[int, dict[str, Any]],
+    def card(self, model: str, pre: dict[str, dict[str, Any]], datasets: dict[tuple[str, int], dict[str, Any]],
              export: dict[str, Any], grid: dict[str, Any]) -> dict[str, Any]:
         settings = {"recipe": self.recipe.get("description", ""), "sources": self.recipe.get("sources", [])}
         inputs = {"export": _json_hash(export), "scores": _json_hash(grid.get("scores")),
@@ -690,7 +701,7 @@ class Study:
 
         return self.runner.run(f"card-{model}", settings, inputs, fn, outputs=[path])
 
-    def card_meta(self, model: str, pre: dict[str, dict[str, Any]], datasets: dict[int, dict[str, Any]],
+    def card_meta(self, model: str, pre: dict[str, dict[str, Any]], datasets: dict[tuple[str, int], dict[str, Any]],
                   export: dict[str, Any]) -> dict[str, Any]:
         """Flat facts for the model card, all taken from the step results (nothing typed by hand)."""
         d = self.recipe["data"]
@@ -698,8 +709,8 @@ class Study:
         corpus = (f"{os.path.basename(self.corpus.rstrip(os.sep))}: {len(names)} file(s)"
                   + (f", first {d['max_bytes']:,} bytes" if d["max_bytes"] else "")
                   + f" (sha256 {self.corpus_hash()[:12]})")
-        ds = "; ".join(f"seq {k}: {v.get('num_instances'):,} instances, {v.get('num_tokens'):,} tokens"
-                       for k, v in sorted(datasets.items()))
+        ds = "; ".join(f"{'' if src == 'corpus' else 'task texts, '}seq {seq}: {v.get('num_instances'):,} instances, "
+                       f"{v.get('num_tokens'):,} tokens" for (src, seq), v in sorted(datasets.items()))
         meta: dict[str, Any] = {
             "corpus": corpus,
             "dataset": ds,
@@ -714,7 +725,8 @@ class Study:
             if not r:
                 meta[s] = "skipped (total_steps = 0)"
                 continue
-            meta[f"{s}"] = (f"seq {rs['seq_length']}, {int(r.get('steps') or 0):,} of {rs['total_steps']:,} steps, "
+            meta[f"{s}"] = (("the tasks' unlabeled train texts (packed), " if rs["data"] == "task_text" else "")
+                            + f"seq {rs['seq_length']}, {int(r.get('steps') or 0):,} of {rs['total_steps']:,} steps, "
                             f"batch {rs['batch_size']} x {rs['world_size']}, lr {rs['learning_rate']:g}, "
                             f"warmup {rs['warmup']:g}, {int(r.get('tokens_seen') or 0):,} real tokens, "
                             f"final MLM loss {_fmt_num(r.get('final_loss'))}, "
@@ -733,6 +745,9 @@ class Study:
         meta["generated_by"] = f"miniroberta {__version__} reproduce, git {self.runner.env['git_revision'][:16]}"
         return meta
 
+    def _ds_key(self, stage: str) -> tuple[str, int]:
+        return self.recipe[stage]["data"], self.recipe[stage]["seq_length"]
+
     # ---------------------------------------------------------------- all
     def run(self) -> dict[str, Any]:
         models = self.recipe["models"]
@@ -741,13 +756,13 @@ class Study:
             atomic_write_text(os.path.join(self.paths.out, "recipe.toml"), dumps_toml(self.recipe))
         clean = self.decontaminate()
         task = self.task_text()
-        datasets = {seq: self.preprocess(seq, clean, task) for seq in self.seq_lengths()}
+        datasets = {(src, seq): self.preprocess(seq, clean, task, src) for src, seq in self.stage_datasets()}
         heldout = self.heldout()
         pre: dict[str, dict[str, dict[str, Any]]] = {}
         final: dict[str, dict[str, Any]] = {}
         for m in models:
-            s1 = self.pretrain(m, "stage1", datasets[self.recipe["stage1"]["seq_length"]], None, heldout)
-            s2 = (self.pretrain(m, "stage2", datasets[self.recipe["stage2"]["seq_length"]], s1, heldout)
+            s1 = self.pretrain(m, "stage1", datasets[self._ds_key("stage1")], None, heldout)
+            s2 = (self.pretrain(m, "stage2", datasets[self._ds_key("stage2")], s1, heldout)
                   if self.recipe["stage2"]["total_steps"] else {})          # stage2.total_steps = 0: skipped
             pre[m] = {"stage1": s1, "stage2": s2}
             final[m] = s2 or s1
@@ -770,6 +785,13 @@ class Study:
                    "cards": {m: c["path"] for m, c in cards.items()}}
         atomic_write_json(os.path.join(self.paths.out, "summary.json"), summary)
         return summary
+
+
+def stage_datasets(recipe: dict[str, Any]) -> list[tuple[str, int]]:
+    """(source, seq) of every dataset a stage trains on (``stageN.data``, ``stageN.seq_length``): ``corpus``
+    first, then ``task_text``."""
+    return sorted({(recipe[s]["data"], recipe[s]["seq_length"]) for s in STAGES if recipe[s]["total_steps"]},
+                  key=lambda x: (x[0] != "corpus", x[1]))
 
 
 def make_dataclass(cls, kw: dict[str, Any]):
@@ -1170,7 +1192,9 @@ def _estimate_plan(recipe: dict[str, Any], out: str, work: str, calibration_step
                      "calibration": "fixed: ~5 s for the spans of six tasks + ~3 MB/s of corpus (measured on a 2-core EPYC)",
                      "state": cached("decontaminate")})
     n_files = len(files)
-    if d["task_text"]:   # written for real into the temp folder: the exact bytes that join the corpus
+    sources = stage_datasets(recipe)
+    tt_bytes = 0
+    if d["task_text"] or any(src == "task_text" for src, _ in sources):   # written for real: its exact bytes
         from miniroberta.data.tasks import write_train_texts
         t0 = time.perf_counter()
         tt = write_train_texts(g["tasks"], os.path.join(work, "task_train_texts.txt"), os.path.abspath(d["data_dir"]),
@@ -1181,13 +1205,17 @@ def _estimate_plan(recipe: dict[str, Any], out: str, work: str, calibration_step
                      "estimate_s": took + 5.0 + tt["bytes"] / 3e6,
                      "calibration": f"measured: {took:.1f} s to read and write them; + ~5 s for the dev/test spans and "
                                     f"~3 MB/s of matching", "state": cached("task-text")})
-        slice_bytes += tt["bytes"]
-        n_files += 1
-    for seq in sorted({recipe[s]["seq_length"] for s in STAGES if recipe[s]["total_steps"]}):
-        rows.append({"step": f"preprocess-seq{seq}", "what": f"{slice_bytes / 1e6:.1f} MB of {n_files} file(s)",
+        tt_bytes = tt["bytes"]
+        if d["task_text"]:
+            slice_bytes += tt_bytes
+            n_files += 1
+    for src, seq in sources:
+        size, step = (slice_bytes, f"preprocess-seq{seq}") if src == "corpus" else (tt_bytes, f"preprocess-{src}-seq{seq}")
+        rows.append({"step": step, "what": f"{size / 1e6:.1f} MB of " + (f"{n_files} file(s)" if src == "corpus"
+                                                                          else "the task texts, packed"),
                      # workers scale sub-linearly and never past the cores there are
-                     "estimate_s": slice_bytes / c["bytes_per_s"] / procs_pre ** 0.8,
-                     "calibration": f"{c['bytes_per_s'] / 1e6:.2f} MB/s ({c['how']})", "state": cached(f"preprocess-seq{seq}")})
+                     "estimate_s": size / c["bytes_per_s"] / procs_pre ** 0.8,
+                     "calibration": f"{c['bytes_per_s'] / 1e6:.2f} MB/s ({c['how']})", "state": cached(step)})
     tok = BertTokenizer(vocab)
     stats = {t: task_stats(os.path.abspath(d["data_dir"]), t, tok, g["seq_length"]) for t in g["tasks"]}
     T = g["seq_length"]
