@@ -1,7 +1,8 @@
 """``miniroberta quickstart``: the whole pipeline in a few minutes on a CPU.
 
 1. preprocess a slice of the corpus (default: review text from ``../shared/data/corpus`` beside the repository,
-   without the lines that overlap a dev text of the sentiment tasks),
+   without the lines that overlap a dev text of the sentiment tasks, plus step 5's task's train texts without
+   their labels), packed into full windows,
 2. pretrain a tiny model (L2_H128) for a few minutes (``--minutes``) or ``--steps``,
 3. export it to a HuggingFace directory (with a model card),
 4. print fill-mask predictions for a few sentences, the loss at the start and at the end,
