@@ -91,3 +91,20 @@ def test_train_texts_without_labels_pairs_split_each_text_once(tmp_path):
     assert res["lines"] == 4 and res["bytes"] == out.stat().st_size
     assert res["tasks"] == {"lcqmc": {"examples": 2, "texts": 3}, "chnsenticorp": {"examples": 2, "texts": 1}}
     assert not list(out.parent.glob("*.tmp*"))
+
+
+def test_task_train_texts_are_decontaminated_and_the_raw_copy_removed(tmp_path):
+    """decontam.task_train_texts (reproduce's task-text step, quickstart's slice): the labels-free train
+    texts less every text sharing a span with an evaluation text, reported; no undecontaminated copy left."""
+    from miniroberta.data.decontam import task_train_texts
+    (tmp_path / "chnsenticorp").mkdir()
+    (tmp_path / "chnsenticorp" / "train.tsv").write_text(
+        "label\ttext_a\n1\t" + DEV[:25] + "真的\n0\t房间很干净\n1\t房间很干净\n", encoding="utf-8")
+    out = tmp_path / "task_text"
+    rep = task_train_texts(["chnsenticorp"], _spans(), str(out), str(tmp_path))
+    assert (out / "task_train_texts.txt").read_text(encoding="utf-8").splitlines() == ["房间很干净"]
+    assert rep["written"]["lines"] == 2
+    assert rep["file"]["kept"] == 1 and rep["file"]["removed"] == 1
+    assert rep["removed"][0]["line"] == "task_train_texts.txt:1" and rep["removed"][0]["overlaps"] == "dev.tsv:2"
+    assert json.loads((out / "decontamination.json").read_text(encoding="utf-8"))["files"][0]["removed"] == 1
+    assert sorted(p.name for p in out.iterdir()) == ["decontamination.json", "task_train_texts.txt"]

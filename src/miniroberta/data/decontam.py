@@ -125,4 +125,24 @@ def decontaminate(files: Iterable[str], spans: EvalSpans, out_dir: str, max_byte
     return report
 
 
-__all__ = ["DEFAULT_N", "EvalSpans", "decontaminate", "normalize", "task_spans"]
+def task_train_texts(tasks: Sequence[str], spans: EvalSpans, out_dir: str, data_dir: str | None = None,
+                     max_examples: int | None = None) -> dict:
+    """The train texts of ``tasks`` without their labels (:func:`miniroberta.data.tasks.write_train_texts`),
+    less every text that shares a span with ``spans``: ``out_dir/task_train_texts.txt`` and its
+    ``decontamination.json``. The undecontaminated copy is written to ``out_dir/all/`` and removed.
+
+    Returns the :func:`decontaminate` report with ``written`` (what ``write_train_texts`` returned) and
+    ``file`` (the one output file's entry: ``out``, ``kept``, ``removed``, ``bytes``)."""
+    from miniroberta.data.tasks import write_train_texts
+    raw_dir = os.path.join(out_dir, "all")
+    written = write_train_texts(tasks, os.path.join(raw_dir, "task_train_texts.txt"), data_dir,
+                                max_examples=max_examples)
+    try:
+        rep = decontaminate([written["path"]], spans, out_dir)
+    finally:
+        os.remove(written["path"])
+        os.rmdir(raw_dir)
+    return {**rep, "written": written, "file": rep["files"][0]}
+
+
+__all__ = ["DEFAULT_N", "EvalSpans", "decontaminate", "normalize", "task_spans", "task_train_texts"]

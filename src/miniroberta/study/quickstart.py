@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -104,19 +105,14 @@ def _decontaminated_slice(files: list[str], tasks_dir: str, out: Path, max_bytes
     """``max_bytes`` of ``files`` (an even spread of each file's lines) without the lines that share a
     20-character span with a dev text of the DECONTAMINATE tasks; the report lists every removed line.
     With ``task_text``, step 5's task's train texts (labels dropped, decontaminated the same way) come first."""
-    from miniroberta.data.decontam import decontaminate, task_spans
-    from miniroberta.data.tasks import write_train_texts
+    from miniroberta.data.decontam import decontaminate, task_spans, task_train_texts
     spans = task_spans(DECONTAMINATE, tasks_dir, splits=("dev",))
     rep = decontaminate(files, spans, str(out), max_bytes=max_bytes, sample=True)
     log(f"      {sum(f['kept'] for f in rep['files']):,} lines kept, {len(rep['removed'])} removed for sharing a "
         f"{rep['n']}-character span with a dev text of {', '.join(DECONTAMINATE)} (listed in {out}/decontamination.json)")
     outs = [f["out"] for f in rep["files"]]
     if task_text:
-        raw = write_train_texts([COMPARE["task"]], str(out / "all" / "task_train_texts.txt"), tasks_dir)
-        trep = decontaminate([raw["path"]], spans, str(out / "task_text"))
-        os.remove(raw["path"])
-        os.rmdir(os.path.dirname(raw["path"]))
-        t = trep["files"][0]
+        t = task_train_texts([COMPARE["task"]], spans, str(out / "task_text"), tasks_dir)["file"]
         log(f"      + {t['kept']:,} {COMPARE['task']} train texts without labels ({t['bytes'] / 1e6:.1f} MB; "
             f"{t['removed']} left out for overlapping a dev text; listed in {out}/task_text/decontamination.json)")
         outs = [t["out"]] + outs
@@ -125,6 +121,7 @@ def _decontaminated_slice(files: list[str], tasks_dir: str, out: Path, max_bytes
 
 
 SLOWDOWN = 1.3
+CALIBRATION_STEPS = 24
 
 
 def _steps_for_budget(base, seconds: float, threads: int | None) -> int:
@@ -135,11 +132,13 @@ def _steps_for_budget(base, seconds: float, threads: int | None) -> int:
     from miniroberta.pretrain.launch import PretrainConfig, RunOptions, train
     with tempfile.TemporaryDirectory(prefix="miniroberta-calib-") as tmp:
         cfg = PretrainConfig(**{**base.__dict__, "total_steps": 10 ** 6, "output_model_path": f"{tmp}/m.bin"})
-        res = train(cfg, RunOptions(report_steps=1, save_checkpoint_steps=10 ** 9, stop_after_steps=8,
+        res = train(cfg, RunOptions(report_steps=1, save_checkpoint_steps=10 ** 9, stop_after_steps=CALIBRATION_STEPS,
                                     threads=threads, progress=False))
         reps = [json.loads(l) for l in open(res["metrics_path"], encoding="utf-8")]
     el = [r["elapsed_s"] for r in reps if r.get("event") == "report"]
-    per_step = (el[-1] - el[2]) / max(1, len(el) - 3)  # after two warm-up steps
+    # the median step after two warm-up steps: one stalled step (another process, a page fault) does not
+    # resize the run (8 timed steps sized two idle runs to 1,631 and 987 steps)
+    per_step = statistics.median(b - a for a, b in zip(el[2:], el[3:])) if len(el) > 3 else el[-1] / len(el)
     # the whole run is slower than its first steps: on the 2-core Zen 4 packed runs took 0.18-0.20 s/step against
     # 0.147-0.155 s timed here, and a run cut by the time cap stops before its learning rate has decayed
     # (79.2 % vs 83.0 % on step 5's check, docs/quality.md) -- so size for SLOWDOWN x the timed speed

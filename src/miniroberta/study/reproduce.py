@@ -354,7 +354,6 @@ class Study:
         if not self.recipe["data"]["task_text"] and all(src != "task_text" for src, _ in self.stage_datasets()):
             return None
         from miniroberta.data import decontam
-        from miniroberta.data import tasks as T
         tasks = list(self.recipe["grid"]["tasks"])
         max_examples = self.recipe["grid"]["max_train_examples"] or None
         settings = {"tasks": tasks, "max_examples": max_examples, "n": decontam.DEFAULT_N, "splits": ["dev", "test"]}
@@ -363,13 +362,9 @@ class Study:
         out = os.path.join(self.paths.out, "data", "task_text")
 
         def fn(resume: bool, fresh: bool) -> dict[str, Any]:
-            raw = os.path.join(out, "all", "task_train_texts.txt")
-            written = T.write_train_texts(tasks, raw, self.data_dir, max_examples=max_examples)
             spans = decontam.task_spans(tasks, self.data_dir, splits=("dev", "test"))
-            rep = decontam.decontaminate([raw], spans, out)
-            os.remove(raw)
-            os.rmdir(os.path.dirname(raw))
-            f = rep["files"][0]
+            rep = decontam.task_train_texts(tasks, spans, out, self.data_dir, max_examples=max_examples)
+            written, f = rep["written"], rep["file"]
             log(f"task-text: {written['lines']:,} distinct train texts of {', '.join(tasks)} (labels dropped); "
                 f"{f['removed']:,} share a {spans.n}-character span with a dev/test text and are left out; "
                 f"{f['kept']:,} lines, {f['bytes'] / 1e6:.1f} MB join the stage-1 corpus")
