@@ -234,6 +234,7 @@ def test_report_delta_row_values_and_plot_styles(tmp_path):
     rep = build_report([str(a)], out_dir=str(tmp_path / "rep"), reference=True)
     delta = next(r for r in rep["rows"] if r["kind"] == "delta")
     assert delta["score"] == pytest.approx(5.0) and delta["tasks_better"] == 6
+    assert delta["margins"] == {} and delta["tasks_within_noise"] == []     # no n_dev in these summaries: no margin
     line = next(l for l in rep["markdown"].splitlines() if "Δ" in l)
     assert "| +5.0 |" in line
     csv_rows = list(csv.DictReader(io.StringIO(rep["csv"])))
@@ -258,3 +259,29 @@ def test_grid_with_max_train_tokens_records_the_subsample(grid_env, tmp_path):
     s = _grid(grid_env, tmp_path / "gt", seeds=(1,), lr_list=(1e-3,), finetune_overrides={"max_train_tokens": 200})
     t = s["tasks"]["chnsenticorp"]
     assert t["subsampled"] and 0 < t["n_train"] < 48
+
+
+def test_noise_margin_marks_a_delta_inside_the_dev_sets_sampling_error(tmp_path):
+    """Δ cells inside 1.96 x the standard error of a difference of two accuracies on n_dev examples get a °."""
+    from miniroberta.finetune.report import noise_margin
+    assert noise_margin(89.25, 89.42, 1200) == pytest.approx(196 * ((0.8925 * 0.1075 + 0.8942 * 0.1058) / 1200) ** 0.5)
+    assert noise_margin(89.0, 88.0, 0) is None and noise_margin(89.0, 88.0, None) is None
+    pre = dict(book_review=0.85, chnsenticorp=0.8925, lcqmc=0.83, tnews=0.60, iflytek=0.50, ocnli=0.62)
+    none = dict(pre, chnsenticorp=0.8942, tnews=0.50)
+    dirs = []
+    for name, accs in (("pre", pre), ("none", none)):
+        d = _summary(tmp_path, name, accs, 3_000_000)
+        s = json.loads((d / "summary.json").read_text())
+        for t in s["tasks"]:
+            s["tasks"][t]["n_dev"] = 1200
+        s["model"]["name"] = "L2_H128"
+        if name == "none":
+            s["model"]["pretrained_model_path"] = None
+        (d / "summary.json").write_text(json.dumps(s))
+        dirs.append(str(d))
+    rep = build_report(dirs, reference=False)
+    delta = next(r for r in rep["rows"] if r["kind"] == "delta")
+    assert delta["tasks_within_noise"] == ["book_review", "chnsenticorp", "iflytek", "lcqmc", "ocnli"]
+    line = next(l for l in rep["markdown"].splitlines() if "Δ" in l)
+    assert "| -0.2° |" in line and "| +10.0 |" in line      # tnews: 10 points on 1,200 examples is measured
+    assert "° = inside the 95 % margin" in rep["markdown"]

@@ -80,5 +80,47 @@ def test_quickstart_compare_fine_tunes_both_arms_with_the_same_settings(tmp_path
     monkeypatch.setitem(qs.COMPARE, "max_train_examples", 64)
     monkeypatch.setitem(qs.COMPARE, "epochs_num", 1)
     res = qs.compare_with_random_init(str(tmp_path / "hf"), str(DATA / "tasks"), 1, "fp32")
-    assert set(res) == {"pretrained", "random_init", "wall_time_s"}
+    assert set(res) == {"pretrained", "random_init", "n_dev", "wall_time_s"}
     assert 0.0 <= res["pretrained"] <= 1.0 and 0.0 <= res["random_init"] <= 1.0
+    assert res["n_dev"] == 1200       # chnsenticorp's whole dev set: the noise margin printed beside the result
+
+
+def test_the_run_is_sized_from_the_median_timed_step_so_one_stall_does_not_resize_it(tmp_path, monkeypatch):
+    """--minutes: CALIBRATION_STEPS real steps are timed; the median step after two warm-ups, x SLOWDOWN,
+    sizes the run (a stalled step, e.g. another process, would shrink a mean-sized run)."""
+    import miniroberta.pretrain.launch as launch
+    from miniroberta.study import quickstart as qs
+    seen = {}
+
+    def fake_train(cfg, opts):
+        seen["stop"] = opts.stop_after_steps
+        path = tmp_path / "metrics.jsonl"
+        t, lines = 0.0, []
+        for step in range(1, opts.stop_after_steps + 1):
+            t += 1.0 if step <= 2 else 3.0 if step == 10 else 0.1     # slow warm-up, one 3 s stall
+            lines.append(json.dumps({"event": "report", "step": step, "elapsed_s": t}))
+        path.write_text("\n".join(lines) + "\n")
+        return {"metrics_path": str(path)}
+
+    monkeypatch.setattr(launch, "train", fake_train)
+    base = launch.PretrainConfig(dataset_path="d", output_model_path=str(tmp_path / "m.bin"), total_steps=1)
+    steps = qs._steps_for_budget(base, 60.0, threads=1)
+    assert seen["stop"] == qs.CALIBRATION_STEPS == 24
+    assert steps == int(60.0 / (0.1 * qs.SLOWDOWN))       # 461; the mean step (0.22 s) would give 208
+
+
+@pytest.mark.parametrize("fit,want", [(10_000, 40), (25, 25)])
+def test_the_default_is_a_step_count_unless_this_machine_is_too_slow_for_it(tmp_path, capsys, monkeypatch, fit, want):
+    """No --steps/--minutes: DEFAULT_STEPS (the same model everywhere), or what fits MAX_DEFAULT_MINUTES here."""
+    from miniroberta.study import quickstart as qs
+    budgets = []
+    monkeypatch.setattr(qs, "DEFAULT_STEPS", 40)
+    monkeypatch.setattr(qs, "_steps_for_budget", lambda base, seconds, threads: budgets.append(seconds) or fit)
+    rc = cli.main(["quickstart", "--out", str(tmp_path / "qs"), "--batch_size", "4", "--seq_length", "32",
+                   "--max_bytes", "60000", "--threads", "1", "--no_progress", "--no_compare", "--corpus",
+                   str(DATA / "corpus" / "reviews_waimai_10k.txt"), "--vocab", str(DATA / "vocab" / "google_zh_vocab.txt")])
+    assert rc == 0 and budgets == [qs.MAX_DEFAULT_MINUTES * 60.0]
+    s = json.loads((tmp_path / "qs" / "summary.json").read_text(encoding="utf-8"))
+    assert s["steps"] == want
+    err = capsys.readouterr().err
+    assert ("the default;" in err) == (want == 40) and ("fewer than the default 40" in err) == (want == 25)

@@ -16,6 +16,7 @@ import argparse
 import csv
 import io
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -204,14 +205,29 @@ def with_deltas(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         delta = {t: r["scores"][t] - b["scores"][t] for t in common}
         mean = sum(delta.values()) / len(delta) if delta else None
         full = len(common) == len(TASK_COLUMNS)
+        margins = {t: m for t in common
+                   if (m := noise_margin(r["scores"][t], b["scores"][t], r["details"].get(t, {}).get("n_dev")))}
         out.append(dict(name=f"Δ {r['name']} − no pretraining", reference=False, kind="delta",
                         model_name=r["model_name"], num_parameters=None, pretrained_model_path=None,
                         score=mean if full else None, score_partial=None if full else mean, n_tasks=len(delta),
-                        scores=delta, details={}, sources=[], extra_tasks=[],
-                        tasks_better=sum(1 for v in delta.values() if v > 0)))
+                        scores=delta, details={}, sources=[], extra_tasks=[], margins=margins,
+                        tasks_better=sum(1 for v in delta.values() if v > 0),
+                        tasks_within_noise=sorted(t for t, v in delta.items() if t in margins and abs(v) < margins[t])))
     out += [r for r in rows if r["kind"] == "no-pretraining" and id(r) not in used]
     out += [r for r in rows if r["kind"] == "distilled"]
     return out
+
+
+def noise_margin(acc_a: float, acc_b: float, n_dev: int | None) -> float | None:
+    """The 95 % margin (points) of the difference between two accuracies (×100) scored on ``n_dev`` dev
+    examples: 1.96 × the standard error of a difference of two binomial proportions. It treats the two
+    models' errors as independent, which over-states the noise of two models scored on the same examples
+    (a paired test needs per-example predictions): a difference beyond it is a measured one, a difference
+    inside it may still be real. Seed-to-seed variation of fine-tuning comes on top."""
+    if not n_dev or n_dev <= 0:
+        return None
+    pa, pb = acc_a / 100.0, acc_b / 100.0
+    return 100 * 1.96 * math.sqrt(max(pa * (1 - pa), 0.0) / n_dev + max(pb * (1 - pb), 0.0) / n_dev)
 
 
 def reference_rows() -> list[dict[str, Any]]:
@@ -233,7 +249,7 @@ def render_markdown(rows: list[dict[str, Any]], metric: str = "best") -> str:
     head = "| Model | Score | " + " | ".join(TASK_COLUMNS) + " |"
     lines = [head, "|" + "---|" * (2 + len(TASK_COLUMNS))]
     notes: list[str] = []
-    partial = subsampled = multi_seed = False
+    partial = subsampled = multi_seed = within_noise = False
     iflytek_note = ""
     for r in rows:
         signed = r.get("kind") == "delta"
@@ -255,6 +271,9 @@ def render_markdown(rows: list[dict[str, Any]], metric: str = "best") -> str:
             if d.get("subsampled"):
                 c += "†"
                 subsampled = True
+            if signed and v is not None and t in r.get("margins", {}) and abs(v) < r["margins"][t]:
+                c += "°"
+                within_noise = True
             if t == "iflytek" and v is not None and d.get("note"):
                 c += "‡"
                 iflytek_note = d["note"]
@@ -271,6 +290,10 @@ def render_markdown(rows: list[dict[str, Any]], metric: str = "best") -> str:
     if any(r.get("kind") == "delta" for r in rows):
         notes.append("no pretraining = the same architecture from random initialisation, fine-tuned with the same grid, "
                      "data, budget and seeds; Δ = pretrained minus no pretraining (points of accuracy).")
+    if within_noise:
+        notes.append("° = inside the 95 % margin of the dev set's sampling error (1.96 × the standard error of a "
+                     "difference of two accuracies on n dev examples, errors taken as independent: a conservative "
+                     "test); not a measured difference either way. report.json gives every margin.")
     if subsampled:
         notes.append("† trained on a deterministic subsample of the train set (a compute budget: "
                      "`max_train_tokens`/`max_train_examples`) or scored on a dev subsample; see report.json for "
