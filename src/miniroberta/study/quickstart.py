@@ -131,9 +131,9 @@ def _decontaminated_slice(files: list[str], tasks_dir: str, out: Path, max_bytes
 SLOWDOWN = 1.15
 CALIBRATION_STEPS = 24
 # the default run: a step count, so that its model (and step 5's result) does not depend on the machine's speed --
-# 1,543 steps measured 83.06 +- 0.27 on step 5 over three seeds against 82.58 +- 1.18 from random init, while
-# 846 and 987 steps (idle runs sized to 4 minutes: the VM runs at different speeds) printed 78.6 % and 81.1 %
-# against 83.0 % (docs/quality.md)
+# idle runs sized to 4 minutes got 846, 987 and 1,543 steps on the same VM and printed 78.6, 81.1 and 82.75 % against
+# random init's 83.0 %. 1,500 steps (set before it was measured): 81.2 %, 81.36 +- 0.10 over three fine-tuning
+# seeds against 82.58 +- 1.18 (docs/quality.md)
 DEFAULT_STEPS = 1500
 MAX_DEFAULT_MINUTES = 10
 
@@ -159,9 +159,8 @@ def _steps_for_budget(base, seconds: float, threads: int | None) -> int:
     # the median step after two warm-up steps: one stalled step (another process, a page fault) does not
     # resize the run (8 timed steps sized two idle runs to 1,631 and 987 steps)
     per_step = statistics.median(b - a for a, b in zip(el[2:], el[3:])) if len(el) > 3 else el[-1] / len(el)
-    # the whole run is slower than its first steps: on the 2-core Zen 4 packed runs took 0.18-0.20 s/step against
-    # 0.147-0.155 s timed here, and a run cut by the time cap stops before its learning rate has decayed
-    # (79.2 % vs 83.0 % on step 5's check, docs/quality.md) -- so size for SLOWDOWN x the timed speed
+    # sized for SLOWDOWN x the timed step: a run cut by the time cap stops before its learning rate has decayed
+    # (79.2 % vs 83.0 % on step 5's check, docs/quality.md)
     steps = max(20, int(seconds / max(per_step * SLOWDOWN, 1e-6)))
     log(f"      timed {len(el)} steps on this machine: {per_step:.3f} s/step (median)")
     return steps
