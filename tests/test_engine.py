@@ -97,11 +97,30 @@ def test_bf16_precision_keeps_fp32_masters_and_exports_them():
 
 
 def test_resolve_precision_says_why():
-    kind, why = resolve_precision("auto", torch.device("cpu"), 64, 256)
+    kind, why = resolve_precision("auto", torch.device("cpu"))
     assert kind in ("fp32", "bf16") and why
     assert resolve_precision("fp32", torch.device("cpu")) == ("fp32", "requested")
     with pytest.raises(ValueError, match="precision"):
         resolve_precision("fp16", torch.device("cpu"))
+
+
+def test_auto_precision_follows_the_cpu_flags_not_a_timing(monkeypatch):
+    """The same command on the same machine trains the same way, however busy the machine is: ``auto`` reads
+    the CPU's flags and times nothing (a timing under load picked fp32 one run and bf16 the next)."""
+    from miniroberta.engine import device, precision
+    flags = {"avx2": True, "avx512f": True, "avx512_bf16": False, "amx_bf16": False, "amx_tile": False,
+             "avx512_vnni": True}
+    info = {"model": "test CPU", "cores": 2, "flags": flags, "torch_cpu_capability": "AVX512"}
+    monkeypatch.setattr(device, "cpu_info", lambda: info)
+    monkeypatch.setattr(precision, "cpu_info", lambda: info)
+    monkeypatch.setattr(torch, "matmul", lambda *a, **k: (_ for _ in ()).throw(AssertionError("timed a matmul")))
+    assert [resolve_precision("auto", torch.device("cpu"))[0] for _ in range(5)] == ["fp32"] * 5
+    flags["avx512_bf16"] = True
+    kind, why = resolve_precision("auto", torch.device("cpu"))
+    assert kind == "bf16" and "AVX512-BF16" in why
+    flags.update(avx512_bf16=False, amx_bf16=True)
+    assert resolve_precision("auto", torch.device("cpu")) == ("bf16", "auto: this CPU (test CPU) computes bf16 "
+                                                              "natively (AMX)")
 
 
 class _Batch:

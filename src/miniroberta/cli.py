@@ -49,12 +49,15 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
 
 
 class HelpFormatter(argparse.HelpFormatter):
-    """Appends ``(default: X)`` only where there is a default worth showing: not None (which reads as
-    noise after a default already given in words), not a suppressed option, not a help that names it."""
+    """Shows an option's default exactly once: options generated from the config dataclasses
+    (``miniroberta.settings``) carry it in their help already; for the others ``(default: X)`` is
+    appended, except for flags (off unless given), ``None`` and help that already names its default."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         h = action.help or ""
-        if "%(default)" in h or action.default in (None, argparse.SUPPRESS) or action.required:
+        if ("(default" in h or "%(default)" in h or action.default in (None, argparse.SUPPRESS, False, True)
+                or action.required or isinstance(action, (argparse._StoreConstAction, argparse._StoreTrueAction,
+                                                          argparse._StoreFalseAction))):
             return h
         if action.option_strings or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE):
             h += " (default: %(default)s)"

@@ -7,13 +7,15 @@ converted to fp32 after the backward, AdamW updates the masters, the masters are
 to bf16. Checkpoints hold the fp32 masters, so a bf16 run resumes exactly and exports fp32
 weights. Losses are reduced in fp32 (``engine.loss``).
 
-``auto`` picks bf16 where the device computes bf16 natively (CUDA with bf16, AVX512-BF16 or AMX
-CPUs) *and* a short measurement of the model's own feed-forward matmul shows bf16 faster,
-else fp32, and says why.
+``auto`` is decided from the device's capabilities alone, never by a timing (a timed matmul on a busy
+machine reported bf16 anywhere from 0.29x to 29x fp32 within four minutes, so the same command trained in
+fp32 one run and bf16 the next): bf16 on a CUDA device that supports it and on CPUs that compute it natively
+(AVX512-BF16 or AMX: measured 1.9x fp32's tokens/s for tiny on a Zen 4, docs/performance.md), fp32 elsewhere.
+The same command on the same machine therefore always trains the same way; the choice and its reason are
+logged and recorded in the metrics.
 """
 from __future__ import annotations
 
-import time
 from typing import Iterator
 
 import torch
@@ -24,35 +26,23 @@ from miniroberta.engine.device import cpu_info, native_bf16
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
-def _time_matmul(m: int, k: int, n: int, dtype: torch.dtype, device: torch.device, reps: int = 6) -> float:
-    g = torch.Generator(device="cpu").manual_seed(0)  # leave the global RNG untouched
-    a = torch.randn(m, k, generator=g).to(device, dtype)
-    b = torch.randn(k, n, generator=g).to(device, dtype)
-    best = float("inf")
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        (a @ b).sum().item()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
-def resolve_precision(requested: str, device: torch.device, hidden_size: int = 768,
-                      tokens: int = 4096) -> tuple[str, str]:
-    """(``fp32``|``bf16``, the reason) for ``requested`` in ``auto``/``fp32``/``bf16``."""
+def resolve_precision(requested: str, device: torch.device) -> tuple[str, str]:
+    """(``fp32``|``bf16``, the reason) for ``requested`` in ``auto``/``fp32``/``bf16``; ``auto`` depends
+    on the device's capabilities only."""
     if requested not in PRECISIONS:
         raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, got {requested!r}")
     if requested != "auto":
         return requested, "requested"
-    where = "this GPU" if device.type == "cuda" else f"this CPU ({cpu_info()['model']})"
-    if not native_bf16(device):
-        return "fp32", f"{where} has no native bf16 (AVX512-BF16/AMX)"
-    shape = (tokens, hidden_size, 4 * hidden_size)
-    t32 = _time_matmul(*shape, torch.float32, device)
-    t16 = _time_matmul(*shape, torch.bfloat16, device)
-    ratio = t32 / max(t16, 1e-12)
-    if ratio > 1.1:
-        return "bf16", f"{where} has native bf16; a {shape[0]}x{shape[1]}x{shape[2]} matmul is {ratio:.1f}x faster in bf16"
-    return "fp32", f"bf16 measured no faster on {where} ({ratio:.2f}x fp32)"
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        return (("bf16", f"auto: {name} supports bf16") if native_bf16(device)
+                else ("fp32", f"auto: {name} has no bf16 support"))
+    info = cpu_info()
+    f = info["flags"]
+    if native_bf16(device):
+        which = "AMX" if f.get("amx_bf16") else "AVX512-BF16"
+        return "bf16", f"auto: this CPU ({info['model']}) computes bf16 natively ({which})"
+    return "fp32", f"auto: this CPU ({info['model']}) has no native bf16 (no AVX512-BF16 or AMX)"
 
 
 class Precision:

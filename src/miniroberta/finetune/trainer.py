@@ -407,7 +407,7 @@ def _run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     model.to(device).train()
     n_params = sum(p.numel() for p in model.parameters())
     precision, why = (st["precision"], "as the training state") if st is not None else \
-        resolve_precision(cfg.effective_precision, device, mcfg.hidden_size)
+        resolve_precision(cfg.effective_precision, device)
 
     task = ClassifierTask(cfg, model, d["enc_train"], d["y_train"], d["enc_dev"], d["y_dev"], len(labels),
                           tok.pad_id, device, soft=d["soft"])

@@ -23,12 +23,13 @@ import os
 import signal
 import socket
 import tempfile
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict
 from typing import Any
 
 from miniroberta.pretrain import trainer as train_loop
-from miniroberta.pretrain.config import PretrainConfig, PretrainError, RunOptions
+from miniroberta.pretrain.config import MASKING, OPTIM, PretrainConfig, PretrainError, RunOptions
 from miniroberta.outputs import claim_output, run_files
+from miniroberta.settings import add_options, from_args
 from miniroberta.utils import log
 
 
@@ -83,7 +84,7 @@ def train(cfg: PretrainConfig, opts: RunOptions | None = None) -> dict[str, Any]
     The output is claimed for the life of the run (one writer; see ``miniroberta.outputs``): an
     earlier run's state or step checkpoints are refused unless ``opts.resume`` (continue it) or
     ``opts.overwrite`` (move them aside to ``<name>.old-<time>``)."""
-    opts = opts or RunOptions()
+    opts = (opts or RunOptions()).validate()
     cfg.validate()
     train_loop.preflight(cfg, opts)  # fail in the parent, before any process is started
     if _torchrun_env() and os.environ.get("RANK") != "0":
@@ -150,99 +151,29 @@ def _train(cfg: PretrainConfig, opts: RunOptions) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- CLI
+UER_NOOPS = ("--embedding", "--encoder", "--mask", "--tokenizer", "--log_path", "--log_level", "--log_file_level",
+             "--layernorm_positioning", "--feed_forward", "--pooling", "--max_seq_length", "--instances_buffer_size",
+             "--labels_num")
+
+
 def configure(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("paths")
-    g.add_argument("--dataset_path", default="dataset.pt", help="dataset directory written by `miniroberta preprocess`")
-    g.add_argument("--vocab_path", default=None, help="vocab.txt; must be the one the dataset was built with")
-    g.add_argument("--config_path", default="base",
-                   help="model config: a preset (tiny, medium, L8_H512 ...), a UER-py config JSON or an HF config.json")
-    g.add_argument("--output_model_path", required=True,
-                   help="checkpoints are written as <this>-<step> (native safetensors); training state as <this>.state.pt")
-    g.add_argument("--pretrained_model_path", default=None,
-                   help="initial weights only (fresh optimizer and warmup): native, HF directory or UER checkpoint")
-
-    g = p.add_argument_group("schedule")
-    g.add_argument("--total_steps", type=int, default=100000, help="optimizer updates")
-    g.add_argument("--save_checkpoint_steps", type=int, default=10000)
-    g.add_argument("--report_steps", type=int, default=100)
-    g.add_argument("--accumulation_steps", type=int, default=1)
-    g.add_argument("--batch_size", type=int, default=32, help="instances per process per micro-batch")
-    g.add_argument("--seed", type=int, default=7)
-    g.add_argument("--time_budget_s", type=float, default=None,
-                   help="stop cleanly after this many seconds of wall time, writing a checkpoint")
-    g.add_argument("--resume", nargs="?", const="yes", default=None, choices=["yes", "auto"],
-                   help="continue from <output_model_path>.state.pt ('auto': only if it exists)")
-    g.add_argument("--overwrite", action="store_true",
-                   help="move an earlier run's state and step checkpoints aside (<name>.old-<time>) and start over")
-
-    g = p.add_argument_group("optimization")
-    g.add_argument("--learning_rate", type=float, default=2e-5)
-    g.add_argument("--warmup", type=float, default=0.1, help="fraction of total_steps of linear warmup")
-    g.add_argument("--weight_decay", type=float, default=0.01)
-    g.add_argument("--grad_clip", type=float, default=0.0, help="max gradient norm (0: off, as the reference)")
-    g.add_argument("--no_correct_bias", dest="correct_bias", action="store_false",
-                   help="AdamW without bias correction, as UER-py's pretraining (correct_bias=False): the first "
-                        "~1/(1-beta2) updates are larger than with correction")
-    g.add_argument("--optimizer", default="adamw", choices=["adamw"])
-    g.add_argument("--scheduler", default="linear", choices=["linear"])
-    g.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
-                   help="bf16: bf16 compute with fp32 master weights; auto: bf16 where the hardware has native bf16 "
-                        "and a short measurement shows it faster, else fp32 (the choice and its reason are logged)")
-    g.add_argument("--bf16", action="store_true", help="alias of --precision bf16")
-    g.add_argument("--init", default="uer", choices=["uer", "hf"], help="weight init of a fresh model")
-    g.add_argument("--dropout", type=float, default=None, help="override the config's dropout")
-    g.add_argument("--layer_norm_type", default=None, choices=["hf", "uer"], help="override the config's LayerNorm")
-
-    g = p.add_argument_group("distillation (general, MLM)")
-    g.add_argument("--teacher", dest="teacher_path", default=None,
-                   help="a pretrained MLM teacher (checkpoint or HF dir, same vocab): adds distill_alpha * T^2 * "
-                        "KL(teacher || student) over the masked positions to the MLM loss")
-    g.add_argument("--distill_alpha", type=float, default=1.0, help="weight of the KL term")
-    g.add_argument("--distill_temperature", type=float, default=1.0, help="softmax temperature of the KL term")
-
-    g = p.add_argument_group("masking")
-    g.add_argument("--mask_rate", type=float, default=0.15)
-    g.add_argument("--dynamic_masking", action="store_true", help="accepted for the reference; the dataset decides")
-    g.add_argument("--whole_word_masking", action="store_true", help="needs a dataset built with word boundaries")
-    g.add_argument("--span_masking", action="store_true")
-    g.add_argument("--span_geo_prob", type=float, default=0.2)
-    g.add_argument("--span_max_length", type=int, default=10)
-
-    g = p.add_argument_group("distributed")
-    g.add_argument("--world_size", type=int, default=1, help="total processes")
-    g.add_argument("--gpu_ranks", type=int, nargs="*", default=None, help="global ranks to start on this node's GPUs")
-    g.add_argument("--master_ip", default=None, help="tcp://HOST:PORT of rank 0 (default: a free local port)")
-    g.add_argument("--backend", default=None, choices=["nccl", "gloo"])
-    g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-
-    g = p.add_argument_group("speed and logging")
-    g.add_argument("--num_workers", type=int, default=1, help="background batch-preparation threads (0: inline)")
-    g.add_argument("--compile", action="store_true", help="torch.compile the model")
-    g.add_argument("--pad_to_multiple_of", type=int, default=8)
-    g.add_argument("--no_unpad", action="store_true", help="run the padded forward (position-wise layers on padding too)")
-    g.add_argument("--no_bucket", action="store_true",
-                   help="CPU: do not pad the packed rows to recurring shapes (see docs/performance.md)")
-    g.add_argument("--threads", type=int, default=None, help="torch threads per process")
-    g.add_argument("--eval_dataset_path", default=None, help="held-out dataset: loss/accuracy with fixed masks at report steps")
-    g.add_argument("--eval_max_instances", type=int, default=2048)
-    g.add_argument("--eval_steps", type=int, default=None, help="evaluate every N steps (default: --report_steps)")
-    g.add_argument("--metrics_path", default=None, help="JSONL metrics (default <output_model_path>.metrics.jsonl)")
-    g.add_argument("--tensorboard", default=None, help="also write TensorBoard logs to this directory")
-    g.add_argument("--no_progress", action="store_true", help="no progress bar")
-
+    """The options are generated from ``PretrainConfig`` and ``RunOptions`` (their defaults, help, checks)."""
+    groups: dict = {}
+    add_options(p, PretrainConfig, groups=groups)
+    add_options(p, RunOptions, groups=groups)
+    groups[OPTIM].add_argument("--bf16", action="store_true", help="alias of --precision bf16")
+    groups[OPTIM].add_argument("--optimizer", default="adamw", choices=["adamw"], help="only adamw")
+    groups[OPTIM].add_argument("--scheduler", default="linear", choices=["linear"],
+                               help="only linear (warmup, then linear decay to 0)")
+    groups[MASKING].add_argument("--dynamic_masking", action="store_true",
+                                 help="accepted for the reference; the dataset decides")
     g = p.add_argument_group("accepted for UER-py compatibility (no effect)")
     g.add_argument("--data_processor", default="mlm", help="only 'mlm'")
     g.add_argument("--target", default="mlm", help="only 'mlm'")
-    for name in ("--embedding", "--encoder", "--mask", "--tokenizer", "--log_path", "--log_level",
-                 "--log_file_level", "--layernorm_positioning", "--feed_forward", "--pooling", "--max_seq_length",
-                 "--instances_buffer_size", "--labels_num"):
-        g.add_argument(name, default=None)
-    g.add_argument("--tie_weights", action="store_true")
-    g.add_argument("--deep_init", action="store_true")
-
-    p.add_argument("--stop_after_steps", type=int, default=None, help=argparse.SUPPRESS)
-    p.add_argument("--debug_nan_at_step", type=int, default=None, help=argparse.SUPPRESS)
-    p.add_argument("--debug_step_sleep", type=float, default=0.0, help=argparse.SUPPRESS)
+    for name in UER_NOOPS:
+        g.add_argument(name, default=None, help="UER-py option; no effect here")
+    g.add_argument("--tie_weights", action="store_true", help="UER-py option; the MLM decoder is always tied")
+    g.add_argument("--deep_init", action="store_true", help="UER-py option; no effect here")
 
 
 def configs_from_args(args: argparse.Namespace) -> tuple[PretrainConfig, RunOptions]:
@@ -251,36 +182,9 @@ def configs_from_args(args: argparse.Namespace) -> tuple[PretrainConfig, RunOpti
         if v is not None and v != "mlm":
             raise ValueError(f"--{flag} {v!r} is not supported; miniroberta pretrains the MLM target only "
                              f"(--data_processor mlm --target mlm)")
-    if args.whole_word_masking and args.span_masking:
-        raise ValueError("--whole_word_masking and --span_masking are mutually exclusive")
-    cfg = PretrainConfig(
-        dataset_path=args.dataset_path, output_model_path=args.output_model_path, vocab_path=args.vocab_path,
-        config_path=args.config_path, pretrained_model_path=args.pretrained_model_path,
-        total_steps=args.total_steps, batch_size=args.batch_size, world_size=args.world_size,
-        accumulation_steps=args.accumulation_steps, learning_rate=args.learning_rate, warmup=args.warmup,
-        weight_decay=args.weight_decay, grad_clip=args.grad_clip, correct_bias=args.correct_bias, teacher_path=args.teacher_path,
-        distill_alpha=args.distill_alpha, distill_temperature=args.distill_temperature, mask_rate=args.mask_rate, seed=args.seed,
-        init=args.init, dropout=args.dropout, layer_norm_type=args.layer_norm_type,
-        precision="bf16" if args.bf16 else args.precision,
-        whole_word_masking=True if args.whole_word_masking else None,
-        span_masking=True if args.span_masking else None,
-        span_geo_prob=args.span_geo_prob, span_max_length=args.span_max_length)
-    resume: bool | str = False
-    if args.resume == "yes":
-        resume = True
-    elif args.resume == "auto":
-        resume = "auto"
-    opts = RunOptions(
-        save_checkpoint_steps=args.save_checkpoint_steps, report_steps=args.report_steps, resume=resume,
-        overwrite=args.overwrite, time_budget_s=args.time_budget_s, eval_dataset_path=args.eval_dataset_path,
-        eval_max_instances=args.eval_max_instances, eval_steps=args.eval_steps, metrics_path=args.metrics_path, tensorboard=args.tensorboard,
-        num_workers=args.num_workers, compile=args.compile, device=args.device,
-        gpu_ranks=list(args.gpu_ranks) if args.gpu_ranks else None, master_ip=args.master_ip, backend=args.backend,
-        pad_to_multiple_of=args.pad_to_multiple_of, unpad=not args.no_unpad, bucket=not args.no_bucket,
-        threads=args.threads, progress=not args.no_progress,
-        stop_after_steps=args.stop_after_steps, debug_nan_at_step=args.debug_nan_at_step,
-        debug_step_sleep=args.debug_step_sleep)
-    return cfg, opts
+    cfg = from_args(PretrainConfig, args, **({"precision": "bf16"} if args.bf16 else {}))
+    opts = from_args(RunOptions, args)
+    return cfg.validate(), opts.validate()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -291,5 +195,4 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["PretrainConfig", "RunOptions", "train", "configure", "run", "configs_from_args", "PretrainError",
-           "state_path_for", "metrics_path_for", "field"]
+__all__ = ["PretrainConfig", "RunOptions", "train", "configure", "run", "configs_from_args", "PretrainError"]

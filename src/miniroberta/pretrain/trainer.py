@@ -26,6 +26,7 @@ from miniroberta.engine.device import device_info, measure_matmul_peak
 from miniroberta.modeling.loss import cross_entropy_sum
 from miniroberta.engine.metrics import RunLog
 from miniroberta.engine.precision import resolve_precision
+from miniroberta.engine.threads import configure_threads
 from miniroberta.engine.trainer import STATE_FORMAT, LoopOptions, Trainer, TrainingError
 from miniroberta.integrity import IntegrityError, verified_torch_load
 from miniroberta.interop.checkpoint import CheckpointError, load_into, load_weights, save_native
@@ -168,9 +169,8 @@ def spawn_entry(local_idx: int, cfg: PretrainConfig, opts: RunOptions, ranks: li
     dist.init_process_group(backend, init_method=master, rank=rank, world_size=cfg.world_size)
     try:
         device = f"cuda:{local_idx}" if use_cuda else "cpu"
-        if opts.threads is None and not use_cuda:
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // len(ranks)))
-        res = run_worker(cfg, opts, rank=rank, world_size=cfg.world_size, local_rank=local_idx, device=device)
+        res = run_worker(cfg, opts, rank=rank, world_size=cfg.world_size, local_rank=local_idx, device=device,
+                         local_processes=len(ranks))
         if rank == 0:
             with atomic_write(result_path, "w", encoding="utf-8") as f:
                 json.dump(res, f)
@@ -186,7 +186,8 @@ def worker_from_env(cfg: PretrainConfig, opts: RunOptions) -> dict[str, Any]:
         torch.cuda.set_device(local)
     dist.init_process_group(opts.backend or ("nccl" if use_cuda else "gloo"), init_method="env://")
     try:
-        return run_worker(cfg, opts, rank, world, local, f"cuda:{local}" if use_cuda else "cpu")
+        return run_worker(cfg, opts, rank, world, local, f"cuda:{local}" if use_cuda else "cpu",
+                          local_processes=1 if use_cuda else int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     finally:
         dist.destroy_process_group()
 
@@ -303,11 +304,10 @@ def load_teacher(cfg: PretrainConfig, mc: ModelConfig, vocab_sha: str, dev: torc
 
 # --------------------------------------------------------------------------- the worker
 def run_worker(cfg: PretrainConfig, opts: RunOptions, rank: int, world_size: int, local_rank: int,
-               device: str) -> dict[str, Any]:
+               device: str, local_processes: int = 1) -> dict[str, Any]:
     dev = torch.device(device)
     is0 = rank == 0
-    if opts.threads:
-        torch.set_num_threads(opts.threads)
+    threads = configure_threads(opts.threads, share=local_processes)
     if dev.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -342,7 +342,7 @@ def run_worker(cfg: PretrainConfig, opts: RunOptions, rank: int, world_size: int
     if st is not None:
         precision, why = st.get("precision", "fp32"), "as the training state"
     else:
-        precision, why = resolve_precision(cfg.precision, dev, mc.hidden_size)
+        precision, why = resolve_precision(cfg.precision, dev)
         if world_size > 1:  # every rank must agree: rank 0 decides
             import torch.distributed as dist
             box = [precision, why]
@@ -391,7 +391,7 @@ def run_worker(cfg: PretrainConfig, opts: RunOptions, rank: int, world_size: int
                 + (f", weights from {cfg.pretrained_model_path}" if cfg.pretrained_model_path and st is None else ""))
     run_log.write("start", trainer.step, pretrain_config=asdict(cfg), model_config=mc.to_dict(), world_size=W,
                   device=device_info(dev), precision=precision, precision_reason=why, matmul_peak_flops=peak,
-                  dataset_hash=ds.content_hash)
+                  dataset_hash=ds.content_hash, threads=threads)
     if eval_ds is not None and trainer.step == 0:  # the starting point, for "loss fell from ... to ..."
         ev = task.evaluate(trainer, run_log)
         run_log.write("eval", 0, eval_loss=ev["loss"], eval_accuracy=ev["mlm_accuracy"])
