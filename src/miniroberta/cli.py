@@ -129,7 +129,7 @@ def _debug() -> bool:
 
 # ------------------------------------------------------------------ presets
 def configure_presets(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--vocab_size", type=int, default=21128)
+    p.add_argument("--vocab_size", type=int, default=21128, help="vocabulary size the parameter counts assume")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 

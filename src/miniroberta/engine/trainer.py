@@ -205,6 +205,10 @@ class Trainer:
                       padded_tokens_per_s=pad_s, mfu=mfu, elapsed_s=el, eta_s=eta, units=int(d[3]),
                       tokens_seen=self.tokens_seen + int(tot[4]))
         fields.update(task.report_fields(self, log))
+        # a held-out evaluation is not training: the next interval's tokens/s starts after it (its time still
+        # counts in elapsed and so in the ETA, which is elapsed per step -- evaluations included -- times the
+        # steps left)
+        self._report_t = time.time()
         line = ((f"step {self.step}/{self.total_steps} | loss {self.last_loss:.4f} | acc {self.last_accuracy:.3f} | "
                 f"lr {self.lr:.2e} | real tok/s {human_count(real_s)} | padded tok/s {human_count(pad_s)} | ")
                 + (f"MFU {100 * mfu:.1f}% | " if opts.peak_flops else "")

@@ -306,7 +306,7 @@ class ClassifierTask:
                 f"{m['total']}), macro-F1 {m['macro_f1']:.4f}, {format_duration(ep_time)}"
                 f"{'  *best*' if improved else ''}")
         if improved:
-            self.best = dict(rec, confusion=m["confusion"])
+            self.best = dict(rec, confusion=m["confusion"], predictions=logits.argmax(1).tolist())
             self.best_state = trainer.precision.state_dict()
         self._epoch_t0 = time.time()
         self._epoch_sums = [0.0, 0, 0]
@@ -480,7 +480,8 @@ def _finish(cfg, d, task: ClassifierTask, model, mcfg, n_params, init_info, trai
         max_dev_examples=cfg.max_dev_examples, subsampled=d["subsampled"], note=files.note,
         best_epoch=best["epoch"], best_dev_acc=best["dev_acc"], macro_f1=best["dev_macro_f1"],
         best_dev_macro_f1=best["dev_macro_f1"], last_dev_acc=last["dev_acc"], last_dev_macro_f1=last["dev_macro_f1"],
-        best_confusion=best["confusion"], epochs=epochs,
+        best_confusion=best["confusion"], epochs=epochs, dev_predictions=best.get("predictions"),
+        dev_labels=np.asarray(d["y_dev"]).tolist(),
         settings=cfg.to_dict(), vocab_path=os.path.abspath(vocab_path), vocab_sha256=tok.sha256,
         model=dict(name=mcfg.name, num_parameters=mcfg.num_parameters(mlm_head=False, pooler=True),
                    num_parameters_with_head=n_params, config=mcfg.to_dict(),

