@@ -200,6 +200,19 @@ def test_resume_refused_on_other_dataset_or_config(data, tmp_path):
         train(cfg_for(data, tmp_path / "none.bin"), opts(resume=True))
 
 
+def test_resume_with_another_pretrained_model_path_is_refused_not_ignored(data, tmp_path):
+    """--pretrained_model_path only matters when a run starts: naming another one on --resume is refused."""
+    out = tmp_path / "r" / "m.bin"
+    cfg = PretrainConfig(dataset_path=data["ds"], output_model_path=str(out), vocab_path=data["vocab"],
+                         config_path=data["config"], total_steps=6, batch_size=4, learning_rate=1e-3)
+    first = train(cfg, RunOptions(report_steps=3, save_checkpoint_steps=3, progress=False, stop_after_steps=3))
+    other = dict(cfg.__dict__, pretrained_model_path=first["last_checkpoint"])
+    with pytest.raises(PretrainError, match="is used only when a run starts.*random initialisation"):
+        train(PretrainConfig(**other), RunOptions(report_steps=3, save_checkpoint_steps=3, progress=False,
+                                                  resume=True))
+    assert train(cfg, RunOptions(report_steps=3, save_checkpoint_steps=3, progress=False, resume=True))["steps"] == 6
+
+
 def test_nan_stops_with_clear_error_and_last_good_checkpoint_intact(data, tmp_path):
     out = tmp_path / "m.bin"
     with pytest.raises(PretrainError, match="NaN/inf.*step 5.*m.bin-4"):
@@ -421,3 +434,16 @@ def test_general_distillation_under_ddp_and_resume(data, tmp_path):
     assert part["steps"] == 2
     rest = train(cfg_for(data, tmp_path / "part" / "m.bin", **kw), opts(resume=True))
     assert max_diff(weights(full["last_checkpoint"]), weights(rest["last_checkpoint"])) == 0.0
+
+
+def test_bad_settings_are_refused_together_before_any_work(tmp_path, capsys):
+    """Every bad value is named in one error (--learning_rate inf used to be accepted)."""
+    rc = cli.main(["pretrain", "--dataset_path", str(tmp_path / "none"), "--output_model_path",
+                   str(tmp_path / "m.bin"), "--learning_rate", "inf", "--warmup", "1.5", "--mask_rate", "0",
+                   "--total_steps", "0"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "4 problems with the pretraining settings" in err
+    for want in ("--learning_rate: must be a finite number", "--warmup: must be <= 1", "--mask_rate: must be > 0",
+                 "--total_steps: must be >= 1"):
+        assert want in err
+    assert not (tmp_path / "m.bin.state.pt").exists()

@@ -149,9 +149,16 @@ def check_resume(state: dict[str, Any], path: str, cfg: PretrainConfig, mc: Mode
     if diff:
         raise PretrainError(f"refusing to resume: the model config differs from the one in {path}: " + ", ".join(
             f"{k} {old_mc.get(k)!r} (state) vs {mc.to_dict().get(k)!r} (now)" for k in sorted(diff)))
-    old = {"correct_bias": True, **st["resume_key"]}   # states written before the switch existed
+    # states written before a setting existed recorded its default
+    old = {"correct_bias": True, "pretrained_model_path": None, **st["resume_key"]}
     now = cfg.resume_key()
     diff = [k for k in set(old) | set(now) if old.get(k) != now.get(k)]
+    if "pretrained_model_path" in diff:
+        raise PretrainError(
+            f"refusing to resume: --pretrained_model_path {now['pretrained_model_path']} is used only when a run starts, "
+            f"and {path} started from {old['pretrained_model_path'] or 'random initialisation'}. Resume with the "
+            f"original command (drop or correct --pretrained_model_path), or start a new run from those weights "
+            f"with another --output_model_path.")
     if diff:
         raise PretrainError(f"refusing to resume: settings that change the result differ from {path}: " + ", ".join(
             f"--{k} {old.get(k)!r} (state) vs {now.get(k)!r} (now)" for k in sorted(diff))
