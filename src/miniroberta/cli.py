@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
+import os
 import sys
+
+from miniroberta import __version__
+from miniroberta.modeling.config import ALIASES, preset, preset_names
 
 # name -> (module, configure function, run function, one-line help)
 COMMANDS: dict[str, tuple[str, str, str, str]] = {
@@ -79,7 +84,6 @@ def normalize_argv(argv: list[str]) -> list[str]:
 
 
 def _top_parser() -> argparse.ArgumentParser:
-    from miniroberta import __version__
     lines = "\n".join(f"  {n:<11} {h}" for n, (_, _, _, h) in COMMANDS.items())
     p = argparse.ArgumentParser(
         prog="miniroberta",
@@ -123,7 +127,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _debug() -> bool:
-    import os
     return os.environ.get("MINIROBERTA_DEBUG", "") not in ("", "0")
 
 
@@ -134,9 +137,6 @@ def configure_presets(p: argparse.ArgumentParser) -> None:
 
 
 def run_presets(args: argparse.Namespace) -> int:
-    import json
-
-    from miniroberta.modeling.config import ALIASES, preset, preset_names
     rev = {v: k for k, v in ALIASES.items()}
     rows = []
     for n in preset_names():

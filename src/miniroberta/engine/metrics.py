@@ -7,6 +7,8 @@ import sys
 import time
 from typing import Any
 
+from tqdm import tqdm
+
 from miniroberta.utils import JsonlWriter, log
 
 TB_KEYS = ("loss", "accuracy", "lr", "real_tokens_per_s", "mfu", "eval_loss", "eval_accuracy", "dev_acc")
@@ -24,13 +26,12 @@ class RunLog:
         self.tb = None
         if enabled and tensorboard:
             try:
-                from torch.utils.tensorboard import SummaryWriter
+                from torch.utils.tensorboard import SummaryWriter  # noqa: PLC0415 -- optional (tensorboard)
             except ImportError:
                 raise ValueError("--tensorboard needs the tensorboard package (pip install tensorboard)") from None
             self.tb = SummaryWriter(tensorboard)
         self.bar = None
         if enabled and progress and sys.stderr.isatty():
-            from tqdm import tqdm
             self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, file=sys.stderr,
                             desc=name, leave=False)
 

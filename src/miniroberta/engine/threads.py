@@ -61,7 +61,7 @@ def pin(index: int, share: int) -> list[int]:
 def configure_threads(threads: int | None = None, share: int = 1) -> dict[str, Any]:
     """Set torch's intra-op threads (``threads``, else :func:`default_threads`) and return what is in
     force, for the run's log and metrics."""
-    import torch
+    import torch  # noqa: PLC0415 -- this module is imported before torch, to set the OpenMP policy first
     n = int(threads) if threads else default_threads(share)
     if n < 1:
         raise ValueError(f"--threads must be >= 1, got {threads}")

@@ -24,6 +24,8 @@ from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
 from torch import nn
 
 from miniroberta.engine.optim import OptimConfig, build_adamw, lr_factor, param_groups, set_lr
@@ -118,8 +120,6 @@ class Trainer:
         fwd = forward if forward is not None else model
         self.ctrl_group = None
         if self.distributed:
-            import torch.distributed as dist
-            from torch.nn.parallel import DistributedDataParallel as DDP
             fwd = DDP(fwd, device_ids=[device.index] if device.type == "cuda" else None,
                       gradient_as_bucket_view=True)
             self.ctrl_group = dist.new_group(backend="gloo") if device.type == "cuda" else None
@@ -139,7 +139,6 @@ class Trainer:
     def train_step(self, micro: Sequence[Batch], task: Task, nan_at: int | None = None) -> None:
         units = sum(b.units for b in micro)
         if self.distributed:  # the global count of loss terms this update
-            import torch.distributed as dist
             count = torch.tensor([float(units)], device=self.device)
             dist.all_reduce(count)
             scale = self.world_size / count.clamp(min=1.0)   # DDP averages gradients over ranks
@@ -176,7 +175,6 @@ class Trainer:
         """[loss, correct, non-finite, units, real, padded] summed over ranks (collective)."""
         t = torch.cat([self.sums.device, torch.from_numpy(self.sums.host).to(self.device)])
         if self.distributed:
-            import torch.distributed as dist
             dist.all_reduce(t)
         return t.cpu().numpy()
 
@@ -231,7 +229,6 @@ class Trainer:
             want = 3.0
         bad = float(self.sums.device[2].item()) if self.device.type == "cpu" else 0.0  # a host read is free on CPU
         if self.distributed:
-            import torch.distributed as dist
             ctl = torch.tensor([want, bad], dtype=torch.float64)
             dist.all_reduce(ctl, op=dist.ReduceOp.MAX, group=self.ctrl_group)
             want, bad = float(ctl[0]), float(ctl[1])
@@ -246,7 +243,6 @@ class Trainer:
             st["cuda"] = torch.cuda.get_rng_state(self.device)
         if not self.distributed:
             return [st]
-        import torch.distributed as dist
         gathered: list[Any] = [None] * self.world_size
         dist.all_gather_object(gathered, st, group=self.ctrl_group)
         return gathered

@@ -26,6 +26,9 @@ import tempfile
 from dataclasses import asdict
 from typing import Any
 
+import torch
+import torch.multiprocessing as mp
+
 from miniroberta.pretrain import trainer as train_loop
 from miniroberta.pretrain.config import MASKING, OPTIM, PretrainConfig, PretrainError, RunOptions
 from miniroberta.outputs import claim_output, run_files
@@ -45,7 +48,6 @@ def _free_port() -> int:
 
 
 def _cuda_count() -> int:
-    import torch
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
@@ -115,7 +117,6 @@ def _train(cfg: PretrainConfig, opts: RunOptions) -> dict[str, Any]:
     fd, result_path = tempfile.mkstemp(prefix="miniroberta-pretrain-", suffix=".json")
     os.close(fd)
     os.unlink(result_path)
-    import torch.multiprocessing as mp
     log(f"starting {len(ranks)} process(es) (ranks {ranks} of {cfg.world_size}, "
         f"{'NCCL on GPUs' if use_cuda else 'gloo on CPU'}, master {master})")
     ctx = mp.start_processes(train_loop.spawn_entry, args=(cfg, opts, ranks, use_cuda, master, result_path),

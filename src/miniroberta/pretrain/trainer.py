@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -29,15 +30,15 @@ from miniroberta.engine.precision import resolve_precision
 from miniroberta.engine.threads import configure_threads
 from miniroberta.engine.trainer import STATE_FORMAT, LoopOptions, Trainer, TrainingError
 from miniroberta.integrity import IntegrityError, verified_torch_load
-from miniroberta.interop.checkpoint import CheckpointError, load_into, load_weights, save_native
+from miniroberta.interop.checkpoint import CheckpointError, find_model_dir, load_into, load_model, load_weights, save_native
 from miniroberta.modeling.bert import build_mlm, flops_per_token
 from miniroberta.modeling.config import ConfigError, ModelConfig, load_config, replace
-from miniroberta.modeling.tokenizer import read_vocab
+from miniroberta.modeling.tokenizer import BertTokenizer, read_vocab
 from miniroberta.modeling.unpad import UnpaddedMLM
 from miniroberta.outputs import run_files
 from miniroberta.pretrain.batches import BatchSource, Stream
 from miniroberta.pretrain.config import PretrainConfig, PretrainError, RunOptions, metrics_path_for, state_path_for
-from miniroberta.utils import atomic_write, format_duration, human_count, log, sha256_file
+from miniroberta.utils import atomic_write, format_duration, human_count, sha256_file
 
 NAN_ADVICE = ("The training state is from that step too. To go on, start a new run from those weights with "
               "--pretrained_model_path and a lower --learning_rate or --grad_clip 1.0 (or --precision fp32); "
@@ -168,7 +169,6 @@ def check_resume(state: dict[str, Any], path: str, cfg: PretrainConfig, mc: Mode
 # --------------------------------------------------------------------------- distributed plumbing
 def spawn_entry(local_idx: int, cfg: PretrainConfig, opts: RunOptions, ranks: list[int], use_cuda: bool,
                 master: str, result_path: str) -> None:
-    import torch.distributed as dist
     rank = ranks[local_idx]
     if use_cuda:
         torch.cuda.set_device(local_idx)
@@ -186,7 +186,6 @@ def spawn_entry(local_idx: int, cfg: PretrainConfig, opts: RunOptions, ranks: li
 
 
 def worker_from_env(cfg: PretrainConfig, opts: RunOptions) -> dict[str, Any]:
-    import torch.distributed as dist
     rank, world, local = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"])
     use_cuda = opts.device != "cpu" and torch.cuda.is_available()
     if use_cuda:
@@ -292,8 +291,6 @@ def mlm_kl_sum(student: torch.Tensor, teacher: torch.Tensor, temperature: float 
 
 def load_teacher(cfg: PretrainConfig, mc: ModelConfig, vocab_sha: str, dev: torch.device, opts: RunOptions) -> nn.Module:
     """The frozen MLM teacher (same vocabulary), wrapped like the student's forward."""
-    from miniroberta.interop.checkpoint import find_model_dir, load_model
-    from miniroberta.modeling.tokenizer import BertTokenizer
     path = cfg.teacher_path
     try:
         teacher = load_model(path, "mlm")[0]
@@ -351,7 +348,6 @@ def run_worker(cfg: PretrainConfig, opts: RunOptions, rank: int, world_size: int
     else:
         precision, why = resolve_precision(cfg.precision, dev)
         if world_size > 1:  # every rank must agree: rank 0 decides
-            import torch.distributed as dist
             box = [precision, why]
             dist.broadcast_object_list(box, src=0)
             precision, why = box

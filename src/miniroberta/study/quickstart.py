@@ -22,6 +22,7 @@ import json
 import os
 import statistics
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,9 @@ from miniroberta.data.decontam import decontaminate, task_spans
 from miniroberta.data.masking import SpecialIds, eval_masking
 from miniroberta.data.preprocess import build_dataset
 from miniroberta.interop.export import export_checkpoint
-from miniroberta.modeling.tokenizer import read_vocab
+from miniroberta.infer.pipelines import fill_mask
+from miniroberta.interop.checkpoint import load_model
+from miniroberta.modeling.tokenizer import BertTokenizer, read_vocab
 from miniroberta.outputs import claim_output
 from miniroberta.pretrain.config import PretrainConfig, RunOptions
 from miniroberta.pretrain.heldout import LEFT_PLATEAU_RATIO, left_plateau, unigram_baseline
@@ -176,7 +179,6 @@ def prepare_data(cfg: QuickstartConfig, out: Path, vocab: str, data: Path | None
 def time_steps(base: PretrainConfig, threads: int | None) -> float:
     """Seconds per step on this machine: the median of a few real training steps (same engine, data and
     precision) after two warm-up steps, so that one stalled step does not skew it."""
-    import tempfile
     with tempfile.TemporaryDirectory(prefix="miniroberta-calib-") as tmp:
         cfg = PretrainConfig(**{**base.__dict__, "total_steps": 10 ** 6, "output_model_path": f"{tmp}/m.bin"})
         quiet = io.StringIO()     # its per-step lines would bury the run's own; shown if it fails
@@ -263,9 +265,6 @@ def verdict_lines(v: dict[str, Any] | None, steps: int, shortened: bool) -> list
 
 
 def fill_mask_predictions(model_dir: str, sentences) -> list[list[dict[str, Any]]]:
-    from miniroberta.infer.pipelines import fill_mask
-    from miniroberta.interop.checkpoint import load_model
-    from miniroberta.modeling.tokenizer import BertTokenizer
     model, _ = load_model(model_dir, "mlm")
     tok = BertTokenizer(os.path.join(model_dir, "vocab.txt"))
     return fill_mask(model, tok, list(sentences), top_k=5)
