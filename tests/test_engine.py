@@ -244,3 +244,42 @@ def test_bias_correction_changes_the_first_updates():
     # corrected: lr * 1 ; uncorrected: lr * 0.1 / (sqrt(0.001) + eps) = lr * 3.16
     assert out[True] == pytest.approx(1e-3, rel=1e-3)
     assert out[False] == pytest.approx(1e-3 * 0.1 / (0.001 ** 0.5 + 1e-6), rel=1e-3)
+
+
+def test_thread_policy_keeps_the_users_setting_and_sizes_threads_from_the_affinity_mask(monkeypatch):
+    """OMP_WAIT_POLICY defaults to PASSIVE (set by `import miniroberta`, before torch starts OpenMP) unless
+    the user set it; threads = the cores this process may use, shared among the processes of one command."""
+    import os
+    import subprocess
+    import sys
+    from miniroberta.engine import threads
+    code = "import miniroberta, os; print(os.environ.get('OMP_WAIT_POLICY'))"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stdout.strip()
+    assert out == "PASSIVE"
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
+                         capture_output=True, text=True).stdout.strip()
+    assert out == "ACTIVE"
+    monkeypatch.setattr(threads, "available_cores", lambda: [0, 1, 2, 3])
+    assert threads.default_threads() == 4 and threads.default_threads(share=2) == 2
+    assert threads.default_threads(share=8) == 1
+    before = torch.get_num_threads()
+    try:
+        info = threads.configure_threads(None, share=4)
+        assert info["threads"] == 1 == torch.get_num_threads() and info["cores"] == 4
+        assert threads.configure_threads(3)["threads"] == 3 == torch.get_num_threads()
+        with pytest.raises(ValueError, match="--threads"):
+            threads.configure_threads(-1)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_pin_gives_disjoint_slices_of_the_available_cores(monkeypatch):
+    from miniroberta.engine import threads
+    got = []
+    monkeypatch.setattr(threads, "available_cores", lambda: [2, 3, 5, 7])
+    monkeypatch.setattr(threads.os, "sched_setaffinity", lambda pid, cores: got.append(list(cores)))
+    assert [threads.pin(i, 2) for i in range(2)] == [[2, 3], [5, 7]]
+    assert [threads.pin(i, 4) for i in range(4)] == [[2], [3], [5], [7]]
+    assert threads.pin(5, 4) == [3]             # more processes than cores: slices wrap around
+    assert got[:2] == [[2, 3], [5, 7]]
