@@ -26,7 +26,6 @@ import re
 import torch
 
 from miniroberta.interop.checkpoint import CheckpointError, load_weights, save_native
-from miniroberta.modeling.config import replace
 from miniroberta.interop.export import (EXPORT_TYPES, HF_WEIGHT_NAMES, export_checkpoint, model_card, resolve_vocab, select_for_type,
                      write_hf_dir, write_hf_files, _check_fits)
 from miniroberta.interop.uer import VINTAGES, hf_to_uer
@@ -104,7 +103,7 @@ def _convert(input_path: str, output_path: str, fmt: str, hf_files: bool, type: 
     if layers_num is not None and layers_num != cfg.num_hidden_layers:
         raise CheckpointError(f"{input_path}: --layers_num {layers_num} but the model has {cfg.num_hidden_layers} layers")
     if layer_norm is not None and layer_norm != cfg.layer_norm_type:
-        cfg = replace(cfg, layer_norm_type=layer_norm, layer_norm_eps=1e-6 if layer_norm == "uer" else 1e-12)
+        cfg = cfg.with_layer_norm(layer_norm)
     sd, arch = select_for_type(sd, type, input_path)
     _check_fits(sd, cfg, type, input_path)
     meta = {**meta, "converted_from": os.path.abspath(input_path)}
