@@ -23,10 +23,8 @@ PAD, UNK, CLS, SEP, MASK, ZH, GUO, REN, MIN, HAO = range(10)
 
 
 @pytest.fixture
-def tiny_vocab(tmp_path: Path) -> Path:
-    p = tmp_path / "vocab.txt"
-    p.write_text("".join(t + "\n" for t in TINY_VOCAB), encoding="utf-8")
-    return p
+def tiny_vocab(make_vocab) -> Path:
+    return make_vocab(TINY_VOCAB[5:])
 
 
 def build(corpus, vocab, out, **kw):
@@ -131,7 +129,7 @@ def test_fast_path_equals_rust_tokenizer():
 def test_same_bytes_for_1_and_3_processes(tmp_path):
     kw = dict(seq_length=64, max_bytes=300_000)
     build(SAMPLE, VOCAB, tmp_path / "p1", processes_num=1, **kw)
-    build(SAMPLE, VOCAB, tmp_path / "p3", processes_num=3, chunk_bytes=30_000, **kw)
+    build(SAMPLE, VOCAB, tmp_path / "p3", processes_num=3, range_bytes=30_000, **kw)
     for name in ("tokens.npy", "offsets.npy"):
         assert (tmp_path / "p1" / name).read_bytes() == (tmp_path / "p3" / name).read_bytes(), name
     m = json.loads((tmp_path / "p3" / "manifest.json").read_text())
@@ -143,7 +141,7 @@ def test_same_bytes_for_1_and_3_processes(tmp_path):
 def test_full_sentences_same_for_1_and_2_processes(tmp_path):
     kw = dict(seq_length=100, max_bytes=120_000, full_sentences=True)
     m1 = build(SAMPLE, VOCAB, tmp_path / "p1", processes_num=1, **kw)
-    m2 = build(SAMPLE, VOCAB, tmp_path / "p2", processes_num=2, chunk_bytes=10_000, **kw)
+    m2 = build(SAMPLE, VOCAB, tmp_path / "p2", processes_num=2, range_bytes=10_000, **kw)
     for name in ("tokens.npy", "offsets.npy"):
         assert (tmp_path / "p1" / name).read_bytes() == (tmp_path / "p2" / name).read_bytes(), name
     assert m1["continuation_windows"] == m2["continuation_windows"]
@@ -158,7 +156,7 @@ def test_full_sentences_same_for_1_and_2_processes(tmp_path):
 
 
 def test_failure_leaves_no_dataset(tmp_path, tiny_vocab, monkeypatch):
-    import miniroberta.data.preprocess as pp
+    import miniroberta.data.preprocess.build as pp
     corpus = tmp_path / "c.txt"
     corpus.write_text("中国\n好\n", encoding="utf-8")
 
@@ -174,7 +172,7 @@ def test_failure_leaves_no_dataset(tmp_path, tiny_vocab, monkeypatch):
 def test_whole_word_bitmap_same_for_1_and_2_processes(tmp_path):
     kw = dict(seq_length=64, max_bytes=40_000, whole_word_masking=True)
     build(SAMPLE, VOCAB, tmp_path / "p1", processes_num=1, **kw)
-    build(SAMPLE, VOCAB, tmp_path / "p2", processes_num=2, chunk_bytes=8_000, **kw)
+    build(SAMPLE, VOCAB, tmp_path / "p2", processes_num=2, range_bytes=8_000, **kw)
     for name in ("tokens.npy", "offsets.npy", "word_starts.npy"):
         assert (tmp_path / "p1" / name).read_bytes() == (tmp_path / "p2" / name).read_bytes(), name
     # the ids do not depend on whole-word masking
@@ -236,7 +234,7 @@ def test_invalid_utf8_line_numbers_across_tasks_and_processes(tmp_path):
     corpus = tmp_path / "c.txt"
     corpus.write_bytes(b"\n".join(lines) + b"\n")
     with pytest.raises(ValueError, match=r"2 corpus line\(s\).*line\(s\) 8, 251"):
-        build(corpus, VOCAB, tmp_path / "ds", processes_num=2, chunk_bytes=20_000)
+        build(corpus, VOCAB, tmp_path / "ds", processes_num=2, range_bytes=20_000)
     assert leftovers(tmp_path) == [] and not (tmp_path / "ds").exists()
 
 
@@ -252,7 +250,7 @@ def test_very_long_line(tmp_path, tiny_vocab):
     corpus = tmp_path / "c.txt"
     n = 600_000
     corpus.write_text("中国" * n + "\n" + "a" * 1_000_000 + "\n好\n", encoding="utf-8")
-    m = build(corpus, tiny_vocab, tmp_path / "ds", seq_length=128, chunk_bytes=1 << 16)
+    m = build(corpus, tiny_vocab, tmp_path / "ds", seq_length=128, range_bytes=1 << 16)
     # 2n + 2 tokens -> ceil(/128) windows; a 1M-char word is one [UNK] (longer than 200 characters)
     docs = [2 * n + 2, 3, 3]
     assert m["num_tokens"] == sum(docs)
