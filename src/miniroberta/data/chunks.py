@@ -90,6 +90,21 @@ def hash_dir_arrays(folder: str, chunk_bytes: int = CHUNK_BYTES) -> dict[str, An
                            for n in ARRAY_FILES if os.path.isfile(os.path.join(folder, n))}, chunk_bytes)
 
 
+def check_sizes(folder: str, hashes: dict[str, Any]) -> None:
+    """Refuse an array file whose size differs from the one recorded (truncated, extended) -- before
+    anything maps it."""
+    for name, entry in (hashes.get("files") or {}).items():
+        path = os.path.join(folder, name)
+        want = entry.get("size") if isinstance(entry, dict) else None
+        size = os.path.getsize(path) if os.path.isfile(path) else None
+        if size is None:
+            raise DatasetError(f"{path}: missing, but the dataset was written with it (manifest.json); re-run "
+                               f"`miniroberta preprocess` with --overwrite")
+        if size != want:
+            raise DatasetError(f"{path}: {size:,} bytes, but {want:,} were written (manifest.json); the file was "
+                               f"truncated or changed -- re-run `miniroberta preprocess` with --overwrite")
+
+
 class ChunkVerifier:
     """Verifies the chunks of one ``.npy`` file as its elements are read, each chunk once.
 
@@ -181,5 +196,5 @@ class ChunkVerifier:
         return len(self.ok) - self.left
 
 
-__all__ = ["ChunkHasher", "ChunkVerifier", "DatasetError", "hash_file_chunks", "hash_dir_arrays", "manifest_entry",
+__all__ = ["ChunkHasher", "ChunkVerifier", "DatasetError", "check_sizes", "hash_file_chunks", "hash_dir_arrays", "manifest_entry",
            "ALGORITHM", "CHUNK_BYTES", "KEY", "ARRAY_FILES"]

@@ -77,6 +77,10 @@ class MlmDataset:
     def __init__(self, path: str | os.PathLike, verify: bool = True) -> None:
         self.path = os.fspath(path)
         self.manifest = self._read_manifest()
+        hashes = self.manifest.get(chunks.KEY)
+        self.verified = bool(verify and isinstance(hashes, dict))
+        if self.verified:
+            chunks.check_sizes(self.path, hashes)
         try:
             self.tokens = np.load(os.path.join(self.path, "tokens.npy"), mmap_mode="r")
             self.offsets = np.load(os.path.join(self.path, "offsets.npy"), mmap_mode="r")
@@ -85,8 +89,6 @@ class MlmDataset:
         ws = os.path.join(self.path, "word_starts.npy")
         self.word_starts = np.load(ws, mmap_mode="r") if os.path.isfile(ws) else None
         self.warnings: list[str] = []
-        hashes = self.manifest.get(chunks.KEY)
-        self.verified = bool(verify and isinstance(hashes, dict))
         self._vt = self._vo = self._vw = None
         if self.verified:
             self._vt = chunks.ChunkVerifier.open(self.path, "tokens.npy", self.tokens, hashes, self._check_tokens)

@@ -16,10 +16,11 @@ The modules, in pipeline order:
 * ``build``    -- ``build_dataset``: claim, plan, run the workers, assemble, write the manifest last;
 * ``cli``      -- ``configure`` / ``run`` of the command.
 
+(The function ``assemble`` is not re-exported: ``preprocess.assemble`` is the module.)
+
 Every line is processed on its own, so the bytes do not depend on the number of processes, and memory
 is bounded by the range size (a few MiB per worker), never by the corpus size.
 """
-from miniroberta.data.preprocess.assemble import Assembled, assemble
 from miniroberta.data.preprocess.build import build_dataset
 from miniroberta.data.preprocess.cli import config_from_args, configure, run
 from miniroberta.data.preprocess.config import ON_ERROR, PROCESSORS, CorpusError, PreprocessConfig
@@ -31,5 +32,5 @@ from miniroberta.data.preprocess.tokenize import (MAX_INPUT_CHARS_PER_WORD, Corp
 
 __all__ = ["build_dataset", "PreprocessConfig", "CorpusError", "configure", "run", "config_from_args",
            "CorpusTokenizer", "word_start_bits", "jieba_word_starts", "resolve_corpus", "plan_ranges", "plan_tasks",
-           "ByteRange", "RangeResult", "WorkerOptions", "process_range", "assemble", "Assembled", "warn_unk_rate",
+           "ByteRange", "RangeResult", "WorkerOptions", "process_range", "warn_unk_rate",
            "suggest_vocab", "UNK_WARN_RATE", "MAX_INPUT_CHARS_PER_WORD", "ON_ERROR", "PROCESSORS"]
