@@ -1,6 +1,7 @@
 """Tests for `miniroberta preprocess` (corpus -> memory-mapped MLM dataset)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -10,7 +11,9 @@ import pytest
 
 from miniroberta.cli import main as cli_main
 from miniroberta.data.dataset import MlmDataset
-from miniroberta.data.preprocess import CorpusTokenizer, build_dataset, jieba_word_starts, word_start_bits
+from miniroberta.data.preprocess import (CorpusTokenizer, PreprocessConfig, build_dataset, jieba_word_starts,
+                                         word_start_bits)
+from miniroberta.settings import ConfigError, flag_of, meta
 from miniroberta.modeling.tokenizer import BertTokenizer, VocabError, read_vocab
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -355,3 +358,48 @@ def test_cli_reference_flags(tmp_path, tiny_vocab, capfd):
     rc = cli_main(["preprocess", "--corpus_path", str(corpus), "--vocab_path", str(tiny_vocab), "--dataset_path",
                    str(out), "--overwrite", "--processes_num", "4096", "--seq_length", "4"])
     assert rc == 0 and "available CPUs; using" in capfd.readouterr().err and len(MlmDataset(out)) == 2
+
+
+# ------------------------------------------------------------------ PreprocessConfig: the one source of the settings
+def test_every_option_has_help_with_its_default_shown_once(capsys):
+    with pytest.raises(SystemExit):
+        cli_main(["preprocess", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    for f in dataclasses.fields(PreprocessConfig):
+        if not meta(f)["cli"]:
+            continue
+        assert flag_of(f) in out, f.name
+    for flag, default in (("--seq_length", "128"), ("--dup_factor", "5"), ("--span_geo_prob", "0.2"),
+                          ("--dataset_path", "dataset.pt"), ("--on_error", "fail"), ("--max_bytes", "the whole corpus")):
+        assert out.count(f"(default: {default})") >= 1, flag
+    assert "(default: None)" not in out and "(default: False)" not in out and out.count("(default: 128)") == 1
+
+
+def test_bad_settings_are_one_error_naming_each(tmp_path, tiny_vocab, capfd):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("中国\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as e:
+        build(corpus, tiny_vocab, tmp_path / "ds", seq_length=1, span_geo_prob=2.0, on_error="ignore")
+    msg = str(e.value)
+    assert "3 problems" in msg and "--seq_length: must be >= 2" in msg and "--span_geo_prob" in msg \
+        and "--on_error: must be one of skip, replace, fail" in msg
+    with pytest.raises(TypeError, match="chunk_bytes"):
+        build(corpus, tiny_vocab, tmp_path / "ds", chunk_bytes=10)          # not a setting
+    rc = cli_main(["preprocess", "--corpus_path", str(corpus), "--vocab_path", str(tiny_vocab), "--dataset_path",
+                   str(tmp_path / "ds"), "--seq_length", "1"])
+    assert rc == 2 and "--seq_length: must be >= 2, got 1" in capfd.readouterr().err
+    assert not (tmp_path / "ds").exists()
+
+
+def test_config_object_and_keywords_build_the_same_dataset(tmp_path, tiny_vocab):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("中国人民好\n好\n", encoding="utf-8")
+    cfg = PreprocessConfig(corpus_path=[str(corpus)], vocab_path=str(tiny_vocab), dataset_path=str(tmp_path / "a"),
+                           seq_length=4, progress=False)
+    build_dataset(cfg)
+    build(corpus, tiny_vocab, tmp_path / "b", seq_length=4)
+    for f in ("tokens.npy", "offsets.npy"):
+        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes()
+    ma, mb = (json.loads((tmp_path / d / "manifest.json").read_text()) for d in "ab")
+    assert ma["chunk_hashes"] == mb["chunk_hashes"] and ma["corpus"]["path"] == str(corpus)
+    assert MlmDataset(tmp_path / "a").content_hash == MlmDataset(tmp_path / "b").content_hash
