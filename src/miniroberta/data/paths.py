@@ -91,8 +91,11 @@ def vocab_candidates(input_path: str | os.PathLike | None, recorded: str | None 
 
 
 def _sha256(path: str) -> str:
+    h = hashlib.sha256()
     with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def resolve_vocab(input_path: str | os.PathLike | None, vocab_path: str | os.PathLike | None = None,
