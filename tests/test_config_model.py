@@ -112,11 +112,8 @@ def _randomize(model, seed=0):
     return model
 
 
-def _vocab(tmp_path, n):
-    path = tmp_path / f"vocab{n}.txt"
-    toks = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"tok{i}" for i in range(n - 5)]
-    path.write_text("".join(t + "\n" for t in toks))
-    return str(path)
+def _vocab(make_vocab, n):
+    return str(make_vocab([f"tok{i}" for i in range(n - 5)], name=f"vocab{n}.txt"))
 
 
 def _inputs(V, pad_id=0, seed=1):
@@ -141,11 +138,11 @@ SIZES = [("L2_H128", 21128), ("L4_H256", 3000), ("L2_H512", 2000)]
 
 
 @pytest.mark.parametrize("name,V", SIZES)
-def test_mlm_parity_with_transformers(tmp_path, name, V):
+def test_mlm_parity_with_transformers(tmp_path, make_vocab, name, V):
     cfg = preset(name, vocab_size=V)
     ours = _randomize(BertForMaskedLM(cfg)).eval()
     out_dir = tmp_path / "hf"
-    write_hf_dir(ours.state_dict(), cfg, _vocab(tmp_path, V), str(out_dir))
+    write_hf_dir(ours.state_dict(), cfg, _vocab(make_vocab, V), str(out_dir))
     hf, info = transformers.BertForMaskedLM.from_pretrained(out_dir, output_loading_info=True)
     assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
     hf.eval()
@@ -179,10 +176,10 @@ def test_masked_positions_head_equals_full_head_rows():
     torch.testing.assert_close(sel.loss, want_loss)
 
 
-def test_sequence_classification_and_encoder_parity(tmp_path):
+def test_sequence_classification_and_encoder_parity(tmp_path, make_vocab):
     cfg = replace(preset("mini", vocab_size=1000), num_labels=3)
     ours = _randomize(BertForSequenceClassification(cfg)).eval()
-    write_hf_dir(ours.state_dict(), cfg, _vocab(tmp_path, 1000), str(tmp_path / "cls"),
+    write_hf_dir(ours.state_dict(), cfg, _vocab(make_vocab, 1000), str(tmp_path / "cls"),
                  architecture="BertForSequenceClassification")
     hf, info = transformers.BertForSequenceClassification.from_pretrained(tmp_path / "cls", output_loading_info=True)
     assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
@@ -216,7 +213,7 @@ def test_uer_layernorm_matches_formula():
     hf = torch.nn.functional.layer_norm(x, (H,), ln.weight, ln.bias, 1e-12)
     assert (hf - ln(x)).abs().max() > 1e-3
     # a model built with the switch uses it everywhere
-    m = BertForMaskedLM(preset("tiny", vocab_size=100, layer_norm_type="uer", layer_norm_eps=1e-6))
+    m = BertForMaskedLM(preset("tiny", vocab_size=100).with_layer_norm("uer"))
     kinds = {mod.kind for mod in m.modules() if isinstance(mod, LayerNorm)}
     assert kinds == {"uer"}
 
@@ -239,3 +236,32 @@ def test_hf_init_zeroes_pad_row_even_with_tied_decoder():
     assert m.cls.predictions.decoder.weight is m.bert.embeddings.word_embeddings.weight
     assert float(w[0].abs().max()) == 0.0
     assert 0.015 < float(w[1:].std()) < 0.025
+
+
+def test_with_layer_norm_applies_the_eps_rule():
+    cfg = preset("tiny", vocab_size=100)
+    uer = cfg.with_layer_norm("uer")
+    assert (uer.layer_norm_type, uer.layer_norm_eps) == ("uer", 1e-6) and cfg.layer_norm_type == "hf"
+    assert uer.with_layer_norm("hf").layer_norm_eps == 1e-12 and uer.with_layer_norm("hf") == cfg
+    with pytest.raises(ConfigError, match="layer_norm_type must be one of"):
+        cfg.with_layer_norm("rms")
+
+
+@pytest.mark.parametrize("flavour", ["uer", "uer_albert_keys", "hf", "ours"])
+def test_a_value_of_the_wrong_json_type_names_the_key_the_file_and_the_type(tmp_path, flavour):
+    """``"hidden_size": "128"`` used to read as an ALBERT config (emb_size 128 != hidden_size '128')."""
+    d = {"uer": {"layers_num": 2, "hidden_size": "128", "heads_num": 2, "feedforward_size": 512},
+         "uer_albert_keys": {"emb_size": 128, "layers_num": 2, "hidden_size": "128", "heads_num": 2,
+                             "feedforward_size": 512},
+         "hf": {"model_type": "bert", "hidden_size": "128", "num_hidden_layers": 2},
+         "ours": {"num_hidden_layers": 2, "hidden_size": "128"}}[flavour]
+    p = tmp_path / "config.json"
+    p.write_text(json.dumps(d))
+    with pytest.raises(ConfigError) as e:
+        load_config(str(p))
+    msg = str(e.value)
+    assert msg.startswith(f"{p}: ") and '"hidden_size" must be an integer' in msg and "'128'" in msg
+    assert "without quotes" in msg and "ALBERT" not in msg and "\n" not in msg
+    p.write_text(json.dumps({"num_hidden_layers": 2, "hidden_size": 128, "layer_norm_eps": "1e-12"}))
+    with pytest.raises(ConfigError, match=r'"layer_norm_eps" must be a number, got the string'):
+        load_config(str(p))

@@ -18,13 +18,6 @@ transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
 
 V, H, FF, P = 60, 64, 256, 32
-SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-
-
-def write_vocab(path, n=V):
-    toks = SPECIAL + [chr(0x4E00 + i) for i in range(n - len(SPECIAL))]  # 一, 丁, 丂 ...
-    Path(path).write_text("".join(t + "\n" for t in toks), encoding="utf-8")
-    return str(path)
 
 
 def uer_state_dict(vintage="new", layers=2, heads=("mlm",), seed=0, zero_seg_row=True):
@@ -253,14 +246,14 @@ def _ids(n=9, seed=0):
     return ids
 
 
-def test_reference_command_line(tmp_path, monkeypatch, capsys):
+def test_reference_command_line(tmp_path, monkeypatch, capsys, make_vocab):
     """`convert --input_model_path models/x_seq512_model.bin-250000 --output_model_path pytorch_model.bin
     --layers_num 8 --type mlm` exactly as in the model card."""
     monkeypatch.chdir(tmp_path)
     os.makedirs("models")
     sd = uer_state_dict("2020", layers=8)
     torch.save(sd, "models/x_seq512_model.bin-250000")
-    write_vocab("models/vocab.txt")
+    make_vocab(n=V, name="models/vocab.txt")
     argv = ["convert", "--input_model_path", "models/x_seq512_model.bin-250000", "--output_model_path",
             "pytorch_model.bin", "--layers_num", "8", "--type", "mlm"]
     assert cli.main(argv) == 0
@@ -288,11 +281,11 @@ def test_reference_command_line(tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.parametrize("vintage", ["new", "old"])
-def test_type_bert_and_uer_roundtrip_via_cli(tmp_path, vintage):
+def test_type_bert_and_uer_roundtrip_via_cli(tmp_path, vintage, make_vocab):
     sd = uer_state_dict(vintage, heads=("mlm", "sp"), layers=2)
     src = tmp_path / "m.bin-10"
     torch.save(sd, src)
-    vocab = write_vocab(tmp_path / "v.txt")
+    vocab = str(make_vocab(n=V, name="v.txt"))
     out = tmp_path / "hf_bert"
     assert cli.main(["convert", "--input_model_path", str(src), "--output_model_path", str(out), "--type", "bert",
                      "--vocab_path", vocab]) == 0
@@ -318,12 +311,12 @@ def test_type_bert_and_uer_roundtrip_via_cli(tmp_path, vintage):
     assert set(again) == set(sd) and all(torch.equal(again[k], sd[k]) for k in sd)
 
 
-def test_mlm_export_loading_contract(tmp_path):
+def test_mlm_export_loading_contract(tmp_path, make_vocab):
     """pipeline / BertForMaskedLM / BertModel load an --type mlm export; the only differences are the
     documented ones: BertModel lacks a pooler and does not use the MLM head."""
     torch.save(uer_state_dict("new", heads=("mlm", "sp")), tmp_path / "m.bin-1")
     out = tmp_path / "hf"
-    convert(str(tmp_path / "m.bin-1"), str(out), vocab_path=write_vocab(tmp_path / "v.txt"))
+    convert(str(tmp_path / "m.bin-1"), str(out), vocab_path=str(make_vocab(n=V, name="v.txt")))
     files = sorted(os.listdir(out))
     assert files == ["README.md", "config.json", "integrity.json", "model.safetensors", "special_tokens_map.json",
                      "tokenizer_config.json", "vocab.txt"]
@@ -337,13 +330,13 @@ def test_mlm_export_loading_contract(tmp_path):
     assert len(res) == 3 and all(set(r) == {"score", "token", "token_str", "sequence"} for r in res)
 
 
-def test_native_and_hf_bin_inputs(tmp_path):
+def test_native_and_hf_bin_inputs(tmp_path, make_vocab):
     cfg = preset("tiny", vocab_size=V)
     m = BertForMaskedLM(cfg)
     torch.nn.init.normal_(m.cls.predictions.bias)
     meta = {"step": 250000, "tokens": 123456789, "loss": 1.2345, "corpus": "cluecorpussmall", "stage": 2}
     save_native(tmp_path / "m.safetensors", m.state_dict(), cfg, meta)
-    write_vocab(tmp_path / "vocab.txt")
+    make_vocab(n=V)
     out = export_checkpoint(tmp_path / "m.safetensors", tmp_path / "hf", scores={"chnsenticorp": 0.914, "tnews": 62.0})
     card = (Path(out) / "README.md").read_text()
     for s in ("| Steps | 250,000 |", "| Tokens seen | 123,456,789 |", "| Final MLM loss | 1.234 |",
@@ -386,13 +379,13 @@ def test_model_card_without_meta():
     assert "pipeline('fill-mask'" in card
 
 
-def test_uer_classifier_to_hf_sequence_classification(tmp_path):
+def test_uer_classifier_to_hf_sequence_classification(tmp_path, make_vocab):
     """UER run_classifier output_layer_1/2 -> BertForSequenceClassification: logits = W2 tanh(W1 h_cls + b1) + b2."""
     sd = uer_state_dict("new", heads=("cls",))
     torch.save(sd, tmp_path / "finetuned_model.bin")
     out = tmp_path / "hf_cls"
     assert cli.main(["convert", "--input_model_path", str(tmp_path / "finetuned_model.bin"), "--output_model_path",
-                     str(out), "--type", "cls", "--vocab_path", write_vocab(tmp_path / "v.txt")]) == 0
+                     str(out), "--type", "cls", "--vocab_path", str(make_vocab(n=V, name="v.txt"))]) == 0
     hf, info = transformers.BertForSequenceClassification.from_pretrained(out, output_loading_info=True)
     assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
     assert hf.config.num_labels == 3
@@ -406,3 +399,20 @@ def test_uer_classifier_to_hf_sequence_classification(tmp_path):
     # an MLM export of a classifier is refused with the reason
     assert cli.main(["convert", "--input_model_path", str(tmp_path / "finetuned_model.bin"), "--output_model_path",
                      str(tmp_path / "x"), "--vocab_path", str(tmp_path / "v.txt")]) == 2
+
+
+@pytest.mark.parametrize("target", ["out.safetensors", "out.bin-1", "hf_out"])
+def test_convert_claims_its_output(tmp_path, make_vocab, capsys, target):
+    """An existing output is refused without --overwrite; with it the old one is moved aside, never lost."""
+    cfg = preset("tiny", vocab_size=V)
+    save_native(tmp_path / "m.safetensors", BertForMaskedLM(cfg).state_dict(), cfg, {"step": 1})
+    argv = ["convert", "--input_model_path", str(tmp_path / "m.safetensors"), "--output_model_path",
+            str(tmp_path / target), "--vocab_path", str(make_vocab(n=V))]
+    assert cli.main(argv) == 0
+    first = sorted(os.listdir(tmp_path))
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "already exists" in err and "--overwrite" in err and sorted(os.listdir(tmp_path)) == first
+    assert cli.main(argv + ["--overwrite"]) == 0
+    kept = [n for n in os.listdir(tmp_path) if n.startswith(target + ".old-")]
+    assert len(kept) == 1 and load_weights(tmp_path / kept[0])[0] == load_weights(tmp_path / target)[0]

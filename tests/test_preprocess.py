@@ -1,6 +1,7 @@
 """Tests for `miniroberta preprocess` (corpus -> memory-mapped MLM dataset)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -10,7 +11,9 @@ import pytest
 
 from miniroberta.cli import main as cli_main
 from miniroberta.data.dataset import MlmDataset
-from miniroberta.data.preprocess import CorpusTokenizer, build_dataset, jieba_word_starts, word_start_bits
+from miniroberta.data.preprocess import (CorpusTokenizer, PreprocessConfig, build_dataset, jieba_word_starts,
+                                         word_start_bits)
+from miniroberta.settings import ConfigError, flag_of, meta
 from miniroberta.modeling.tokenizer import BertTokenizer, VocabError, read_vocab
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -23,10 +26,8 @@ PAD, UNK, CLS, SEP, MASK, ZH, GUO, REN, MIN, HAO = range(10)
 
 
 @pytest.fixture
-def tiny_vocab(tmp_path: Path) -> Path:
-    p = tmp_path / "vocab.txt"
-    p.write_text("".join(t + "\n" for t in TINY_VOCAB), encoding="utf-8")
-    return p
+def tiny_vocab(make_vocab) -> Path:
+    return make_vocab(TINY_VOCAB[5:])
 
 
 def build(corpus, vocab, out, **kw):
@@ -131,7 +132,7 @@ def test_fast_path_equals_rust_tokenizer():
 def test_same_bytes_for_1_and_3_processes(tmp_path):
     kw = dict(seq_length=64, max_bytes=300_000)
     build(SAMPLE, VOCAB, tmp_path / "p1", processes_num=1, **kw)
-    build(SAMPLE, VOCAB, tmp_path / "p3", processes_num=3, chunk_bytes=30_000, **kw)
+    build(SAMPLE, VOCAB, tmp_path / "p3", processes_num=3, range_bytes=30_000, **kw)
     for name in ("tokens.npy", "offsets.npy"):
         assert (tmp_path / "p1" / name).read_bytes() == (tmp_path / "p3" / name).read_bytes(), name
     m = json.loads((tmp_path / "p3" / "manifest.json").read_text())
@@ -143,7 +144,7 @@ def test_same_bytes_for_1_and_3_processes(tmp_path):
 def test_full_sentences_same_for_1_and_2_processes(tmp_path):
     kw = dict(seq_length=100, max_bytes=120_000, full_sentences=True)
     m1 = build(SAMPLE, VOCAB, tmp_path / "p1", processes_num=1, **kw)
-    m2 = build(SAMPLE, VOCAB, tmp_path / "p2", processes_num=2, chunk_bytes=10_000, **kw)
+    m2 = build(SAMPLE, VOCAB, tmp_path / "p2", processes_num=2, range_bytes=10_000, **kw)
     for name in ("tokens.npy", "offsets.npy"):
         assert (tmp_path / "p1" / name).read_bytes() == (tmp_path / "p2" / name).read_bytes(), name
     assert m1["continuation_windows"] == m2["continuation_windows"]
@@ -158,7 +159,7 @@ def test_full_sentences_same_for_1_and_2_processes(tmp_path):
 
 
 def test_failure_leaves_no_dataset(tmp_path, tiny_vocab, monkeypatch):
-    import miniroberta.data.preprocess as pp
+    import miniroberta.data.preprocess.build as pp
     corpus = tmp_path / "c.txt"
     corpus.write_text("中国\n好\n", encoding="utf-8")
 
@@ -174,7 +175,7 @@ def test_failure_leaves_no_dataset(tmp_path, tiny_vocab, monkeypatch):
 def test_whole_word_bitmap_same_for_1_and_2_processes(tmp_path):
     kw = dict(seq_length=64, max_bytes=40_000, whole_word_masking=True)
     build(SAMPLE, VOCAB, tmp_path / "p1", processes_num=1, **kw)
-    build(SAMPLE, VOCAB, tmp_path / "p2", processes_num=2, chunk_bytes=8_000, **kw)
+    build(SAMPLE, VOCAB, tmp_path / "p2", processes_num=2, range_bytes=8_000, **kw)
     for name in ("tokens.npy", "offsets.npy", "word_starts.npy"):
         assert (tmp_path / "p1" / name).read_bytes() == (tmp_path / "p2" / name).read_bytes(), name
     # the ids do not depend on whole-word masking
@@ -236,7 +237,7 @@ def test_invalid_utf8_line_numbers_across_tasks_and_processes(tmp_path):
     corpus = tmp_path / "c.txt"
     corpus.write_bytes(b"\n".join(lines) + b"\n")
     with pytest.raises(ValueError, match=r"2 corpus line\(s\).*line\(s\) 8, 251"):
-        build(corpus, VOCAB, tmp_path / "ds", processes_num=2, chunk_bytes=20_000)
+        build(corpus, VOCAB, tmp_path / "ds", processes_num=2, range_bytes=20_000)
     assert leftovers(tmp_path) == [] and not (tmp_path / "ds").exists()
 
 
@@ -252,7 +253,7 @@ def test_very_long_line(tmp_path, tiny_vocab):
     corpus = tmp_path / "c.txt"
     n = 600_000
     corpus.write_text("中国" * n + "\n" + "a" * 1_000_000 + "\n好\n", encoding="utf-8")
-    m = build(corpus, tiny_vocab, tmp_path / "ds", seq_length=128, chunk_bytes=1 << 16)
+    m = build(corpus, tiny_vocab, tmp_path / "ds", seq_length=128, range_bytes=1 << 16)
     # 2n + 2 tokens -> ceil(/128) windows; a 1M-char word is one [UNK] (longer than 200 characters)
     docs = [2 * n + 2, 3, 3]
     assert m["num_tokens"] == sum(docs)
@@ -357,3 +358,48 @@ def test_cli_reference_flags(tmp_path, tiny_vocab, capfd):
     rc = cli_main(["preprocess", "--corpus_path", str(corpus), "--vocab_path", str(tiny_vocab), "--dataset_path",
                    str(out), "--overwrite", "--processes_num", "4096", "--seq_length", "4"])
     assert rc == 0 and "available CPUs; using" in capfd.readouterr().err and len(MlmDataset(out)) == 2
+
+
+# ------------------------------------------------------------------ PreprocessConfig: the one source of the settings
+def test_every_option_has_help_with_its_default_shown_once(capsys):
+    with pytest.raises(SystemExit):
+        cli_main(["preprocess", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    for f in dataclasses.fields(PreprocessConfig):
+        if not meta(f)["cli"]:
+            continue
+        assert flag_of(f) in out, f.name
+    for flag, default in (("--seq_length", "128"), ("--dup_factor", "5"), ("--span_geo_prob", "0.2"),
+                          ("--dataset_path", "dataset.pt"), ("--on_error", "fail"), ("--max_bytes", "the whole corpus")):
+        assert out.count(f"(default: {default})") >= 1, flag
+    assert "(default: None)" not in out and "(default: False)" not in out and out.count("(default: 128)") == 1
+
+
+def test_bad_settings_are_one_error_naming_each(tmp_path, tiny_vocab, capfd):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("中国\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as e:
+        build(corpus, tiny_vocab, tmp_path / "ds", seq_length=1, span_geo_prob=2.0, on_error="ignore")
+    msg = str(e.value)
+    assert "3 problems" in msg and "--seq_length: must be >= 2" in msg and "--span_geo_prob" in msg \
+        and "--on_error: must be one of skip, replace, fail" in msg
+    with pytest.raises(TypeError, match="chunk_bytes"):
+        build(corpus, tiny_vocab, tmp_path / "ds", chunk_bytes=10)          # not a setting
+    rc = cli_main(["preprocess", "--corpus_path", str(corpus), "--vocab_path", str(tiny_vocab), "--dataset_path",
+                   str(tmp_path / "ds"), "--seq_length", "1"])
+    assert rc == 2 and "--seq_length: must be >= 2, got 1" in capfd.readouterr().err
+    assert not (tmp_path / "ds").exists()
+
+
+def test_config_object_and_keywords_build_the_same_dataset(tmp_path, tiny_vocab):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("中国人民好\n好\n", encoding="utf-8")
+    cfg = PreprocessConfig(corpus_path=[str(corpus)], vocab_path=str(tiny_vocab), dataset_path=str(tmp_path / "a"),
+                           seq_length=4, progress=False)
+    build_dataset(cfg)
+    build(corpus, tiny_vocab, tmp_path / "b", seq_length=4)
+    for f in ("tokens.npy", "offsets.npy"):
+        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes()
+    ma, mb = (json.loads((tmp_path / d / "manifest.json").read_text()) for d in "ab")
+    assert ma["chunk_hashes"] == mb["chunk_hashes"] and ma["corpus"]["path"] == str(corpus)
+    assert MlmDataset(tmp_path / "a").content_hash == MlmDataset(tmp_path / "b").content_hash

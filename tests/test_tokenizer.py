@@ -1,8 +1,10 @@
 """Tokenizer parity with transformers' BertTokenizer (tokenizers-backed) and BertTokenizerLegacy (pure Python)."""
+import hashlib
 from pathlib import Path
 
 import pytest
 
+from miniroberta.data import paths
 from miniroberta.modeling.tokenizer import BertTokenizer, VocabError
 
 transformers = pytest.importorskip("transformers")
@@ -78,9 +80,8 @@ TINY_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "中", "国", "##国
               "un", "##aff", "##able", "!", ",", ".", "1", "##2", "##3", "2", "。", "cafe", "##s", "'", "a", "##a"]
 
 
-def test_parity_tiny_vocab(tmp_path):
-    vocab = tmp_path / "vocab.txt"
-    vocab.write_text("".join(t + "\n" for t in TINY_VOCAB), encoding="utf-8")
+def test_parity_tiny_vocab(make_vocab):
+    vocab = make_vocab(TINY_VOCAB[5:])
     _check_parity(vocab)
     ours = BertTokenizer(vocab)
     assert ours.encode_ids("Hello unaffable 123") == [9, 13, 14, 15, 19, 20, 21]
@@ -98,3 +99,37 @@ def test_vocab_errors_name_file_and_line(tmp_path):
         BertTokenizer(nospecial)
     with pytest.raises(VocabError, match="does not exist"):
         BertTokenizer(tmp_path / "missing.txt")
+
+
+# ------------------------------------------------------------------ where the data and the vocab are found
+def test_data_root_is_beside_the_checkout_never_inside_it(monkeypatch, tmp_path):
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.delenv(paths.ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert paths.candidates()[0] == (repo.parent / "shared" / "data").resolve()
+    assert all(c != (repo / "shared" / "data").resolve() for c in paths.candidates())
+    monkeypatch.setenv(paths.ENV, str(tmp_path / "mine"))             # an explicit choice wins, existing or not
+    assert paths.find_data_root() is None and paths.data_root() == tmp_path / "mine"
+    (tmp_path / "mine" / "vocab").mkdir(parents=True)
+    assert paths.find_data_root() == tmp_path / "mine"
+    assert paths.default_vocab_path() == tmp_path / "mine" / "vocab" / paths.VOCAB_NAME
+    monkeypatch.setenv(paths.TASKS_ENV, str(tmp_path / "tasks"))
+    assert paths.default_tasks_dir() == tmp_path / "tasks"
+
+
+def test_one_vocab_resolver(monkeypatch, tmp_path, make_vocab):
+    monkeypatch.setenv(paths.ENV, str(tmp_path / "data"))
+    shared = make_vocab(name="shared.txt")
+    (tmp_path / "data" / "vocab").mkdir(parents=True)
+    (tmp_path / "data" / "vocab" / paths.VOCAB_NAME).write_bytes(shared.read_bytes())
+    model = tmp_path / "model"
+    model.mkdir()
+    assert paths.resolve_vocab(model) == str(paths.default_vocab_path())          # the shared default, last
+    beside = make_vocab(["好"], name="model/vocab.txt")
+    assert paths.resolve_vocab(model) == str(beside)                               # beside the model, first
+    assert paths.resolve_vocab(model, shared) == str(shared)                       # --vocab_path wins
+    sha = hashlib.sha256(shared.read_bytes()).hexdigest()
+    with pytest.raises(ValueError, match="SHA-256 differs"):
+        paths.resolve_vocab(model, meta={"vocab_sha256": sha})                   # the recorded vocab must match
+    with pytest.raises(FileNotFoundError, match="--vocab_path"):
+        paths.resolve_vocab(model, tmp_path / "missing.txt")

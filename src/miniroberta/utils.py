@@ -16,6 +16,10 @@ import time
 import uuid
 from typing import IO, Any, Callable, Iterator
 
+# The data-root resolver lives in data/paths.py (which imports nothing from the package); this is its old
+# name, kept for the callers not yet switched (study/quickstart.py, study/sweep.py, interop/export.py, data/tasks.py).
+from miniroberta.data.paths import find_data_root as find_shared_data  # noqa: F401
+
 
 def fsync_dir(path: str) -> None:
     try:
@@ -286,19 +290,3 @@ def human_count(n: float) -> str:
             return f"{n:.3g}{unit}"
         n /= 1000.0
     return f"{n:.3g}P"
-
-
-def find_shared_data() -> "os.PathLike | None":
-    """The data folder (vocab/, corpus/, tasks/): ``$MINIROBERTA_DATA``, else ``../shared/data``
-    beside the repository checkout, else ``../shared/data`` or ``./shared/data`` from the current
-    directory. ``None`` when none exists."""
-    from pathlib import Path
-    here = Path(__file__).resolve()
-    cands = [here.parents[2].parent / "shared" / "data", Path.cwd().parent / "shared" / "data",
-             Path.cwd() / "shared" / "data"]
-    if os.environ.get("MINIROBERTA_DATA"):
-        cands.insert(0, Path(os.environ["MINIROBERTA_DATA"]))
-    for c in cands:
-        if (c / "vocab").is_dir() or (c / "corpus").is_dir() or (c / "tasks").is_dir():
-            return c
-    return None

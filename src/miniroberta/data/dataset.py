@@ -6,7 +6,9 @@ Layout of ``<dataset_path>/`` (the ``--dataset_path`` name is kept, e.g. ``x_seq
                       processor, full_sentences, dynamic_masking, dup_factor, whole_word_masking,
                       span_masking, span_geo_prob, span_max_length, seed, counts
                       (num_documents, num_instances, num_tokens, continuation_windows, unk_tokens),
-                      corpus {path, sha256, size}, dtype, created
+                      corpus {path, sha256, size}, dtype, created,
+                      chunk_hashes {algorithm, chunk_bytes, files {name: {size, sha256: [per chunk]}}}
+                      (see ``chunks.py``: the arrays are verified chunk by chunk as they are read)
     tokens.npy        1-D uint16 (uint32 if the vocab has > 65535 entries): every instance's ids,
                       unpadded, concatenated in instance order
     offsets.npy       1-D int64, num_instances + 1 entries: instance i = tokens[offsets[i]:offsets[i+1]]
@@ -14,8 +16,9 @@ Layout of ``<dataset_path>/`` (the ``--dataset_path`` name is kept, e.g. ``x_seq
                       1 where a token starts a (jieba) word, 0 where it continues one
 
 Padding is applied at batch time, never stored. Training opens the arrays with ``mmap_mode='r'``
-and never loads the dataset into memory. A directory is complete only once ``manifest.json``
-exists; writers build it under a temporary name and rename it into place.
+and never loads the dataset into memory; each 1 MiB chunk of the arrays is checked against its
+SHA-256 the first time it is read. A directory is complete only once ``manifest.json`` exists;
+writers build it under a temporary name and rename it into place.
 """
 from __future__ import annotations
 
@@ -27,17 +30,15 @@ from typing import Any, Sequence
 import numpy as np
 
 from miniroberta import __version__
-from miniroberta.utils import atomic_dir, sha256_bytes
+from miniroberta.data import chunks
+from miniroberta.data.chunks import DatasetError
+from miniroberta.utils import atomic_dir, log, sha256_bytes
 
 FORMAT = "miniroberta-mlm-dataset"
 FORMAT_VERSION = 1
 
 
 UNK_WARN_RATE = 0.05
-
-
-class DatasetError(ValueError):
-    """A dataset directory that is missing, incomplete or does not fit the run."""
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -53,26 +54,33 @@ def manifest_hash(manifest: dict[str, Any]) -> str:
     return sha256_bytes(json.dumps(d, sort_keys=True).encode())
 
 
-class MlmDataset:
-    """Read-only, memory-mapped view of a preprocessed dataset."""
+UNVERIFIED_WARNING = ("{path} was written without chunk hashes (by an older miniroberta): its arrays are read "
+                      "unverified, so a damaged byte would go unnoticed -- re-run `miniroberta preprocess` with "
+                      "--overwrite to add them")
 
-    def __init__(self, path: str | os.PathLike) -> None:
+
+class MlmDataset:
+    """Read-only, memory-mapped view of a preprocessed dataset, verified as it is read.
+
+    A dataset written with chunk hashes (``chunks.py``; every dataset this version writes) is verified
+    lazily: opening it checks the file sizes and hashes the first and last chunk of each array (a few MiB
+    whatever the dataset's size); ``ds[i]`` and ``word_start_flags(i)`` hash each chunk they touch the
+    first time (1 MiB chunks, a flag per chunk), so training verifies the whole dataset during its first
+    pass over it, and a damaged byte is refused before the instance holding it is used. ``tokens`` /
+    ``offsets`` / ``word_starts`` are the raw memory maps: reading them directly bypasses the check
+    (``verify_all()`` first for whole-array work).
+
+    A dataset without chunk hashes (written by an older version) is read unverified with a warning, after a full
+    pass of value-range checks at open (as before). ``verify=False`` reads any dataset that way
+    (benchmarks measure the cost of verification with it)."""
+
+    def __init__(self, path: str | os.PathLike, verify: bool = True) -> None:
         self.path = os.fspath(path)
-        mpath = os.path.join(self.path, "manifest.json")
-        if not os.path.isdir(self.path):
-            raise DatasetError(f"{self.path}: no such dataset directory (run `miniroberta preprocess` first)")
-        if not os.path.isfile(mpath):
-            raise DatasetError(f"{self.path}: incomplete dataset (no manifest.json); re-run `miniroberta preprocess`")
-        try:
-            with open(mpath, encoding="utf-8") as f:
-                self.manifest: dict[str, Any] = json.load(f)
-        except (OSError, json.JSONDecodeError) as e:
-            raise DatasetError(f"{mpath}: unreadable manifest ({e})") from None
-        if self.manifest.get("format") != FORMAT:
-            raise DatasetError(f"{mpath}: not a miniroberta dataset (format {self.manifest.get('format')!r})")
-        if int(self.manifest.get("format_version", -1)) > FORMAT_VERSION:
-            raise DatasetError(f"{mpath}: format_version {self.manifest['format_version']} is newer than this "
-                               f"miniroberta understands ({FORMAT_VERSION}); upgrade miniroberta")
+        self.manifest = self._read_manifest()
+        hashes = self.manifest.get(chunks.KEY)
+        self.verified = bool(verify and isinstance(hashes, dict))
+        if self.verified:
+            chunks.check_sizes(self.path, hashes)
         try:
             self.tokens = np.load(os.path.join(self.path, "tokens.npy"), mmap_mode="r")
             self.offsets = np.load(os.path.join(self.path, "offsets.npy"), mmap_mode="r")
@@ -80,6 +88,45 @@ class MlmDataset:
             raise DatasetError(f"{self.path}: cannot open tokens.npy/offsets.npy ({e}); re-run preprocess") from None
         ws = os.path.join(self.path, "word_starts.npy")
         self.word_starts = np.load(ws, mmap_mode="r") if os.path.isfile(ws) else None
+        self.warnings: list[str] = []
+        self._vt = self._vo = self._vw = None
+        if self.verified:
+            self._vt = chunks.ChunkVerifier.open(self.path, "tokens.npy", self.tokens, hashes, self._check_tokens)
+            self._vo = chunks.ChunkVerifier.open(self.path, "offsets.npy", self.offsets, hashes, self._check_offsets)
+            if self.word_starts is not None:
+                self._vw = chunks.ChunkVerifier.open(self.path, "word_starts.npy", self.word_starts, hashes)
+            for v in (self._vt, self._vo, self._vw):
+                if v is not None:
+                    v.first_and_last()          # the .npy headers, offsets[-1], the first instances
+        self._check_lengths()
+        if not self.verified:
+            if verify:
+                self.warnings.append(UNVERIFIED_WARNING.format(path=self.path))
+                log(f"warning: {self.warnings[-1]}")
+            self.check_ranges()
+        self.warnings += self.check_degenerate()
+
+    def _read_manifest(self) -> dict[str, Any]:
+        mpath = os.path.join(self.path, "manifest.json")
+        if not os.path.isdir(self.path):
+            raise DatasetError(f"{self.path}: no such dataset directory (run `miniroberta preprocess` first)")
+        if not os.path.isfile(mpath):
+            raise DatasetError(f"{self.path}: incomplete dataset (no manifest.json); re-run `miniroberta preprocess`")
+        try:
+            with open(mpath, encoding="utf-8") as f:
+                manifest: dict[str, Any] = json.load(f)
+        except (OSError, ValueError) as e:
+            raise DatasetError(f"{mpath}: unreadable manifest ({e}); the dataset is damaged -- re-run "
+                               f"`miniroberta preprocess` with --overwrite") from None
+        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+            got = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+            raise DatasetError(f"{mpath}: not a miniroberta dataset (format {got!r})")
+        if int(manifest.get("format_version", -1)) > FORMAT_VERSION:
+            raise DatasetError(f"{mpath}: format_version {manifest['format_version']} is newer than this "
+                               f"miniroberta understands ({FORMAT_VERSION}); upgrade miniroberta")
+        return manifest
+
+    def _check_lengths(self) -> None:
         n = int(self.manifest["num_instances"])
         if len(self.offsets) != n + 1 or int(self.offsets[-1]) != len(self.tokens) \
                 or len(self.tokens) != int(self.manifest["num_tokens"]):
@@ -88,50 +135,57 @@ class MlmDataset:
                                f"corrupt -- re-run preprocess with --overwrite")
         if self.word_starts is not None and len(self.word_starts) != len(self.tokens):
             raise DatasetError(f"{self.path}: word_starts.npy length {len(self.word_starts)} != tokens {len(self.tokens)}")
-        self.check_ranges()
-        self.warnings = self.check_degenerate()
 
     # --------------------------------------------------------------- checks
     def check_ranges(self) -> None:
         """Token ids in ``[0, vocab_size)`` and offsets that start at 0, never decrease and cut instances
-        of 1..seq_length tokens -- vectorised over the memory map (one pass, no copy of the dataset)."""
+        of 1..seq_length tokens -- vectorised over the memory map (one pass, no copy of the dataset). A
+        verified dataset runs the same checks chunk by chunk as it is read."""
+        self._check_tokens(0, len(self.tokens))
+        self._check_offsets(0, len(self.offsets))
+
+    def _check_tokens(self, a: int, b: int) -> None:
         V = int(self.manifest.get("vocab_size") or 0)
-        tok_file = os.path.join(self.path, "tokens.npy")
+        if b <= a or V <= 0:
+            return
+        t = np.asarray(self.tokens[a:b])
+        if int(t.max()) < V and not (t.dtype.kind == "i" and int(t.min()) < 0):
+            return
+        bad = np.flatnonzero((t >= V) | (t < 0))
+        i = a + int(bad[0])
+        raise DatasetError(f"{os.path.join(self.path, 'tokens.npy')}: {len(bad):,} token id(s) outside the vocab "
+                           f"[0, {V}), the first {int(self.tokens[i])} at position {i:,} (instance "
+                           f"{int(np.searchsorted(self.offsets, i, side='right')) - 1:,}); the dataset is corrupt or "
+                           f"was built with another vocab -- re-run preprocess with --overwrite")
+
+    def _check_offsets(self, a: int, b: int) -> None:
+        """Offsets ``[a, b)``, each against the one before it."""
         off_file = os.path.join(self.path, "offsets.npy")
-        if len(self.tokens) and V > 0:
-            hi = int(self.tokens.max())
-            if hi >= V or (self.tokens.dtype.kind == "i" and int(self.tokens.min()) < 0):
-                bad = np.flatnonzero((np.asarray(self.tokens) >= V) | (np.asarray(self.tokens) < 0))
-                i = int(bad[0])
-                raise DatasetError(f"{tok_file}: {len(bad):,} token id(s) outside the vocab [0, {V}), the first "
-                                   f"{int(self.tokens[i])} at position {i:,} (instance "
-                                   f"{int(np.searchsorted(self.offsets, i, side='right')) - 1:,}); the dataset is "
-                                   f"corrupt or was built with another vocab -- re-run preprocess with --overwrite")
-        off = np.asarray(self.offsets)
-        if len(off) and int(off[0]) != 0:
+        lo = max(0, a - 1)
+        off = np.asarray(self.offsets[lo:b])
+        if a == 0 and len(off) and int(off[0]) != 0:
             raise DatasetError(f"{off_file}: the first offset is {int(off[0])}, not 0; the dataset is corrupt -- "
                                f"re-run preprocess with --overwrite")
         lens = np.diff(off)
-        if len(lens):
-            S = int(self.manifest.get("seq_length") or 0)
-            bad = np.flatnonzero((lens < 1) | ((lens > S) if S > 0 else False))
-            if len(bad):
-                i = int(bad[0])
-                raise DatasetError(f"{off_file}: instance {i:,} has {int(lens[i])} tokens (offsets {int(off[i])} -> "
-                                   f"{int(off[i + 1])}); every instance must hold 1..{S} (seq_length); the dataset "
-                                   f"is corrupt -- re-run preprocess with --overwrite")
+        S = int(self.manifest.get("seq_length") or 0)
+        bad = np.flatnonzero((lens < 1) | ((lens > S) if S > 0 else False))
+        if len(bad):
+            k = int(bad[0])
+            i = lo + k
+            raise DatasetError(f"{off_file}: instance {i:,} has {int(lens[k])} tokens (offsets {int(off[k])} -> "
+                               f"{int(off[k + 1])}); every instance must hold 1..{S} (seq_length); the dataset "
+                               f"is corrupt -- re-run preprocess with --overwrite")
 
     def check_degenerate(self, sample: int = 1 << 20) -> list[str]:
         """Warnings (also logged) for data a model cannot learn from: one id everywhere (e.g. all zeros
         -- the loss drops to 0 and means nothing), or a high [UNK] rate (the vocab does not fit the
-        corpus). Looks at an evenly strided sample of at most ``sample`` tokens."""
-        from miniroberta.utils import log
+        corpus). Looks at an evenly strided sample of at most ``sample`` tokens (of a verified dataset:
+        from 4 evenly spaced chunks, first and last included, verified first)."""
         out: list[str] = []
         n = len(self.tokens)
         if n == 0:
             return out
-        step = max(1, n // sample)
-        ids = np.asarray(self.tokens[::step], dtype=np.int64)
+        ids = self._sample_tokens(sample)
         counts = np.bincount(ids)
         top = int(counts.argmax())
         share = counts[top] / len(ids)
@@ -146,6 +200,34 @@ class MlmDataset:
         for w in out:
             log(f"warning: {w}")
         return out
+
+    def _sample_tokens(self, sample: int) -> np.ndarray:
+        n = len(self.tokens)
+        if self._vt is None:
+            return np.asarray(self.tokens[::max(1, n // sample)], dtype=np.int64)
+        v = self._vt
+        k = len(v.ok)
+        parts = []
+        for c in sorted({int(x) for x in np.linspace(0, k - 1, min(4, k))}):   # whole file chunks
+            a = min(n, max(0, -(-(c * v.chunk - v.header) // v.itemsize)))
+            b = min(n, max(0, -(-((c + 1) * v.chunk - v.header) // v.itemsize)))
+            if b <= a:
+                continue
+            v.elements(a, b)
+            parts.append(np.asarray(self.tokens[a:b], dtype=np.int64))
+        ids = np.concatenate(parts)
+        return ids[::max(1, len(ids) // sample)]
+
+    def verify_all(self) -> None:
+        """Verify every chunk now (one pass over the arrays); a no-op for an unverified dataset."""
+        for v in (self._vt, self._vo, self._vw):
+            if v is not None:
+                v.verify_all()
+
+    def verification(self) -> dict[str, Any]:
+        """How much of the dataset has been verified so far (``{file: [verified, total] chunks}``)."""
+        return {name: [v.verified_chunks, len(v.ok)] for name, v in
+                (("tokens.npy", self._vt), ("offsets.npy", self._vo), ("word_starts.npy", self._vw)) if v is not None}
 
     # --------------------------------------------------------------- access
     def __len__(self) -> int:
@@ -163,17 +245,33 @@ class MlmDataset:
     def content_hash(self) -> str:
         return manifest_hash(self.manifest)
 
+    def _span(self, i: int) -> tuple[int, int]:
+        """Token range of instance ``i`` (its offsets verified)."""
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(f"instance {i} out of range (the dataset has {len(self)})")
+        if self._vo is not None:
+            self._vo.elements(i, i + 2)
+        return int(self.offsets[i]), int(self.offsets[i + 1])
+
     def __getitem__(self, i: int) -> np.ndarray:
-        a, b = int(self.offsets[i]), int(self.offsets[i + 1])
+        a, b = self._span(i)
+        if self._vt is not None:
+            self._vt.elements(a, b)
         return np.asarray(self.tokens[a:b], dtype=np.int64)
 
     def word_start_flags(self, i: int) -> np.ndarray | None:
         if self.word_starts is None:
             return None
-        a, b = int(self.offsets[i]), int(self.offsets[i + 1])
+        a, b = self._span(i)
+        if self._vw is not None:
+            self._vw.elements(a, b)
         return np.asarray(self.word_starts[a:b], dtype=bool)
 
     def lengths(self) -> np.ndarray:
+        if self._vo is not None:
+            self._vo.verify_all()
         return np.diff(np.asarray(self.offsets))
 
     def check_vocab(self, vocab_sha256: str, vocab_path: str = "") -> None:
@@ -205,6 +303,7 @@ def write_dataset(path: str | os.PathLike, instances: Sequence[Sequence[int]], m
         if word_starts is not None:
             ws = np.fromiter((int(t) for x in word_starts for t in x), dtype=np.uint8, count=int(offsets[-1]))
             np.save(os.path.join(tmp, "word_starts.npy"), ws)
+        m[chunks.KEY] = chunks.hash_dir_arrays(tmp)
         with open(os.path.join(tmp, "manifest.json"), "w", encoding="utf-8") as f:
             json.dump(m, f, indent=2, ensure_ascii=False, sort_keys=True)
     return os.fspath(path)
@@ -234,4 +333,4 @@ def default_manifest(**kw: Any) -> dict[str, Any]:
 
 
 __all__ = ["MlmDataset", "write_dataset", "default_manifest", "DatasetError", "token_dtype", "manifest_hash",
-           "FORMAT", "FORMAT_VERSION"]
+           "FORMAT", "FORMAT_VERSION", "UNVERIFIED_WARNING"]

@@ -130,8 +130,9 @@ class MaskingConfig:
 
 
 @dataclass
-class Batch:
-    """A collated, masked batch (numpy; ``to_torch`` converts).
+class MlmBatch:
+    """A collated, masked MLM batch (numpy; ``to_torch`` converts). One implementation of the engine's
+    ``engine.trainer.Batch`` protocol (``units``).
 
     input_ids (B, T) int64 padded to the longest instance (optionally a multiple of 8),
     attention_mask (B, T) int64, token_type_ids (B, T) zeros, masked_positions (M,) flat
@@ -302,9 +303,9 @@ def _select_spans(cand: np.ndarray, u_sel: np.ndarray, u_span: np.ndarray, k: np
 
 def collate(instances: Sequence[np.ndarray], indices: Sequence[int], epochs: Sequence[int] | int,
             special: SpecialIds, cfg: MaskingConfig, word_starts: Sequence[np.ndarray] | None = None,
-            pad_to_multiple_of: int = 1) -> Batch:
+            pad_to_multiple_of: int = 1) -> MlmBatch:
     """Pad ``instances`` to the batch's longest (rounded up to ``pad_to_multiple_of``), mask
-    them and return a :class:`Batch`."""
+    them and return a :class:`MlmBatch`."""
     lengths = np.array([len(x) for x in instances], dtype=np.int64)
     B = len(instances)
     T = int(lengths.max()) if B else 0
@@ -325,11 +326,14 @@ def collate(instances: Sequence[np.ndarray], indices: Sequence[int], epochs: Seq
     if int(lengths.sum()) != B * T:
         real_index = np.flatnonzero(attn.reshape(-1)).astype(np.int64)
         masked_real_index = np.searchsorted(real_index, flat).astype(np.int64)
-    return Batch(input_ids=masked, attention_mask=attn, token_type_ids=np.zeros((B, T), dtype=np.int64),
-                 masked_positions=flat.astype(np.int64), labels=ids.reshape(-1)[flat],
-                 real_tokens=int(lengths.sum()), padded_tokens=B * T, indices=indices, epochs=epochs_arr,
-                 real_index=real_index, masked_real_index=masked_real_index)
+    return MlmBatch(input_ids=masked, attention_mask=attn, token_type_ids=np.zeros((B, T), dtype=np.int64),
+                    masked_positions=flat.astype(np.int64), labels=ids.reshape(-1)[flat],
+                    real_tokens=int(lengths.sum()), padded_tokens=B * T, indices=indices, epochs=epochs_arr,
+                    real_index=real_index, masked_real_index=masked_real_index)
 
 
-__all__ = ["MaskingConfig", "SpecialIds", "Batch", "mask_tokens", "collate", "ordinary_token_ids",
+# The old name, for importers not yet switched (pretrain/trainer.py); ``engine.trainer.Batch`` is the protocol.
+Batch = MlmBatch
+
+__all__ = ["MaskingConfig", "SpecialIds", "MlmBatch", "Batch", "mask_tokens", "collate", "ordinary_token_ids",
            "instance_keys", "position_uniform", "EVAL_EPOCH", "EVAL_SEED", "eval_masking"]

@@ -26,13 +26,13 @@ import re
 import torch
 
 from miniroberta.interop.checkpoint import CheckpointError, load_weights, save_native
-from miniroberta.modeling.config import replace
-from miniroberta.interop.export import (EXPORT_TYPES, HF_WEIGHT_NAMES, export_checkpoint, model_card, resolve_vocab, select_for_type,
-                     write_hf_dir, write_hf_files, _check_fits)
+from miniroberta.data.paths import resolve_vocab
+from miniroberta.interop.export import (EXPORT_TYPES, HF_WEIGHT_NAMES, export_checkpoint, model_card, select_for_type,
+                                        write_hf_dir, write_hf_files, _check_fits)
 from miniroberta.interop.uer import VINTAGES, hf_to_uer
 from miniroberta.integrity import atomic_torch_save
 from miniroberta.outputs import claim_output
-from miniroberta.utils import log, terminate_as_exit
+from miniroberta.utils import log, terminate_as_exit, write_error
 
 OUTPUT_FORMATS = ("hf", "native", "uer")
 
@@ -93,8 +93,15 @@ def convert(input_path: str, output_path: str, output_format: str | None = None,
     # hf files beside other files: write_hf_files checks (and with --overwrite replaces) them itself
     with claim_output(output_path, overwrite=overwrite and not hf_files, can_resume=False, command="convert",
                       what="an earlier conversion", check_existing=not hf_files):
-        return _convert(input_path, output_path, fmt, hf_files, type, layers_num, config_path, vocab_path,
-                        uer_vintage, layer_norm, overwrite)
+        existed = os.path.exists(output_path)
+        try:
+            return _convert(input_path, output_path, fmt, hf_files, type, layers_num, config_path, vocab_path,
+                            uer_vintage, layer_norm, overwrite)
+        except OSError as e:         # a full disk, a read-only file system: one line naming the output
+            err = write_error(output_path, e, existed)
+            if err is e:
+                raise
+            raise err from None
 
 
 def _convert(input_path: str, output_path: str, fmt: str, hf_files: bool, type: str, layers_num: int | None,
@@ -104,7 +111,7 @@ def _convert(input_path: str, output_path: str, fmt: str, hf_files: bool, type: 
     if layers_num is not None and layers_num != cfg.num_hidden_layers:
         raise CheckpointError(f"{input_path}: --layers_num {layers_num} but the model has {cfg.num_hidden_layers} layers")
     if layer_norm is not None and layer_norm != cfg.layer_norm_type:
-        cfg = replace(cfg, layer_norm_type=layer_norm, layer_norm_eps=1e-6 if layer_norm == "uer" else 1e-12)
+        cfg = cfg.with_layer_norm(layer_norm)
     sd, arch = select_for_type(sd, type, input_path)
     _check_fits(sd, cfg, type, input_path)
     meta = {**meta, "converted_from": os.path.abspath(input_path)}

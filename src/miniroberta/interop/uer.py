@@ -361,8 +361,7 @@ def infer_config(hf_sd: dict[str, torch.Tensor], config_spec: Any = None, source
         msg = str(e)
         raise ConfigError(msg if msg.startswith(where) else f"{where}{msg}") from None
     if layer_norm_type is not None and layer_norm_type != cfg.layer_norm_type:
-        cfg = ModelConfig(**{**cfg.__dict__, "layer_norm_type": layer_norm_type,
-                             "layer_norm_eps": 1e-6 if layer_norm_type == "uer" else 1e-12})
+        cfg = cfg.with_layer_norm(layer_norm_type)
     return cfg
 
 

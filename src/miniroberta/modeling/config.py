@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import types
+import typing
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -25,6 +27,9 @@ ALIASES = {
 }
 ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_new", "gelu_fast": "gelu_new", "relu": "relu", "silu": "silu", "swish": "silu"}
 LAYER_NORM_TYPES = ("hf", "uer")
+# The LayerNorm eps that goes with each flavour: UER-py's (1e-6, outside the sqrt) and HF/Google BERT's
+# (1e-12). ``ModelConfig.with_layer_norm`` applies it; nothing else should spell these numbers.
+LAYER_NORM_EPS = {"hf": 1e-12, "uer": 1e-6}
 
 
 class ConfigError(ValueError):
@@ -121,6 +126,13 @@ class ModelConfig:
                               f"{avail / 1e9:.1f} GB of memory; check the config's sizes")
 
     # ------------------------------------------------------------ conversions
+    def with_layer_norm(self, kind: str) -> "ModelConfig":
+        """A copy with the LayerNorm flavour ``kind`` ("uer" or "hf") and its eps (``LAYER_NORM_EPS``:
+        uer 1e-6, hf 1e-12) -- the one place that rule is written."""
+        if kind not in LAYER_NORM_TYPES:
+            raise ConfigError(f"layer_norm_type must be one of {LAYER_NORM_TYPES}, got {kind!r}")
+        return replace(self, layer_norm_type=kind, layer_norm_eps=LAYER_NORM_EPS[kind])
+
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_attention_heads
@@ -150,12 +162,18 @@ class ModelConfig:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+    def from_dict(cls, d: dict[str, Any], source: str | None = None) -> "ModelConfig":
+        """A config from its ``to_dict`` form; errors name ``source`` (the file) when given."""
+        where = f"{source}: " if source else ""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ConfigError(f"unknown model config keys {unknown}; known keys: {sorted(known)}")
-        return cls(**d)
+            raise ConfigError(f"{where}unknown model config keys {unknown}; known keys: {sorted(known)}")
+        check_json_types(d, field_types(), source or "the model config")
+        try:
+            return cls(**d)
+        except ConfigError as e:
+            raise ConfigError(f"{where}{e}") from None
 
     def to_hf_dict(self, architecture: str = "BertForMaskedLM") -> dict[str, Any]:
         """A transformers ``BertConfig`` dict (``model_type`` bert)."""
@@ -179,6 +197,7 @@ class ModelConfig:
             raise ConfigError(f"{source}: model_type {mt!r} is not a BERT model")
         if d.get("position_embedding_type", "absolute") != "absolute":
             raise ConfigError(f"{source}: position_embedding_type {d['position_embedding_type']!r} is not supported (absolute only)")
+        check_json_types({k: v for k, v in d.items() if not (k == "pad_token_id" and v is None)}, field_types(), source)
         kw = {f.name: d[f.name] for f in fields(cls) if f.name in d and f.name not in ("id2label", "num_labels")}
         id2label = d.get("id2label")
         if id2label and not all(str(v).startswith("LABEL_") for v in id2label.values()):
@@ -194,6 +213,51 @@ class ModelConfig:
             return cls(**kw)
         except ConfigError as e:
             raise ConfigError(f"{source}: {e}") from None
+
+
+def field_types() -> dict[str, Any]:
+    """The JSON type each ``ModelConfig`` field must have (``int | None`` allows null)."""
+    return typing.get_type_hints(ModelConfig)
+
+
+def _json_kind(tp: Any) -> str:
+    names = {int: "an integer", float: "a number", str: "a string", dict: "an object", bool: "true or false"}
+    args = [a for a in typing.get_args(tp) if a is not type(None)] or [tp]
+    base = typing.get_origin(args[0]) or args[0]
+    return names.get(base, str(base)) + (" or null" if type(None) in typing.get_args(tp) else "")
+
+
+def _json_ok(v: Any, tp: Any) -> bool:
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return any(_json_ok(v, a) for a in args)
+    if tp is type(None):
+        return v is None
+    base = typing.get_origin(tp) or tp
+    if base is float:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+    if base is int:
+        return isinstance(v, int) and not isinstance(v, bool)
+    return isinstance(v, base)
+
+
+def check_json_types(d: dict[str, Any], types: dict[str, Any], source: str) -> None:
+    """One ``ConfigError`` line for the first key of ``d`` whose value has the wrong JSON type, naming the
+    key, the file and the expected type (``"hidden_size": "128"`` is a string, not an integer)."""
+    for k, tp in types.items():
+        if k in d and not _json_ok(d[k], tp):
+            v = d[k]
+            got = f"the string {v!r}" if isinstance(v, str) else f"{json.dumps(v)} ({type(v).__name__})"
+            hint = " (write the number without quotes)" if isinstance(v, str) and _numeric(v) else ""
+            raise ConfigError(f"{source}: \"{k}\" must be {_json_kind(tp)}, got {got}{hint}; fix it in {source}")
+
+
+def _numeric(s: str) -> bool:
+    try:
+        float(s)
+    except ValueError:
+        return False
+    return True
 
 
 def preset_names() -> list[str]:
@@ -216,6 +280,8 @@ _UER_REQUIRED = {
     "encoder": ("transformer",),
     "mask": ("fully_visible",),
 }
+_UER_TYPES = {"hidden_size": int, "emb_size": int, "layers_num": int, "heads_num": int, "feedforward_size": int,
+              "max_seq_length": int, "dropout": float, "hidden_act": str}
 _UER_IGNORED = {"data_processor", "target", "tie_weights", "labels_num", "tgt_embedding", "decoder", "pooling",
                 "is_moe", "vocab_path", "seq_length", "learning_rate", "batch_size", "has_residual_attention"}
 
@@ -223,6 +289,7 @@ _UER_IGNORED = {"data_processor", "target", "tie_weights", "labels_num", "tgt_em
 def from_uer_dict(d: dict[str, Any], source: str = "UER config", vocab_size: int = 21128,
                   layer_norm_type: str = "hf") -> ModelConfig:
     """Translate a UER-py ``models/bert/*_config.json`` (as shipped) into a ModelConfig."""
+    check_json_types(d, _UER_TYPES, source)
     for k, allowed in _UER_REQUIRED.items():
         if k in d and d[k] not in allowed:
             raise ConfigError(f"{source}: {k}={d[k]!r} is not a BERT encoder (expected one of {list(allowed)})")
@@ -244,7 +311,7 @@ def from_uer_dict(d: dict[str, Any], source: str = "UER config", vocab_size: int
         raise ConfigError(f"{source}: emb_size {emb} != hidden_size {d['hidden_size']} (factorised embeddings are ALBERT, not BERT)")
     drop = float(d.get("dropout", 0.1))
     try:
-        return ModelConfig(
+        cfg = ModelConfig(
             vocab_size=vocab_size,
             hidden_size=d["hidden_size"],
             num_hidden_layers=d["layers_num"],
@@ -254,9 +321,8 @@ def from_uer_dict(d: dict[str, Any], source: str = "UER config", vocab_size: int
             hidden_dropout_prob=drop,
             attention_probs_dropout_prob=drop,
             max_position_embeddings=d.get("max_seq_length", 512),
-            layer_norm_type=layer_norm_type,
-            layer_norm_eps=1e-6 if layer_norm_type == "uer" else 1e-12,
         )
+        return cfg.with_layer_norm(layer_norm_type)
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}") from None
 
@@ -293,18 +359,14 @@ def load_config(spec: str | os.PathLike | ModelConfig, vocab_size: int | None = 
             elif "model_type" in d or "architectures" in d:
                 cfg = ModelConfig.from_hf_dict(d, source=path)
             elif "num_hidden_layers" in d:
-                try:
-                    cfg = ModelConfig.from_dict(d)
-                except (ConfigError, TypeError) as e:
-                    raise ConfigError(f"{path}: {e}") from None
+                cfg = ModelConfig.from_dict(d, source=path)
             else:
                 raise ConfigError(f"{path}: not a UER-py (layers_num, hidden_size, heads_num ...) "
                                   f"nor a HuggingFace/miniroberta (num_hidden_layers ...) model config")
     if vocab_size is not None and vocab_size != cfg.vocab_size:
-        cfg = ModelConfig(**{**cfg.__dict__, "vocab_size": vocab_size})
+        cfg = replace(cfg, vocab_size=vocab_size)
     if layer_norm_type is not None and layer_norm_type != cfg.layer_norm_type:
-        eps = 1e-6 if layer_norm_type == "uer" else 1e-12
-        cfg = ModelConfig(**{**cfg.__dict__, "layer_norm_type": layer_norm_type, "layer_norm_eps": eps})
+        cfg = cfg.with_layer_norm(layer_norm_type)
     return cfg
 
 
@@ -315,4 +377,4 @@ def replace(cfg: ModelConfig, **changes: Any) -> ModelConfig:
 
 
 __all__ = ["ModelConfig", "ConfigError", "preset", "preset_names", "load_config", "from_uer_dict", "replace",
-           "ALIASES", "LAYERS", "HIDDENS", "field"]
+           "check_json_types", "ALIASES", "LAYERS", "HIDDENS", "LAYER_NORM_EPS", "field"]

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from miniroberta.data.dataset import MlmDataset
-from miniroberta.data.masking import Batch, MaskingConfig, SpecialIds, collate
+from miniroberta.data.masking import MaskingConfig, MlmBatch, SpecialIds, collate
 
 
 class Stream:
@@ -61,7 +61,7 @@ class BatchSource:
         self.ahead: deque = deque()
         self.depth = max(2, 2 * workers)
 
-    def make(self, j: int) -> Batch:
+    def make(self, j: int) -> MlmBatch:
         idx, ep = self.stream.items((j * self.W + self.rank) * self.B, self.B)
         inst = [self.ds[int(i)] for i in idx]
         ws = [self.ds.word_start_flags(int(i)) for i in idx] if self.mcfg.whole_word else None
@@ -70,7 +70,7 @@ class BatchSource:
             b.pinned = b.to_torch(None, pin=True)
         return b
 
-    def next(self) -> Batch:
+    def next(self) -> MlmBatch:
         if self.pool is None:
             b = self.make(self.j)
             self.j += 1
