@@ -16,8 +16,8 @@ import _ft_data as D  # noqa: E402
 
 from miniroberta import cli  # noqa: E402
 from miniroberta.finetune.inference import classification_metrics  # noqa: E402
-from miniroberta.finetune.trainer import FinetuneConfig, run_finetune  # noqa: E402
-from miniroberta.finetune.predict import predict_file
+from miniroberta.finetune import FinetuneConfig, run_finetune  # noqa: E402
+from miniroberta.finetune.predict import predict_file  # noqa: E402
 from miniroberta.interop.checkpoint import load_finetuned  # noqa: E402
 
 FAST = dict(epochs_num=3, batch_size=16, learning_rate=2e-3, seq_length=32, dropout=0.0, warmup=0.1,
@@ -266,7 +266,7 @@ def test_output_model_path_native_checkpoint_and_skip_bad_rows(env, tmp_path):
 def test_pretrained_weights_from_hf_dir_and_uer_checkpoint(env, tmp_path):
     from miniroberta.interop.checkpoint import load_weights
     from miniroberta.interop.export import write_hf_dir
-    from miniroberta.finetune.trainer import build_classifier
+    from miniroberta.finetune.run import build_classifier
     from miniroberta.interop.uer import hf_to_uer
     cfg, sd, _ = load_weights(env["model"])
     hf_dir = tmp_path / "hf_mlm"
@@ -321,7 +321,7 @@ def test_stop_mid_epoch_then_resume_is_bit_identical(env, tmp_path):
 def test_unpadded_classifier_equals_the_model_forward():
     """The padding-free classifier forward (fine-tuning's default) is the model's forward: logits
     and gradients agree on a padded batch of pairs."""
-    from miniroberta.finetune.trainer import ClassifierBatch
+    from miniroberta.finetune.task import ClassifierBatch
     from miniroberta.modeling.bert import BertForSequenceClassification, init_weights
     from miniroberta.modeling.config import ModelConfig
     from miniroberta.modeling.unpad import UnpaddedClassifier
