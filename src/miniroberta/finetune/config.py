@@ -37,12 +37,20 @@ RANDOM_INIT_GRID_LRS = (3e-4, 1e-3)       # the no-pretraining arm: the two meas
 LOW_LR_FOR_RANDOM_INIT = 1e-4             # below this a random-init model barely learns (53.8 % at 1e-4)
 
 
+def short_float(x: float) -> str:
+    """``3e-05`` -> ``3e-5``, ``0.001`` -> ``1e-3``, ``2.0`` -> ``2``: learning rates as people write them."""
+    if x == 0 or 1e-2 <= abs(x) < 1e4:
+        return f"{x:g}"
+    mantissa, exp = f"{x:e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exp)}"
+
+
 def default_learning_rate(pretrained: bool) -> tuple[float, str]:
     """(learning rate, reason) when ``--learning_rate`` is not given."""
     if pretrained:
         return PRETRAINED_LR, "the default for pretrained weights (UER-py's)"
     return RANDOM_INIT_LR, (f"the default for a model without pretrained weights (random init); the pretrained "
-                            f"default {PRETRAINED_LR:g} leaves such a model at chance")
+                            f"default {short_float(PRETRAINED_LR)} leaves such a model at chance")
 
 
 def default_grid_learning_rates(pretrained: bool) -> tuple[tuple[float, ...], str]:
@@ -55,10 +63,22 @@ def default_grid_learning_rates(pretrained: bool) -> tuple[tuple[float, ...], st
 def learning_rate_warning(learning_rate: float, pretrained: bool) -> str | None:
     """A warning for a learning rate given explicitly that is known to fail for this kind of start."""
     if not pretrained and learning_rate < LOW_LR_FOR_RANDOM_INIT:
-        return (f"--learning_rate {learning_rate:g} with a randomly initialised model (no --pretrained_model_path): "
-                f"such a model barely learns below {LOW_LR_FOR_RANDOM_INIT:g} (at {PRETRAINED_LR:g} it ends at "
-                f"chance); {RANDOM_INIT_LR:g} is the measured default")
+        return (f"--learning_rate {short_float(learning_rate)} with a randomly initialised model (no "
+                f"--pretrained_model_path): such a model barely learns below {short_float(LOW_LR_FOR_RANDOM_INIT)} "
+                f"(at {short_float(PRETRAINED_LR)} it ends at chance); {short_float(RANDOM_INIT_LR)} is the "
+                f"measured default")
     return None
+
+
+def likely_fixes(learning_rate: float, pretrained: bool) -> list[str]:
+    """What to change when a run ends at the majority-class rate, most likely first."""
+    if not pretrained:
+        lr = (f"a higher --learning_rate (now {short_float(learning_rate)}; a model from random init needs about "
+              f"{short_float(RANDOM_INIT_LR)})" if learning_rate < 3e-4 else None)
+        return [x for x in (lr, "more --epochs_num", "pretrained weights (--pretrained_model_path)") if x]
+    return [f"another --learning_rate (now {short_float(learning_rate)}; the reference grid tries "
+            f"{', '.join(map(short_float, PRETRAINED_GRID_LRS))})", "more --epochs_num",
+            "more training examples (--max_train_examples?)"]
 
 
 class FinetuneError(ValueError):
@@ -126,7 +146,8 @@ class FinetuneConfig:
     batch_size: int = option(32, "examples per update", effect="result", group=TRAINING, ge=1)
     learning_rate: float | None = option(
         None, "peak learning rate", effect="result", group=TRAINING, gt=0,
-        default_text=f"{PRETRAINED_LR:g} with pretrained weights, {RANDOM_INIT_LR:g} from random init")
+        default_text=f"{short_float(PRETRAINED_LR)} with pretrained weights, {short_float(RANDOM_INIT_LR)} from "
+                     f"random init")
     seq_length: int = option(128, "tokens per example, [CLS] and [SEP] included", effect="result", group=TRAINING,
                              ge=4)
     warmup: float = option(0.1, "fraction of the steps with linear warmup (then linear decay to 0)",
@@ -312,8 +333,8 @@ class GridConfig:
                                               parse=_number_list(int), resume=False)
     learning_rate_list: tuple[float, ...] | None = option(
         None, "learning rates of the cells", effect="result", group=GRID, parse=_number_list(float), resume=False,
-        default_text=" ".join(f"{x:g}" for x in PRETRAINED_GRID_LRS) + " with pretrained weights; "
-        + " ".join(f"{x:g}" for x in RANDOM_INIT_GRID_LRS) + " from random init (also the --baseline arm)")
+        default_text=" ".join(map(short_float, PRETRAINED_GRID_LRS)) + " with pretrained weights; "
+        + " ".join(map(short_float, RANDOM_INIT_GRID_LRS)) + " from random init (also the --baseline arm)")
     seeds: tuple[int, ...] = option((7,), "seeds of every setting (several give mean ± std)", effect="result",
                                     group=GRID, parse=_number_list(int), resume=False)
     seq_length: int = option(128, "tokens per example", effect="result", group=TRAINING, ge=4)
@@ -384,5 +405,6 @@ class GridConfig:
 
 
 __all__ = ["FinetuneConfig", "GridConfig", "FinetuneError", "default_learning_rate", "default_grid_learning_rates",
-           "learning_rate_warning", "PRETRAINED_LR", "RANDOM_INIT_LR", "PRETRAINED_GRID_LRS", "RANDOM_INIT_GRID_LRS",
-           "DISTILL_FIELDS", "MODEL", "DATA", "TRAINING", "DISTILL", "OUTPUT", "SPEED", "GRID"]
+           "learning_rate_warning", "likely_fixes", "short_float", "PRETRAINED_LR", "RANDOM_INIT_LR",
+           "PRETRAINED_GRID_LRS", "RANDOM_INIT_GRID_LRS", "DISTILL_FIELDS", "MODEL", "DATA", "TRAINING", "DISTILL",
+           "OUTPUT", "SPEED", "GRID"]

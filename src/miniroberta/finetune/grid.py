@@ -53,7 +53,8 @@ from miniroberta.data.tasks import cached_encode, default_data_dir, parse_tasks,
 from miniroberta.engine.stopping import SignalCatcher
 from miniroberta.engine.threads import available_cores, configure_threads, pin
 from miniroberta.engine.trainer import TrainingError
-from miniroberta.finetune.config import (PRETRAINED_GRID_LRS, TRAINING, FinetuneConfig, FinetuneError, GridConfig)
+from miniroberta.finetune.config import (PRETRAINED_GRID_LRS, TRAINING, FinetuneConfig, FinetuneError, GridConfig,
+                                        short_float)
 from miniroberta.finetune.data import load_task_data, reader_key
 from miniroberta.finetune.run import STATE_NAME, add_amp_alias, run_finetune
 from miniroberta.interop.checkpoint import load_weights, model_fingerprint
@@ -71,7 +72,7 @@ _CELL_KEYS = ("best_epoch", "best_dev_acc", "last_dev_acc", "macro_f1", "best_de
               "n_train", "n_dev", "n_train_file", "n_dev_file", "note", "subsampled", "labels", "chance",
               "train_time_s", "wall_time_s", "device", "threads", "steps", "train_dropped", "dev_dropped",
               "train_skipped", "dev_skipped", "max_train_examples", "max_train_tokens", "max_dev_examples",
-              "decisions")
+              "decisions", "thread_policy")
 
 
 @dataclass(frozen=True)
@@ -166,8 +167,9 @@ def _run_cell(job: CellJob) -> dict[str, Any]:
         remove_run_dir(job.run_dir)
         return cell
     if res.get("stopped"):
-        _WORKER["stop"] = True
-        _exit_if_orphaned()
+        if _WORKER.get("slot") is not None:       # a worker: take no more cells; leave if the grid is gone
+            _WORKER["stop"] = True
+            _exit_if_orphaned()
         return dict(head, stopped=res["stopped"], steps=res["steps"], state_path=res["state_path"])
     cell = dict(head, finished_at=now(), **{k: res[k] for k in _CELL_KEYS if k in res}, epoch_metrics=res["epochs"],
                 model=res["model"], fingerprint=job.fingerprint, seq_length=cfg.seq_length,
@@ -381,7 +383,7 @@ def _run_arm(cfg: GridConfig, arm: Arm, say: Callable[[str], None]) -> dict[str,
     pending = [c for c in cells if not os.path.isfile(cell_path(arm.out_dir, c))]
     skipped = len(cells) - len(pending)
     say(f"grid {arm.out_dir}: {len(cells)} cells ({len(task_list)} tasks x {len(cfg.epochs_num_list)} epochs x "
-        f"{len(cfg.batch_size_list)} batches x {len(arm.lrs)} lrs ({', '.join(f'{x:g}' for x in arm.lrs)}: "
+        f"{len(cfg.batch_size_list)} batches x {len(arm.lrs)} lrs ({', '.join(map(short_float, arm.lrs))}: "
         f"{arm.lr_reason}) x {len(cfg.seeds)} seeds); {skipped} finished, {len(pending)} to run, jobs={cfg.jobs}")
     jobs = [CellJob(c, _cell_config(cfg, arm, c, data_dir, vocab), cell_path(arm.out_dir, c),
                     cell_run_dir(arm.out_dir, c), fp) for c in pending]
@@ -403,7 +405,7 @@ def _run_arm(cfg: GridConfig, arm: Arm, say: Callable[[str], None]) -> dict[str,
     if stopped:
         states = [s["state_path"] for s in stopped if s.get("state_path")]
         summary["stopped"] = dict(reason=stopped[0]["stopped"], cell_states=states)
-        say(f"grid stopped ({stopped[0]['stopped']}): {done[0]} cell(s) finished this run, {len(states)} stopped "
+        log(f"grid stopped ({stopped[0]['stopped']}): {done[0]} cell(s) finished this run, {len(states)} stopped "
             f"with a resumable state{' (' + ', '.join(states) + ')' if states else ''}; run the same command to "
             f"continue")
     atomic_write_json(os.path.join(arm.out_dir, "summary.json"), summary)
@@ -456,7 +458,7 @@ def _run_baseline(cfg: GridConfig, summary: dict[str, Any], say: Callable[[str],
     atomic_write_json(cfg_file, model_config.to_dict())
     vocab = resolve_vocab(cfg.pretrained_model_path, cfg.vocab_path)
     lrs, why = cfg.learning_rates(False)
-    say(f"grid: the no-pretraining arm ({model_config.name} from random init, lrs {', '.join(f'{x:g}' for x in lrs)}"
+    say(f"grid: the no-pretraining arm ({model_config.name} from random init, lrs {', '.join(map(short_float, lrs))}"
         f": {why}) -> {base_dir}")
     with claim_output(base_dir, resume=True, command="grid", what="a grid"):
         summary["baseline"] = _run_arm(cfg, Arm(base_dir, None, cfg_file, vocab, lrs, why), say)

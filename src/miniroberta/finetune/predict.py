@@ -108,7 +108,8 @@ def predict_file(model_path: str | None, input_path: str, output_path: str | Non
         tok = BertTokenizer(vocab)
         if tok.vocab_size != backend.info.vocab_size:
             raise ValueError(f"{vocab} has {tok.vocab_size} tokens but the model has {backend.info.vocab_size}")
-        enc = encode_data(tok, data, seq_length or int(ft.get("seq_length", 128)), ft.get("truncation", "longest_first"))
+        seq = seq_length or int(ft.get("seq_length", 128))
+        enc = encode_data(tok, data, seq, ft.get("truncation", "longest_first"))
         logits = classify_logits(backend, enc, batch_size, tok.pad_id)
         probs = softmax(logits)
         labels = [ft["labels"][i] for i in logits.argmax(1)]

@@ -39,9 +39,10 @@ from miniroberta.data.tasks import LabelMap, TaskFiles, cached_encode, read_exam
 from miniroberta.engine.device import device_info, resolve_device
 from miniroberta.engine.metrics import RunLog
 from miniroberta.engine.precision import resolve_precision
-from miniroberta.engine.threads import configure_threads
+from miniroberta.engine.threads import available_cores, configure_threads
 from miniroberta.engine.trainer import STATE_FORMAT, LoopOptions, Trainer
-from miniroberta.finetune.config import DISTILL_FIELDS, TRAINING, FinetuneConfig, FinetuneError
+from miniroberta.finetune.config import (DISTILL_FIELDS, TRAINING, FinetuneConfig, FinetuneError, likely_fixes,
+                                        short_float)
 from miniroberta.finetune.data import FinetuneData, identity_changes, prepare_data, reader_key
 from miniroberta.finetune.inference import (at_chance, classification_metrics, majority_class, predict_logits,
                                             write_predictions)
@@ -166,7 +167,7 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     before = torch.get_num_threads()
     ok = False
     try:
-        threads = configure_threads(cfg.threads)
+        threads = dict(configure_threads(cfg.threads), affinity=available_cores())
         result = _run(cfg, decisions, threads, out_dir)
         ok = True
         return result
@@ -197,7 +198,7 @@ def _start_line(cfg: FinetuneConfig, data: FinetuneData, task: ClassifierTask, m
             + f" {data.files.name}: {task.n} train / {len(data.enc_dev)} dev examples, {len(data.labels)} labels, "
             f"model {model_config.name} ({n_params / 1e6:.1f}M params, {decisions['init']['value']} init) on "
             f"{device}, precision {precision} ({why}); {cfg.epochs_num} epochs x {task.steps_per_epoch} steps, "
-            f"batch {cfg.batch_size}, lr {cfg.learning_rate:g} ({lr['reason']})"
+            f"batch {cfg.batch_size}, lr {short_float(cfg.learning_rate)} ({lr['reason']})"
             + (f"; resumed at step {step}" if step else ""))
 
 
@@ -216,14 +217,15 @@ def _run(cfg: FinetuneConfig, decisions: dict[str, Any], threads: dict[str, Any]
     model_config = model.config
     if model_config.vocab_size != data.tok.vocab_size:
         raise FinetuneError(f"{data.vocab_path} has {data.tok.vocab_size} tokens but the model's vocab_size is "
-                            f"{model_config.vocab_size}; pass --vocab_path with the vocab the model was pretrained with")
+                            f"{model_config.vocab_size}; pass --vocab_path with the vocab the model was pretrained "
+                            f"with")
     if st is not None:
         load_into(model, st["model"], state_path)
     model.to(device).train()
     n_params = sum(p.numel() for p in model.parameters())
     precision, why = (st["precision"], "as the training state") if st is not None else \
         resolve_precision(cfg.precision, device)
-    advice = (f"Lower --learning_rate (now {cfg.learning_rate:g}) and run again.")
+    advice = (f"Lower --learning_rate (now {short_float(cfg.learning_rate)}) and run again.")
     task = ClassifierTask(cfg, model, data, device, state_path=state_path, advice=advice)
     total_steps = task.steps_per_epoch * cfg.epochs_num
     trainer = Trainer(model, optim=cfg.optim(), total_steps=total_steps, device=device, precision=precision,
@@ -242,7 +244,8 @@ def _run(cfg: FinetuneConfig, decisions: dict[str, Any], threads: dict[str, Any]
                             trainer.step))
     if data.files.note:
         run_log.say(f"note: {data.files.note}")
-    run_log.write("start", trainer.step, settings=cfg.to_dict(), decisions=decisions, model_config=model_config.to_dict(),
+    run_log.write("start", trainer.step, settings=cfg.to_dict(), decisions=decisions,
+                  model_config=model_config.to_dict(),
                   device=device_info(device), precision=precision, precision_reason=why, threads=threads)
     loop = LoopOptions(report_steps=cfg.report_steps, save_steps=None, stop_after_steps=cfg.stop_after_steps)
     try:
@@ -251,7 +254,8 @@ def _run(cfg: FinetuneConfig, decisions: dict[str, Any], threads: dict[str, Any]
         run_log.close()
     if fit.stopped:
         say(f"stopped ({fit.stopped}) at step {fit.steps}/{total_steps}"
-            + ("; continue with the same command plus --resume" if state_path else "; nothing was saved (no --output_dir)"))
+            + ("; continue with the same command plus --resume" if state_path
+               else "; nothing was saved (no --output_dir)"))
         return dict(task=data.files.name, stopped=fit.stopped, steps=fit.steps, state_path=state_path,
                     epochs=task.epochs)
     run = dict(cfg=cfg, data=data, task=task, model=model, init_info=init_info, n_params=n_params, device=device,
@@ -270,19 +274,10 @@ def chance_check(best_acc: float, data: FinetuneData, cfg: FinetuneConfig) -> di
     out: dict[str, Any] = dict(majority_label=data.labels.labels[k], majority_rate=rate,
                                at_majority_rate=at_chance(best_acc, rate, len(data.y_dev)))
     if out["at_majority_rate"]:
-        fixes = []
-        if not cfg.pretrained:
-            fixes.append(f"a higher --learning_rate (now {cfg.learning_rate:g}; a model from random init needs "
-                         f"about 1e-3)" if (cfg.learning_rate or 0) < 3e-4 else "more --epochs_num")
-            fixes.append("pretrained weights (--pretrained_model_path)")
-        else:
-            fixes.append(f"another --learning_rate (now {cfg.learning_rate:g}; the reference grid tries 3e-5, 1e-4, "
-                         f"3e-4)")
-        fixes.append("more --epochs_num" if "more --epochs_num" not in fixes else "more training examples")
         out["warning"] = (f"best dev accuracy {100 * best_acc:.2f} % is at the majority-class rate "
                           f"{100 * rate:.2f} % (always answering {data.labels.labels[k]!r} scores that, on "
                           f"{len(data.y_dev)} dev examples): the model learned nothing usable. Likely fixes: "
-                          + "; ".join(fixes))
+                          + "; ".join(likely_fixes(cfg.learning_rate or 0.0, cfg.pretrained)))
     return out
 
 
@@ -293,7 +288,8 @@ def _result(run: dict[str, Any]) -> dict[str, Any]:
     files, train, dev = data.files, data.train, data.dev
     model = dict(name=model_config.name, num_parameters=model_config.num_parameters(mlm_head=False, pooler=True),
                  num_parameters_with_head=run["n_params"], config=model_config.to_dict(),
-                 pretrained_model_path=os.path.abspath(cfg.pretrained_model_path) if cfg.pretrained_model_path else None,
+                 pretrained_model_path=(os.path.abspath(cfg.pretrained_model_path) if cfg.pretrained_model_path
+                                        else None),
                  **run["init_info"])
     if data.teacher:
         model.update(teacher={k: v for k, v in data.teacher.items() if k != "cache"},
