@@ -165,3 +165,21 @@ def test_distill_cli_and_the_report_row(env, tmp_path, capsys):
     names = [r["name"] for r in rep["rows"]]
     assert any("← " in n and "(PD)" in n for n in names), names
     assert {r["kind"] for r in rep["rows"]} == {"pretrained", "distilled"}
+
+
+def test_distill_student_preset_gets_the_random_init_learning_rate(env, tmp_path, monkeypatch):
+    """`distill --student tiny` is random init: the learning rate measured for it (1e-3), not the pretrained 2e-5
+    it once ended at chance with; a checkpoint as the student keeps 2e-5; --teacher is required."""
+    import argparse
+    from miniroberta.finetune import distill
+    seen = []
+    monkeypatch.setattr(distill, "run_finetune", lambda cfg: seen.append(cfg.resolved()[0]) or {"stopped": "x",
+                        "task": "t", "steps": 0, "state_path": None})
+    for student, lr, field in (("tiny", 1e-3, "config_path"), (env["model"], 2e-5, "pretrained_model_path")):
+        p = argparse.ArgumentParser()
+        distill.configure(p)
+        assert distill.run(p.parse_args(["--teacher", env["teacher"], "--student", student, "--task",
+                                         "chnsenticorp"])) == 0
+        assert seen[-1].learning_rate == lr and getattr(seen[-1], field) == student
+    with pytest.raises(SystemExit):
+        p.parse_args(["--student", "tiny", "--task", "chnsenticorp"])

@@ -114,6 +114,12 @@ def test_grid_cli_with_parallel_jobs(grid_env, capsys):
     assert c["n_train"] == 32 and c["subsampled"] and c["max_train_examples"] == 32
     summary = json.loads((out / "summary.json").read_text())
     assert summary["tasks"]["chnsenticorp"]["subsampled"] is True
+    # each worker ran on its own slice of the cores, with as many threads as its slice has cores (--threads 1)
+    from miniroberta.engine.threads import available_cores
+    policies = [json.loads(p.read_text())["thread_policy"] for p in cells]
+    assert all(pol["threads"] == 1 for pol in policies)
+    if len(available_cores()) >= 2:
+        assert not set(policies[0]["affinity"]) & set(policies[1]["affinity"]), policies
 
 
 # ------------------------------------------------------------------------ report

@@ -169,8 +169,7 @@ class FinetuneConfig:
     # distillation (the distill command)
     teacher_path: str | None = option(
         None, "fine-tuned teacher: an HF BertForSequenceClassification directory (ours or another tool's) with the "
-        "student's vocabulary", effect="result", group=DISTILL, flag="--teacher", aliases=("--teacher_path",),
-        default_text="none")
+        "student's vocabulary", effect="result", group=DISTILL, flag="--teacher", aliases=("--teacher_path",))
     temperature: float = option(2.0, "softmax temperature of the soft targets", effect="result", group=DISTILL,
                                 gt=0)
     alpha: float = option(0.0, "weight of the gold-label cross-entropy (0: soft targets only)", effect="result",
