@@ -257,6 +257,7 @@ def _run_parallel(jobs: list[CellJob], cfg: GridConfig, report: Callable[[dict],
             done, remaining = wait(remaining, timeout=1.0, return_when=FIRST_COMPLETED)
             if signals:
                 remaining = {f for f in remaining if not f.cancel()}
+                _stop_workers(ex)                # again: a cell still setting up had no training loop to stop
             for f in done:
                 r = f.result()
                 if r.get("stopped"):

@@ -158,9 +158,10 @@ class ClassifierTask:
         """Keep timed saves under ~10 % of the run: a state that takes longer than a tenth of the interval to
         write (a base model's 1.6 GB on a slow disk) stretches the interval to ten times the save, once said."""
         if self.cfg.save_every_s and 10 * took > self._save_interval:
+            if self._save_interval == self.cfg.save_every_s:
+                log.say(f"writing the training state takes {took:.1f} s: saving it every {10 * took:.0f} s (not "
+                        f"{self.cfg.save_every_s:g}) keeps that under 10 % of the run")
             self._save_interval = 10 * took
-            log.say(f"writing the training state takes {took:.1f} s: saving it every {self._save_interval:.0f} s "
-                    f"(not {self.cfg.save_every_s:g}) keeps that under 10 % of the run")
 
     def evaluate(self, trainer: Trainer, log: RunLog) -> None:
         """The dev pass of an epoch end: metrics, the epoch record, the best epoch's weights."""
