@@ -33,11 +33,12 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(ROOT / "src"))
 
-from miniroberta.data import tasks as T  # noqa: E402
+from miniroberta.data import tasks  # noqa: E402
 from miniroberta.engine.device import device_info  # noqa: E402
 from miniroberta.engine.precision import resolve_precision  # noqa: E402
 from miniroberta.engine.trainer import Trainer  # noqa: E402
-from miniroberta.finetune.trainer import ClassifierBatch, ClassifierTask, FinetuneConfig  # noqa: E402
+from miniroberta.finetune import FinetuneConfig, run_finetune  # noqa: E402
+from miniroberta.finetune.task import ClassifierBatch, ClassifierTask  # noqa: E402
 from miniroberta.modeling.bert import BertForSequenceClassification, init_weights  # noqa: E402
 from miniroberta.modeling.config import load_config, replace  # noqa: E402
 from miniroberta.modeling.tokenizer import BertTokenizer  # noqa: E402
@@ -46,10 +47,10 @@ from miniroberta.modeling.unpad import UnpaddedClassifier  # noqa: E402
 
 def load_batches(n_batches: int, batch_size: int, seed: int = 0) -> list[ClassifierBatch]:
     vocab = str(DATA / "vocab" / "google_zh_vocab.txt")
-    files = T.resolve_task("chnsenticorp", str(DATA / "tasks"))
-    data = T.read_examples(files.train_path, text_fields=files.text_fields, label_field=files.label_field)
-    enc = T.encode_data(BertTokenizer(vocab), data, 128)
-    y = T.LabelMap.from_labels(data.labels).encode(data)
+    files = tasks.resolve_task("chnsenticorp", str(DATA / "tasks"))
+    data = tasks.read_examples(files.train_path, text_fields=files.text_fields, label_field=files.label_field)
+    enc = tasks.encode_data(BertTokenizer(vocab), data, 128)
+    y = tasks.LabelMap.from_labels(data.labels).encode(data)
     perm = np.random.default_rng(seed).permutation(len(enc))
     out = []
     for b in range(n_batches):
@@ -86,11 +87,11 @@ def run_ours(size: str, batches: list[ClassifierBatch], warm: int, precision: st
     model = BertForSequenceClassification(mc)
     init_weights(model, 0.02, "hf")
     model.train()
-    cfg = FinetuneConfig(task="chnsenticorp", precision=precision)
+    cfg = FinetuneConfig(task="chnsenticorp", precision=precision, learning_rate=2e-5)
     trainer = Trainer(model, optim=cfg.optim(), total_steps=10 ** 6, device=torch.device("cpu"), precision=precision,
                       forward=UnpaddedClassifier(model))
     task = ClassifierTask.__new__(ClassifierTask)   # only its loss(): no data or dev set needed here
-    task.cfg, task.device, task._epoch_sums = cfg, torch.device("cpu"), [0.0, 0, 0]
+    task.cfg, task.device, task._epoch_counts = cfg, torch.device("cpu"), [0, 0]
     n, t0 = 0, 0.0
     for i, b in enumerate(batches):
         if i == warm:
@@ -104,7 +105,6 @@ def run_ours(size: str, batches: list[ClassifierBatch], warm: int, precision: st
 
 
 def tiny_epoch(precision: str) -> dict:
-    from miniroberta.finetune.trainer import run_finetune
     with tempfile.TemporaryDirectory() as tmp:
         res = run_finetune(FinetuneConfig(task="chnsenticorp", data_dir=str(DATA / "tasks"), config_path="tiny",
                                           epochs_num=1, batch_size=32, learning_rate=1e-4, precision=precision,

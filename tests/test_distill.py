@@ -16,8 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _ft_data as D  # noqa: E402
 
 from miniroberta import cli  # noqa: E402
-from miniroberta.finetune.distill import distill_loss_sum  # noqa: E402
-from miniroberta.finetune.trainer import FinetuneConfig, run_finetune  # noqa: E402
+from miniroberta.finetune import FinetuneConfig, run_finetune  # noqa: E402
+from miniroberta.modeling.loss import soft_target_loss_sum  # noqa: E402
 
 FAST = dict(epochs_num=3, batch_size=16, learning_rate=2e-3, seq_length=32, dropout=0.0, warmup=0.1,
             progress=False, threads=1, precision="fp32")
@@ -54,35 +54,35 @@ def test_soft_target_loss_equals_a_direct_implementation():
     torch.manual_seed(0)
     s, t = torch.randn(5, 3), torch.randn(5, 3)
     gold = torch.tensor([0, 2, -1, 1, -1])
-    T, a = 3.0, 0.3
+    temp, a = 3.0, 0.3
 
     def softmax(x):
         e = np.exp(x - x.max(-1, keepdims=True))
         return e / e.sum(-1, keepdims=True)
     sn, tn = s.double().numpy(), t.double().numpy()
-    soft = -(softmax(tn / T) * np.log(softmax(sn / T))).sum() * T * T
+    soft = -(softmax(tn / temp) * np.log(softmax(sn / temp))).sum() * temp * temp
     lab = gold.numpy() >= 0
     hard = -np.log(softmax(sn)[lab, gold.numpy()[lab]]).sum()
-    assert float(distill_loss_sum(s, t, gold, T, a)) == pytest.approx((1 - a) * soft + a * hard, rel=1e-6)
-    assert float(distill_loss_sum(s, t, gold, T, 0.0)) == pytest.approx(soft, rel=1e-6)
+    assert float(soft_target_loss_sum(s, t, gold, temp, a)) == pytest.approx((1 - a) * soft + a * hard, rel=1e-6)
+    assert float(soft_target_loss_sum(s, t, gold, temp, 0.0)) == pytest.approx(soft, rel=1e-6)
     # its gradient vanishes where the student equals the teacher (and alpha = 0)
     x = t.clone().requires_grad_(True)
-    distill_loss_sum(x, t, gold, T, 0.0).backward()
+    soft_target_loss_sum(x, t, gold, temp, 0.0).backward()
     assert x.grad.abs().max() < 1e-6
 
 
 def test_distilled_student_agrees_with_the_teacher(env, tmp_path):
     from miniroberta.finetune.inference import predict_logits
     from miniroberta.interop.checkpoint import load_finetuned
-    from miniroberta.data import tasks as T
+    from miniroberta.data import tasks
     from miniroberta.modeling.tokenizer import BertTokenizer
     res = run_finetune(_cfg(env, tmp_path / "s"))
     assert res["model"]["teacher"]["sha256"] and res["model"]["distill"]["temperature"] == 2.0
     teacher, _ = load_finetuned(env["teacher"])
     student, _ = load_finetuned(str(tmp_path / "s" / "model"))
     tok = BertTokenizer(env["vocab"])
-    dev = T.read_examples(str(env["task"] / "dev.tsv"))
-    enc = T.encode_data(tok, dev, 32)
+    dev = tasks.read_examples(str(env["task"] / "dev.tsv"))
+    enc = tasks.encode_data(tok, dev, 32)
     pt = predict_logits(teacher, enc, 64, torch.device("cpu"), tok.pad_id).argmax(1)
     ps = predict_logits(student, enc, 64, torch.device("cpu"), tok.pad_id).argmax(1)
     agree = float((pt == ps).mean())
@@ -90,12 +90,12 @@ def test_distilled_student_agrees_with_the_teacher(env, tmp_path):
 
 
 def test_teacher_logits_are_cached_reused_and_invalidated(env, tmp_path):
-    from miniroberta.data import tasks as T
-    from miniroberta.finetune.distill import teacher_logits
+    from miniroberta.data import tasks
+    from miniroberta.finetune.teacher import teacher_logits
     from miniroberta.modeling.tokenizer import BertTokenizer
     tok = BertTokenizer(env["vocab"])
-    data = T.read_examples(str(env["task"] / "train.tsv"))
-    enc = T.encode_data(tok, data, 32)
+    data = tasks.read_examples(str(env["task"] / "train.tsv"))
+    enc = tasks.encode_data(tok, data, 32)
     cache = str(tmp_path / "c")
     a, ia = teacher_logits(env["teacher"], enc, ["0", "1"], tok.sha256, tok.pad_id, cache, torch.device("cpu"))
     b, ib = teacher_logits(env["teacher"], enc, ["0", "1"], tok.sha256, tok.pad_id, cache, torch.device("cpu"))
@@ -134,7 +134,7 @@ def test_transfer_texts_join_the_training_set(env, tmp_path):
     with pytest.raises(TaskDataError, match=r"bad.txt:2"):
         run_finetune(_cfg(env, tmp_path / "b", transfer_path=str(bad), epochs_num=1))
     with pytest.raises(ValueError, match="needs a --teacher"):
-        FinetuneConfig(task="x", transfer_path=env["transfer"])
+        FinetuneConfig(task="chnsenticorp", config_path="tiny", transfer_path=env["transfer"]).validate()
 
 
 def test_distillation_resume_is_exact(env, tmp_path):
@@ -165,3 +165,21 @@ def test_distill_cli_and_the_report_row(env, tmp_path, capsys):
     names = [r["name"] for r in rep["rows"]]
     assert any("← " in n and "(PD)" in n for n in names), names
     assert {r["kind"] for r in rep["rows"]} == {"pretrained", "distilled"}
+
+
+def test_distill_student_preset_gets_the_random_init_learning_rate(env, tmp_path, monkeypatch):
+    """`distill --student tiny` is random init: the learning rate measured for it (1e-3), not the pretrained 2e-5
+    it once ended at chance with; a checkpoint as the student keeps 2e-5; --teacher is required."""
+    import argparse
+    from miniroberta.finetune import distill
+    seen = []
+    monkeypatch.setattr(distill, "run_finetune", lambda cfg: seen.append(cfg.resolved()[0]) or {"stopped": "x",
+                        "task": "t", "steps": 0, "state_path": None})
+    for student, lr, field in (("tiny", 1e-3, "config_path"), (env["model"], 2e-5, "pretrained_model_path")):
+        p = argparse.ArgumentParser()
+        distill.configure(p)
+        assert distill.run(p.parse_args(["--teacher", env["teacher"], "--student", student, "--task",
+                                         "chnsenticorp"])) == 0
+        assert seen[-1].learning_rate == lr and getattr(seen[-1], field) == student
+    with pytest.raises(SystemExit):
+        p.parse_args(["--student", "tiny", "--task", "chnsenticorp"])

@@ -16,8 +16,8 @@ import _ft_data as D  # noqa: E402
 
 from miniroberta import cli  # noqa: E402
 from miniroberta.finetune.inference import classification_metrics  # noqa: E402
-from miniroberta.finetune.trainer import FinetuneConfig, run_finetune  # noqa: E402
-from miniroberta.finetune.predict import predict_file
+from miniroberta.finetune import FinetuneConfig, run_finetune  # noqa: E402
+from miniroberta.finetune.predict import predict_file  # noqa: E402
 from miniroberta.interop.checkpoint import load_finetuned  # noqa: E402
 
 FAST = dict(epochs_num=3, batch_size=16, learning_rate=2e-3, seq_length=32, dropout=0.0, warmup=0.1,
@@ -266,7 +266,7 @@ def test_output_model_path_native_checkpoint_and_skip_bad_rows(env, tmp_path):
 def test_pretrained_weights_from_hf_dir_and_uer_checkpoint(env, tmp_path):
     from miniroberta.interop.checkpoint import load_weights
     from miniroberta.interop.export import write_hf_dir
-    from miniroberta.finetune.trainer import build_classifier
+    from miniroberta.finetune.run import build_classifier
     from miniroberta.interop.uer import hf_to_uer
     cfg, sd, _ = load_weights(env["model"])
     hf_dir = tmp_path / "hf_mlm"
@@ -321,7 +321,7 @@ def test_stop_mid_epoch_then_resume_is_bit_identical(env, tmp_path):
 def test_unpadded_classifier_equals_the_model_forward():
     """The padding-free classifier forward (fine-tuning's default) is the model's forward: logits
     and gradients agree on a padded batch of pairs."""
-    from miniroberta.finetune.trainer import ClassifierBatch
+    from miniroberta.finetune.task import ClassifierBatch
     from miniroberta.modeling.bert import BertForSequenceClassification, init_weights
     from miniroberta.modeling.config import ModelConfig
     from miniroberta.modeling.unpad import UnpaddedClassifier
@@ -350,3 +350,71 @@ def test_unpadded_classifier_equals_the_model_forward():
     g2 = torch.autograd.grad(got.square().sum(), list(model.parameters()))
     for a, c in zip(g1, g2):
         torch.testing.assert_close(c, a, atol=1e-4, rtol=1e-4)
+
+
+def test_a_run_killed_after_a_periodic_save_resumes_bit_identically(env, tmp_path, monkeypatch):
+    """--save_steps writes a state mid-epoch; a run that dies after it (steps 11-13 lost) resumes from step 10 and
+    ends with the weights of an uninterrupted run, bit for bit (dropout on)."""
+    from safetensors.torch import load_file
+    from miniroberta.engine.trainer import Trainer
+    d = D.write_single(env["root"] / "periodic")
+
+    def cfg(out, **kw):
+        return FinetuneConfig(pretrained_model_path=env["model"], vocab_path=env["vocab"],
+                              train_path=str(d / "train.tsv"), dev_path=str(d / "dev.tsv"), output_dir=str(out),
+                              cache_dir=env["cache"], seed=5, **{**FAST, "dropout": 0.1, **kw})
+    full = run_finetune(cfg(tmp_path / "full"))
+    real_step = Trainer.train_step
+
+    def dies_at_13(self, *a, **k):
+        if self.step == 13:
+            raise KeyboardInterrupt("killed")     # not a clean stop: no state is written for it
+        return real_step(self, *a, **k)
+
+    monkeypatch.setattr(Trainer, "train_step", dies_at_13)
+    with pytest.raises(KeyboardInterrupt):
+        run_finetune(cfg(tmp_path / "part", save_steps=5))
+    monkeypatch.setattr(Trainer, "train_step", real_step)
+    st = torch.load(tmp_path / "part" / "train_state.pt", weights_only=True)
+    assert st["step"] == 10 and st["task"]["epochs"] == []          # inside epoch 1 (16 steps per epoch)
+    rest = run_finetune(cfg(tmp_path / "part", save_steps=5, resume=True))
+    assert [e["dev_acc"] for e in rest["epochs"]] == [e["dev_acc"] for e in full["epochs"]]
+    assert rest["epochs"][0]["train_loss"] == pytest.approx(full["epochs"][0]["train_loss"], rel=1e-9)
+    a = load_file(str(tmp_path / "full" / "model" / "model.safetensors"))
+    b = load_file(str(tmp_path / "part" / "model" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_learning_rate_default_depends_on_pretrained_weights(env):
+    """One rule (finetune.config): 2e-5 for pretrained weights, 1e-3 from random init (2e-5 leaves such a model at
+    chance); a given lr is kept, with a warning when it is known to fail from random init."""
+    from miniroberta.finetune.config import GridConfig
+    pre, d1 = FinetuneConfig(pretrained_model_path=env["model"], task="chnsenticorp").resolved()
+    rnd, d2 = FinetuneConfig(config_path="tiny", task="chnsenticorp").resolved()
+    assert pre.learning_rate == 2e-5 and rnd.learning_rate == 1e-3
+    assert "random init" in d2["learning_rate"]["reason"] and d2["init"]["value"] == "random"
+    given, d3 = FinetuneConfig(config_path="tiny", task="chnsenticorp", learning_rate=2e-5).resolved()
+    assert given.learning_rate == 2e-5 and "chance" in d3["learning_rate"]["warning"]
+    assert "warning" not in FinetuneConfig(pretrained_model_path="m", task="chnsenticorp",
+                                           learning_rate=2e-5).resolved()[1]["learning_rate"]
+    g = GridConfig(pretrained_model_path="m", out_dir="g")
+    assert g.learning_rates(True)[0] == (3e-5, 1e-4, 3e-4) and g.learning_rates(False)[0] == (3e-4, 1e-3)
+    assert GridConfig(config_path="tiny", out_dir="g", learning_rate_list=(1e-2,)).learning_rates(False)[0] == (1e-2,)
+
+
+def test_a_run_at_the_majority_class_rate_says_so_and_names_the_fix(env, tmp_path, capfd):
+    d = D.write_single(env["root"] / "chance", n_train=64, n_dev=64)
+    res = run_finetune(FinetuneConfig(pretrained_model_path=env["model"], vocab_path=env["vocab"],
+                                      train_path=str(d / "train.tsv"), dev_path=str(d / "dev.tsv"),
+                                      output_dir=str(tmp_path / "o"), cache_dir=env["cache"], save_model=False,
+                                      **{**FAST, "epochs_num": 1, "learning_rate": 1e-9}))
+    ch = res["chance"]
+    assert ch["at_majority_rate"] and ch["majority_label"] in ("0", "1") and 0.4 < ch["majority_rate"] < 0.7
+    assert "--learning_rate" in ch["warning"] and "--epochs_num" in ch["warning"]
+    assert "majority-class rate" in capfd.readouterr().err
+    assert json.loads((tmp_path / "o" / "result.json").read_text())["chance"]["at_majority_rate"] is True
+    learned = D.write_single(env["root"] / "learned")          # the task test_single_sentence_task_is_learned learns
+    assert not run_finetune(FinetuneConfig(pretrained_model_path=env["model"], vocab_path=env["vocab"],
+                                           train_path=str(learned / "train.tsv"), dev_path=str(learned / "dev.tsv"),
+                                           cache_dir=env["cache"], save_model=False, seed=3,
+                                           **FAST))["chance"]["at_majority_rate"]

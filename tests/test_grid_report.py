@@ -10,12 +10,12 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _ft_data as D  # noqa: E402
 
 from miniroberta import cli  # noqa: E402
+from miniroberta.finetune.config import GridConfig  # noqa: E402
 from miniroberta.finetune.grid import cell_path, run_grid, Cell  # noqa: E402
 from miniroberta.finetune.report import REFERENCE_SCORES, TASK_COLUMNS, build_report  # noqa: E402
 
@@ -34,10 +34,12 @@ def grid_env(tmp_path_factory):
 
 
 def _grid(env, out, **kw):
-    args = dict(epochs_list=(1,), batch_list=(16,), lr_list=(1e-3, 3e-3), seeds=(1, 2), vocab_path=env["vocab"],
-                seq_length=16, progress=False, cache_dir=str(env["root"] / "cache"))
+    args = dict(epochs_num_list=(1,), batch_size_list=(16,), learning_rate_list=(1e-3, 3e-3), seeds=(1, 2),
+                vocab_path=env["vocab"], seq_length=16, progress=False, cache_dir=str(env["root"] / "cache"),
+                threads=1)
     args.update(kw)
-    return run_grid(env["model"], "chnsenticorp", env["data"], str(out), **args)
+    return run_grid(GridConfig(pretrained_model_path=env["model"], tasks="chnsenticorp", data_dir=env["data"],
+                               out_dir=str(out), **args))
 
 
 def test_grid_runs_cells_then_resumes_without_rerunning(grid_env):
@@ -70,15 +72,15 @@ def test_grid_runs_cells_then_resumes_without_rerunning(grid_env):
     assert json.loads(victim.read_text())["best_dev_acc"] == pytest.approx(
         next(r for r in s1["tasks"]["chnsenticorp"]["settings"] if r["lr"] == 3e-3)["per_seed"][1]["best_dev_acc"])
     # extending a list only runs the new cells
-    s4 = _grid(grid_env, out, lr_list=(1e-3, 3e-3, 1e-2), seeds=(1,))
+    s4 = _grid(grid_env, out, learning_rate_list=(1e-3, 3e-3, 1e-2), seeds=(1,))
     assert s4["cells_run"] == 1 and s4["cells_skipped"] == 2
 
 
 def test_grid_refuses_a_different_setup_in_the_same_dir(grid_env):
     out = grid_env["root"] / "g2"
-    _grid(grid_env, out, lr_list=(1e-3,), seeds=(1,))
+    _grid(grid_env, out, learning_rate_list=(1e-3,), seeds=(1,))
     with pytest.raises(ValueError, match="different setup"):
-        _grid(grid_env, out, lr_list=(1e-3,), seeds=(1,), seq_length=24)
+        _grid(grid_env, out, learning_rate_list=(1e-3,), seeds=(1,), seq_length=24)
 
 
 def test_grid_refuses_finished_cells_when_the_task_data_changed(grid_env, tmp_path):
@@ -87,13 +89,13 @@ def test_grid_refuses_finished_cells_when_the_task_data_changed(grid_env, tmp_pa
     shutil.copytree(grid_env["data"], data)
     out = tmp_path / "g_data"
     env = {**grid_env, "data": str(data)}
-    _grid(env, out, lr_list=(1e-3,), seeds=(1,))
-    assert _grid(env, out, lr_list=(1e-3,), seeds=(1,))["cells_skipped"] == 1
+    _grid(env, out, learning_rate_list=(1e-3,), seeds=(1,))
+    assert _grid(env, out, learning_rate_list=(1e-3,), seeds=(1,))["cells_skipped"] == 1
     dev = data / "chnsenticorp" / "dev.tsv"
     lines = dev.read_text(encoding="utf-8").splitlines(keepends=True)
     dev.write_text("".join(lines[:-1]), encoding="utf-8")          # one dev row fewer
     with pytest.raises(ValueError, match="chnsenticorp train/dev files"):
-        _grid(env, out, lr_list=(1e-3,), seeds=(1,))
+        _grid(env, out, learning_rate_list=(1e-3,), seeds=(1,))
 
 
 def test_grid_cli_with_parallel_jobs(grid_env, capsys):
@@ -112,6 +114,12 @@ def test_grid_cli_with_parallel_jobs(grid_env, capsys):
     assert c["n_train"] == 32 and c["subsampled"] and c["max_train_examples"] == 32
     summary = json.loads((out / "summary.json").read_text())
     assert summary["tasks"]["chnsenticorp"]["subsampled"] is True
+    # each worker ran on its own slice of the cores, with as many threads as its slice has cores (--threads 1)
+    from miniroberta.engine.threads import available_cores
+    policies = [json.loads(p.read_text())["thread_policy"] for p in cells]
+    assert all(pol["threads"] == 1 for pol in policies)
+    if len(available_cores()) >= 2:
+        assert not set(policies[0]["affinity"]) & set(policies[1]["affinity"]), policies
 
 
 # ------------------------------------------------------------------------ report
@@ -176,15 +184,19 @@ def test_report_last_epoch_metric_and_cli_formats(tmp_path, capsys):
 
 
 def test_a_diverged_cell_is_recorded_and_left_out(grid_env, monkeypatch):
-    import miniroberta.finetune.trainer as ft
-    real = ft.run_finetune
+    """Divergence is told by the engine's exception type (TrainingError), not by its message."""
+    import miniroberta.finetune.grid as grid
+    from miniroberta.engine.trainer import TrainingError
+    real = grid.run_finetune
 
     def fake(cfg):
         if cfg.learning_rate > 2e-3:
-            raise RuntimeError("loss became nan at epoch 1 step 2; lower --learning_rate")
+            raise TrainingError("loss became nan at epoch 1 step 2; lower --learning_rate")
+        if cfg.learning_rate < 1e-4:
+            raise RuntimeError("any other error stops the grid")
         return real(cfg)
 
-    monkeypatch.setattr(ft, "run_finetune", fake)
+    monkeypatch.setattr(grid, "run_finetune", fake)
     out = grid_env["root"] / "g4"
     s = _grid(grid_env, out, seeds=(1,))
     assert s["cells_run"] == 2
@@ -193,6 +205,9 @@ def test_a_diverged_cell_is_recorded_and_left_out(grid_env, monkeypatch):
     bad = json.loads(Path(cell_path(str(out), Cell("chnsenticorp", 1, 16, 3e-3, 1))).read_text())
     assert "loss became nan" in bad["failed"]
     assert _grid(grid_env, out, seeds=(1,))["cells_run"] == 0       # a failed cell is finished too
+    with pytest.raises(RuntimeError, match="stops the grid"):
+        _grid(grid_env, out, seeds=(1,), learning_rate_list=(1e-3, 3e-3, 1e-5))
+    assert not Path(cell_path(str(out), Cell("chnsenticorp", 1, 16, 1e-5, 1))).exists()
 
 
 def test_grid_baseline_arm_runs_the_same_grid_from_random_init_and_report_shows_the_delta(grid_env, tmp_path):
@@ -256,7 +271,7 @@ def test_max_train_tokens_subsamples_by_budget_and_marks_it():
 
 
 def test_grid_with_max_train_tokens_records_the_subsample(grid_env, tmp_path):
-    s = _grid(grid_env, tmp_path / "gt", seeds=(1,), lr_list=(1e-3,), finetune_overrides={"max_train_tokens": 200})
+    s = _grid(grid_env, tmp_path / "gt", seeds=(1,), learning_rate_list=(1e-3,), finetune_overrides={"max_train_tokens": 200})
     t = s["tasks"]["chnsenticorp"]
     assert t["subsampled"] and 0 < t["n_train"] < 48
 

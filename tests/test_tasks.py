@@ -15,7 +15,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _ft_data as D  # noqa: E402
 
-from miniroberta.data import tasks as T  # noqa: E402
+from miniroberta.data import tasks  # noqa: E402
 from miniroberta.modeling.tokenizer import BertTokenizer  # noqa: E402
 
 TASKS_DIR = D.SHARED / "tasks"
@@ -29,7 +29,7 @@ def head_dir(tmp_path_factory):
     if not TASKS_DIR.is_dir():
         pytest.skip("shared data not available")
     root = tmp_path_factory.mktemp("tasks")
-    for spec in T.TASKS.values():
+    for spec in tasks.TASKS.values():
         (root / spec.name).mkdir()
         for name in (spec.train, spec.dev, spec.test):
             if name:
@@ -41,11 +41,11 @@ def head_dir(tmp_path_factory):
 
 @needs_data
 def test_every_preset_resolves_to_existing_files():
-    for name, spec in T.TASKS.items():
-        files = T.resolve_task(name, str(TASKS_DIR))
+    for name, spec in tasks.TASKS.items():
+        files = tasks.resolve_task(name, str(TASKS_DIR))
         assert os.path.isfile(files.train_path) and os.path.isfile(files.dev_path), name
         assert files.test_path is None or os.path.isfile(files.test_path)
-    assert "partial" in T.TASKS["iflytek"].note and "train_partial_fewclue.json" in T.resolve_task(
+    assert "partial" in tasks.TASKS["iflytek"].note and "train_partial_fewclue.json" in tasks.resolve_task(
         "iflytek", str(TASKS_DIR)).train_path
 
 
@@ -59,40 +59,40 @@ def test_presets_read_first_lines_of_each_real_file(head_dir):
         "ocnli": (("sentence1", "sentence2"), "entailment", "身上裹一件工厂发的棉大衣"),
     }
     for name, (fields, first_label, first_text) in expect.items():
-        f = T.resolve_task(name, str(head_dir))
-        dev = T.read_examples(f.dev_path, f.text_fields, f.label_field, drop_labels=f.drop_labels)
+        f = tasks.resolve_task(name, str(head_dir))
+        dev = tasks.read_examples(f.dev_path, f.text_fields, f.label_field, drop_labels=f.drop_labels)
         assert dev.text_fields == fields
         assert dev.labels[0] == first_label, name
         assert dev.texts[0][0].startswith(first_text), name
         assert dev.lines[0] == (2 if f.dev_path.endswith(".tsv") else 1)
     # lcqmc: label is the LAST column; text_b read by name
-    lc = T.read_examples(T.resolve_task("lcqmc", str(head_dir)).dev_path, ("text_a", "text_b"))
+    lc = tasks.read_examples(tasks.resolve_task("lcqmc", str(head_dir)).dev_path, ("text_a", "text_b"))
     assert lc.texts[1][0] == "初婚未育情况证明怎么开？" and lc.labels[:2] == ["1", "0"]
 
 
 def test_unlabeled_clue_test_files_keep_their_ids(head_dir):
     for name in ("tnews", "iflytek", "ocnli"):
-        f = T.resolve_task(name, str(head_dir))
-        te = T.read_examples(f.test_path, f.text_fields, require_label=False, id_field=f.id_field)
+        f = tasks.resolve_task(name, str(head_dir))
+        te = tasks.read_examples(f.test_path, f.text_fields, require_label=False, id_field=f.id_field)
         assert te.labels is None and te.ids[:3] == [0, 1, 2] and len(te) == 40
-        assert T.TASKS[name].submission == "clue"
+        assert tasks.TASKS[name].submission == "clue"
 
 
 @needs_data
 def test_tnews_label_codes_map_in_numeric_order():
     codes = [json.loads(l)["label"] for l in (TASKS_DIR / "tnews" / "labels.json").read_text().splitlines()]
-    lm = T.LabelMap.from_labels(codes)
+    lm = tasks.LabelMap.from_labels(codes)
     assert len(lm) == 15 and "105" not in lm.labels and "111" not in lm.labels
     assert lm.labels[0] == "100" and lm.labels[-1] == "116"
     assert lm.label2id["106"] == 5 and lm.id2label[5] == "106"   # the gap at 105 is closed
 
 
 def test_label_map_orders_numbers_numerically_and_strings_alphabetically():
-    assert T.LabelMap.from_labels(["10", "9", "100", "9"]).labels == ["9", "10", "100"]
-    assert T.LabelMap.from_labels(["neutral", "entailment", "contradiction"]).labels == \
+    assert tasks.LabelMap.from_labels(["10", "9", "100", "9"]).labels == ["9", "10", "100"]
+    assert tasks.LabelMap.from_labels(["neutral", "entailment", "contradiction"]).labels == \
         ["contradiction", "entailment", "neutral"]
-    with pytest.raises(T.TaskDataError, match="at least 2"):
-        T.LabelMap.from_labels(["1", "1"])
+    with pytest.raises(tasks.TaskDataError, match="at least 2"):
+        tasks.LabelMap.from_labels(["1", "1"])
 
 
 def test_ocnli_dash_labels_are_dropped_and_counted(tmp_path):
@@ -100,32 +100,32 @@ def test_ocnli_dash_labels_are_dropped_and_counted(tmp_path):
     recs = [{"sentence1": "甲", "sentence2": "乙", "label": lab, "id": i}
             for i, lab in enumerate(["entailment", "-", "neutral", "-", "contradiction"])]
     p.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs), encoding="utf-8")
-    d = T.read_examples(str(p), ("sentence1", "sentence2"), drop_labels=("-",))
+    d = tasks.read_examples(str(p), ("sentence1", "sentence2"), drop_labels=("-",))
     assert d.labels == ["entailment", "neutral", "contradiction"] and d.dropped == 2 and d.lines == [1, 3, 5]
 
 
 @pytest.mark.skipif(not UER_DIR.is_dir(), reason="UER samples not available")
 def test_uer_sample_files():
     for task in ("book_review", "chnsenticorp"):
-        tr = T.read_examples(str(UER_DIR / task / "train.tsv"))
+        tr = tasks.read_examples(str(UER_DIR / task / "train.tsv"))
         assert tr.text_fields == ("text_a",) and set(tr.labels) == {"0", "1"}
         assert len(tr) == len((UER_DIR / task / "train.tsv").read_text(encoding="utf-8").splitlines()) - 1
-        te = T.read_examples(str(UER_DIR / task / "test_nolabel.tsv"), require_label=False)
+        te = tasks.read_examples(str(UER_DIR / task / "test_nolabel.tsv"), require_label=False)
         assert te.labels is None and len(te) == 50
-        with pytest.raises(T.TaskDataError, match="no label column"):
-            T.read_examples(str(UER_DIR / task / "test_nolabel.tsv"))
+        with pytest.raises(tasks.TaskDataError, match="no label column"):
+            tasks.read_examples(str(UER_DIR / task / "test_nolabel.tsv"))
 
 
 def test_uer_style_pair_tsv_and_explicit_fields(tmp_path):
     p = tmp_path / "train.tsv"
     p.write_text("label\ttext_a\ttext_b\tid\n1\t你好\t您好\tx7\n0\t早上\t晚上\tx8\n", encoding="utf-8")
-    d = T.read_examples(str(p), id_field="id")
+    d = tasks.read_examples(str(p), id_field="id")
     assert d.text_fields == ("text_a", "text_b") and d.ids == ["x7", "x8"]
-    d1 = T.read_examples(str(p), text_fields=["text_b"])
+    d1 = tasks.read_examples(str(p), text_fields=["text_b"])
     assert d1.texts == [["您好", "晚上"]]
     q = tmp_path / "custom.tsv"
     q.write_text("y\tcontent\n2\t内容\n", encoding="utf-8")
-    assert T.read_examples(str(q), text_fields=["content"], label_field="y").labels == ["2"]
+    assert tasks.read_examples(str(q), text_fields=["content"], label_field="y").labels == ["2"]
 
 
 # ------------------------------------------------------------------------ bad inputs
@@ -144,10 +144,10 @@ def _tsv(tmp_path, body: str, name="data.tsv") -> str:
 ])
 def test_bad_tsv_rows_name_file_and_line(tmp_path, body, line, msg):
     path = _tsv(tmp_path, body)
-    with pytest.raises(T.TaskDataError, match=msg) as e:
-        T.read_examples(path)
+    with pytest.raises(tasks.TaskDataError, match=msg) as e:
+        tasks.read_examples(path)
     assert f"{path}:{line}:" in str(e.value) and "--skip_bad_rows" in str(e.value)
-    d = T.read_examples(path, skip_bad_rows=True)
+    d = tasks.read_examples(path, skip_bad_rows=True)
     assert d.skipped == 1 and len(d) == len(body.strip("\n").split("\n")) - 2   # header + the bad row
     assert d.bad_rows and f"{path}:{line}:" in d.bad_rows[0]
 
@@ -162,33 +162,33 @@ def test_bad_tsv_rows_name_file_and_line(tmp_path, body, line, msg):
 def test_bad_json_rows_name_file_and_line(tmp_path, lines, line, msg):
     p = tmp_path / "train.json"
     p.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    with pytest.raises(T.TaskDataError, match=msg) as e:
-        T.read_examples(str(p))
+    with pytest.raises(tasks.TaskDataError, match=msg) as e:
+        tasks.read_examples(str(p))
     assert f"{p}:{line}:" in str(e.value)
-    d = T.read_examples(str(p), skip_bad_rows=True)
+    d = tasks.read_examples(str(p), skip_bad_rows=True)
     assert d.skipped == 1 and len(d) == 1
 
 
 def test_missing_columns_and_files(tmp_path):
-    with pytest.raises(T.TaskDataError, match="lacks the text column"):
-        T.read_examples(_tsv(tmp_path, "label\ttext_a\n1\t好\n"), text_fields=["text_b"])
-    with pytest.raises(T.TaskDataError, match="cannot tell which columns"):
-        T.read_examples(_tsv(tmp_path, "label\tbody\n1\t好\n"))
+    with pytest.raises(tasks.TaskDataError, match="lacks the text column"):
+        tasks.read_examples(_tsv(tmp_path, "label\ttext_a\n1\t好\n"), text_fields=["text_b"])
+    with pytest.raises(tasks.TaskDataError, match="cannot tell which columns"):
+        tasks.read_examples(_tsv(tmp_path, "label\tbody\n1\t好\n"))
     with pytest.raises(FileNotFoundError):
-        T.read_examples(str(tmp_path / "nope.tsv"))
-    with pytest.raises(T.TaskDataError, match="unknown task"):
-        T.resolve_task("cmnli")
-    with pytest.raises(T.TaskDataError, match="unknown task"):
-        T.parse_tasks("tnews,foo")
-    assert T.parse_tasks("all") == list(T.TASK_NAMES) and T.parse_tasks("tnews, ocnli") == ["tnews", "ocnli"]
+        tasks.read_examples(str(tmp_path / "nope.tsv"))
+    with pytest.raises(tasks.TaskDataError, match="unknown task"):
+        tasks.resolve_task("cmnli")
+    with pytest.raises(tasks.TaskDataError, match="unknown task"):
+        tasks.parse_tasks("tnews,foo")
+    assert tasks.parse_tasks("all") == list(tasks.TASK_NAMES) and tasks.parse_tasks("tnews, ocnli") == ["tnews", "ocnli"]
 
 
 def test_dev_label_unseen_in_train_names_file_and_line(tmp_path):
-    tr = T.read_examples(_tsv(tmp_path, "label\ttext_a\n0\t好\n1\t坏\n", "train.tsv"))
+    tr = tasks.read_examples(_tsv(tmp_path, "label\ttext_a\n0\t好\n1\t坏\n", "train.tsv"))
     dv_path = _tsv(tmp_path, "label\ttext_a\n0\t好\n1\t坏\n2\t中\n", "dev.tsv")
-    lm = T.LabelMap.from_labels(tr.labels)
-    with pytest.raises(T.TaskDataError, match="does not occur in the train set") as e:
-        lm.encode(T.read_examples(dv_path))
+    lm = tasks.LabelMap.from_labels(tr.labels)
+    with pytest.raises(tasks.TaskDataError, match="does not occur in the train set") as e:
+        lm.encode(tasks.read_examples(dv_path))
     assert f"{dv_path}:4:" in str(e.value) and "'2'" in str(e.value)
 
 
@@ -200,8 +200,8 @@ def tok(tmp_path):
 
 def test_pair_encoding_longest_first_types_and_padding(tmp_path, tok):
     p = _tsv(tmp_path, "text_a\ttext_b\tlabel\n好好好好好好好好\t坏坏\t1\n甲\t乙丙\t0\n")
-    d = T.read_examples(p)
-    enc = T.encode_data(tok, d, seq_length=8)
+    d = tasks.read_examples(p)
+    enc = tasks.encode_data(tok, d, seq_length=8)
     ids, types, mask = enc.batch([0, 1])
     cls, sep = tok.cls_id, tok.sep_id
     # example 0: budget 5 -> a keeps 3, b keeps 2 (longest first)
@@ -211,29 +211,29 @@ def test_pair_encoding_longest_first_types_and_padding(tmp_path, tok):
     # example 1 is padded to the batch's longest (8)
     assert mask[1].tolist() == [1] * 6 + [0, 0] and ids[1, 6:].tolist() == [tok.pad_id] * 2
     assert types[1].tolist() == [0, 0, 0, 1, 1, 1, 0, 0]
-    concat = T.encode_data(tok, d, seq_length=8, truncation="concat")
+    concat = tasks.encode_data(tok, d, seq_length=8, truncation="concat")
     assert concat.batch([0])[0][0].tolist()[:8] == [cls] + tok.convert_tokens_to_ids(list("好" * 7))
 
 
 def test_tokenization_cache_is_keyed_and_reused(tmp_path, tok):
     p = _tsv(tmp_path, "label\ttext_a\n1\t好的\n0\t坏了\n")
-    d = T.read_examples(p)
+    d = tasks.read_examples(p)
     cache = str(tmp_path / "cache")
-    a = T.cached_encode(tok, d, 16, cache_dir=cache)
+    a = tasks.cached_encode(tok, d, 16, cache_dir=cache)
     files = sorted((tmp_path / "cache" / "tokenized").glob("*.npz"))
     assert len(files) == 1
-    b = T.cached_encode(tok, d, 16, cache_dir=cache)
+    b = tasks.cached_encode(tok, d, 16, cache_dir=cache)
     assert np.array_equal(a.ids, b.ids) and np.array_equal(a.offsets, b.offsets)
-    T.cached_encode(tok, d, 8, cache_dir=cache)                       # other seq_length: new entry
+    tasks.cached_encode(tok, d, 8, cache_dir=cache)                       # other seq_length: new entry
     assert len(list((tmp_path / "cache" / "tokenized").glob("*.npz"))) == 2
     # a changed file gets a new key (content hash), never a stale entry
     Path(p).write_text("label\ttext_a\n1\t甲乙\n0\t丙\n", encoding="utf-8")
-    c = T.cached_encode(tok, T.read_examples(p), 16, cache_dir=cache)
+    c = tasks.cached_encode(tok, tasks.read_examples(p), 16, cache_dir=cache)
     assert c.ids.tolist() != a.ids.tolist()
     assert not list((tmp_path / "cache" / "tokenized").glob("*.tmp"))
 
 
 def test_subsample_is_deterministic():
-    a, b = T.subsample(100, 10, seed=0), T.subsample(100, 10, seed=0)
+    a, b = tasks.subsample(100, 10, seed=0), tasks.subsample(100, 10, seed=0)
     assert a.tolist() == b.tolist() and len(set(a.tolist())) == 10
-    assert T.subsample(5, 10) is None and T.subsample(5, None) is None
+    assert tasks.subsample(5, 10) is None and tasks.subsample(5, None) is None

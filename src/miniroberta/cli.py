@@ -34,7 +34,7 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
                     "export a model head to ONNX (dynamic axes, parity-checked), optionally int8-quantized"),
     "serve": ("miniroberta.serve.app", "configure", "run",
               "HTTP server: /fill-mask /embed /classify with dynamic micro-batching, /healthz, /metrics"),
-    "finetune": ("miniroberta.finetune.trainer", "configure", "run",
+    "finetune": ("miniroberta.finetune.run", "configure", "run",
                  "fine-tune a pretrained model for sequence classification on one task"),
     "distill": ("miniroberta.finetune.distill", "configure", "run",
                 "task distillation (PD): train a student on a fine-tuned teacher's soft targets (+ unlabeled text)"),

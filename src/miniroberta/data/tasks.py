@@ -1,38 +1,48 @@
-"""Classification task files: presets for the six reference tasks, readers for UER-style TSV
+"""Classification task files: the registry of the six reference tasks, readers for UER-style TSV
 and CLUE JSON lines, label maps and cached tokenization.
+
+The task registry (``TASKS``, ``TASK_NAMES``, ``parse_tasks``) is the one list of task names: the grid,
+the report's columns and the study's recipes read it from here.
 
 Readers find columns **by name** (lcqmc's header is ``text_a text_b label``, UER's is
 ``label text_a text_b``). Every malformed row is an error naming ``file:line`` -- or, with
-``skip_bad_rows``, is skipped and counted. Label maps are built from the train set
-(numeric labels in numeric order, e.g. tnews ``100..116`` -> ``0..14``; other labels sorted)
+``skip_bad_rows``, is skipped and counted. A preset knows its label set: a train or dev label outside
+it (a ``2`` in chnsenticorp) is a bad row, not a silent third class. Label maps are built from the
+train set (numeric labels in numeric order, e.g. tnews ``100..116`` -> ``0..14``; other labels sorted)
 and saved with the model; a dev label unseen in train is an error naming file and line.
 
-Tokenized files are cached as ``.npz`` under ``cache_dir`` keyed by (file sha256, vocab
-sha256, seq_length, fields, truncation, reader options), written atomically.
+Tokenized files are cached as ``.npz`` under ``cache_dir`` keyed by (file sha256, vocab sha256,
+seq_length, fields, truncation, reader options), written atomically with a SHA-256 manifest; an entry
+that fails its hash, cannot be read (``BadZipFile``, truncated) or does not fit the data is rebuilt,
+and the rebuild is logged.
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from miniroberta.utils import atomic_write, find_shared_data, sha256_bytes, sha256_file
+from miniroberta.integrity import atomic_write_bytes, verify_file
+from miniroberta.textio import read_text_lines
+from miniroberta.utils import OutputWriteError, atomic_write, find_shared_data, log, sha256_bytes, sha256_file
 
-CACHE_VERSION = "1"
+CACHE_VERSION = "2"     # 2: entries carry a SHA-256 manifest and are checked when read
 
 
 class TaskDataError(ValueError):
     """A task file that cannot be used, naming file, line and the fix."""
 
 
-# ---------------------------------------------------------------------------------- presets
+# ---------------------------------------------------------------------------------- the task registry
 @dataclass(frozen=True)
 class TaskSpec:
-    """Where a task's files live under ``data_dir/<name>/`` and how to read them."""
+    """Where a task's files live under ``data_dir/<name>/``, how to read them and its label set."""
 
     name: str
     train: str
@@ -44,21 +54,28 @@ class TaskSpec:
     id_field: str | None = None          # id column of the unlabeled test file
     submission: str = "tsv"              # "clue": JSON lines {id, label}; "tsv": UER's label column
     note: str = ""
+    labels: tuple[str, ...] | None = None   # every label a train/dev row may carry (None: any)
 
+
+BINARY = ("0", "1")
+TNEWS_LABELS = tuple(str(c) for c in range(100, 117) if c not in (105, 111))   # CLUE codes, 15 classes
+IFLYTEK_LABELS = tuple(str(i) for i in range(119))
+OCNLI_LABELS = ("contradiction", "entailment", "neutral")
 
 TASKS: dict[str, TaskSpec] = {
-    "book_review": TaskSpec("book_review", "train.tsv", "dev.tsv", None, ("text_a",)),
-    "chnsenticorp": TaskSpec("chnsenticorp", "train.tsv", "dev.tsv", None, ("text_a",)),
-    "lcqmc": TaskSpec("lcqmc", "train.tsv", "dev.tsv", None, ("text_a", "text_b")),
-    "tnews": TaskSpec("tnews", "train.json", "dev.json", "test.json", ("sentence",), id_field="id", submission="clue"),
+    "book_review": TaskSpec("book_review", "train.tsv", "dev.tsv", None, ("text_a",), labels=BINARY),
+    "chnsenticorp": TaskSpec("chnsenticorp", "train.tsv", "dev.tsv", None, ("text_a",), labels=BINARY),
+    "lcqmc": TaskSpec("lcqmc", "train.tsv", "dev.tsv", None, ("text_a", "text_b"), labels=BINARY),
+    "tnews": TaskSpec("tnews", "train.json", "dev.json", "test.json", ("sentence",), id_field="id", submission="clue",
+                      labels=TNEWS_LABELS),
     "iflytek": TaskSpec("iflytek", "train_partial_fewclue.json", "dev.json", "test.json", ("sentence",),
-                        id_field="id", submission="clue",
+                        id_field="id", submission="clue", labels=IFLYTEK_LABELS,
                         note="iflytek trained on the partial FewCLUE-derived train set (train_partial_fewclue.json, "
                              "4,529 of the official 12,133 examples); not comparable to a full-train score"),
     "ocnli": TaskSpec("ocnli", "train.json", "dev.json", "test.json", ("sentence1", "sentence2"),
-                      drop_labels=("-",), id_field="id", submission="clue"),
+                      drop_labels=("-",), id_field="id", submission="clue", labels=OCNLI_LABELS),
 }
-TASK_NAMES = tuple(TASKS)
+TASK_NAMES = tuple(TASKS)   # the reference order: the report's columns, ``--tasks all``
 
 
 def default_data_dir() -> str:
@@ -76,16 +93,18 @@ def default_vocab_path() -> str:
 
 
 def parse_tasks(spec: str | Sequence[str]) -> list[str]:
-    """``all`` or a comma-separated list of preset names."""
-    items = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
-    if items == ["all"]:
+    """``all`` (any case) or task names separated by commas or spaces (one string, or a list of them as
+    argparse gives); each name once, in the order given. An unknown name is an error listing the choices."""
+    parts = [spec] if isinstance(spec, str) else list(spec)
+    items = [t for p in parts for t in str(p).replace(",", " ").split()]
+    if [t.lower() for t in items] == ["all"]:
         return list(TASK_NAMES)
+    if not items:
+        raise TaskDataError(f"no task given; pass --tasks all or a comma-separated list of {', '.join(TASK_NAMES)}")
     bad = [t for t in items if t not in TASKS]
     if bad:
         raise TaskDataError(f"unknown task(s) {bad}; choose from {', '.join(TASK_NAMES)} or 'all'")
-    if not items:
-        raise TaskDataError("no task given; pass --tasks all or a comma-separated list")
-    return items
+    return list(dict.fromkeys(items))
 
 
 @dataclass
@@ -102,6 +121,12 @@ class TaskFiles:
     id_field: str | None = None
     submission: str = "tsv"
     note: str = ""
+    labels: tuple[str, ...] | None = None   # the preset's label set (None: whatever the train file holds)
+
+    def reader_options(self) -> dict[str, Any]:
+        """The ``read_examples`` keywords of the train and dev files."""
+        return dict(text_fields=self.text_fields, label_field=self.label_field, drop_labels=self.drop_labels,
+                    allowed_labels=self.labels)
 
 
 def resolve_task(task: str | None = None, data_dir: str | None = None, train_path: str | None = None,
@@ -127,7 +152,8 @@ def resolve_task(task: str | None = None, data_dir: str | None = None, train_pat
             test_path=test_path or (os.path.join(d, spec.test) if spec.test else None),
             text_fields=tuple(text_fields) if text_fields else spec.text_fields,
             label_field=label_field or spec.label_field,
-            drop_labels=spec.drop_labels, id_field=spec.id_field, submission=spec.submission, note=spec.note)
+            drop_labels=spec.drop_labels, id_field=spec.id_field, submission=spec.submission, note=spec.note,
+            labels=spec.labels)
     if not (train_path and dev_path):
         raise TaskDataError("give --task NAME (with --data_dir) or both --train_path and --dev_path")
     name = Path(train_path).resolve().parent.name or "task"
@@ -201,14 +227,164 @@ def _default_fields(available: Sequence[str], path: str) -> tuple[str, ...]:
                         f"pass --text_fields, e.g. --text_fields text_a or --text_fields sentence1,sentence2")
 
 
+class _Rows:
+    """The rows of one file as they are read: kept rows, counts of skipped and dropped ones. ``fail``
+    raises a ``TaskDataError`` naming ``file:line`` or, with ``skip_bad_rows``, counts the row."""
+
+    def __init__(self, path: str, label_field: str, skip_bad_rows: bool, drop_labels: Sequence[str],
+                 allowed_labels: Sequence[str] | None) -> None:
+        self.path, self.label_field, self.skip_bad_rows = path, label_field, skip_bad_rows
+        self.drop, self.allowed = set(drop_labels), (None if allowed_labels is None else tuple(allowed_labels))
+        self.texts: list[list[str]] | None = None
+        self.labels: list[str] | None = None
+        self.ids: list[Any] = []
+        self.lines: list[int] = []
+        self.skipped = self.dropped = 0
+        self.bad: list[str] = []
+
+    def fail(self, lineno: int, msg: str) -> None:
+        where = f"{self.path}:{lineno}: {msg}"
+        if not self.skip_bad_rows:
+            raise TaskDataError(where + " (fix the row, or pass --skip_bad_rows to skip and count such rows)")
+        self.skipped += 1
+        if len(self.bad) < 20:
+            self.bad.append(where)
+
+    def accept(self, lineno: int, vals: list[str], lab: str | None, where: str, row_id: Any) -> None:
+        """Keep a parsed row (``lab`` None: an unlabeled file); empty, dropped and foreign labels here."""
+        if lab is not None:
+            lab = lab.strip()
+            if not lab:
+                self.fail(lineno, f"empty label in {where} {self.label_field!r}")
+                return
+            if lab in self.drop:
+                self.dropped += 1
+                return
+            if self.allowed is not None and lab not in self.allowed:
+                preview = ", ".join(self.allowed[:20]) + (" ..." if len(self.allowed) > 20 else "")
+                self.fail(lineno, f"label {lab!r} is not one of the task's {len(self.allowed)} labels ({preview}); "
+                                  f"a model trained on it would get a class the task does not have")
+                return
+            assert self.labels is not None
+            self.labels.append(lab)
+        assert self.texts is not None
+        for t, v in zip(self.texts, vals):
+            t.append(v)
+        self.ids.append(row_id)
+        self.lines.append(lineno)
+
+
+def _read_tsv(f: Iterator[tuple[int, str]], rows: _Rows, fields: tuple[str, ...] | None, require_label: bool,
+              id_field: str | None) -> tuple[str, ...]:
+    """A UER-style TSV: a header row, columns by name. Returns the text fields used."""
+    path, label_field = rows.path, rows.label_field
+    header_line = next(f, (1, ""))[1]
+    if not header_line:
+        raise TaskDataError(f"{path}: empty file; a TSV task file needs a header row like 'label<TAB>text_a'")
+    header = header_line.rstrip("\r\n").lstrip("\ufeff").split("\t")
+    col = {name: i for i, name in enumerate(header)}
+    if fields is None:
+        fields = _default_fields(header, path)
+    missing = [c for c in fields if c not in col]
+    if missing:
+        raise TaskDataError(f"{path}:1: header {header} lacks the text column(s) {missing}; "
+                            f"pass --text_fields naming the text columns")
+    if label_field not in col and require_label:
+        raise TaskDataError(f"{path}:1: header {header} has no label column {label_field!r}; "
+                            f"pass --label_field naming it")
+    lc = col.get(label_field)
+    rows.labels = [] if lc is not None else None
+    idc = col.get(id_field) if id_field else None
+    rows.texts = [[] for _ in fields]
+    tcols = [col[c] for c in fields]
+    for lineno, raw in f:
+        row = raw.rstrip("\r\n")
+        if not row.strip():
+            rows.fail(lineno, "empty line")
+            continue
+        parts = row.split("\t")
+        if len(parts) != len(header):
+            rows.fail(lineno, f"expected {len(header)} tab-separated columns ({', '.join(header)}), got {len(parts)}")
+            continue
+        vals = [parts[c] for c in tcols]
+        empty = [fields[i] for i, v in enumerate(vals) if not v.strip()]
+        if empty:
+            rows.fail(lineno, f"empty text in column(s) {empty}")
+            continue
+        rows.accept(lineno, vals, parts[lc] if lc is not None else None, "column",
+                    parts[idc] if idc is not None else len(rows.ids))
+    return fields
+
+
+def _json_record(rows: _Rows, lineno: int, raw: str) -> dict[str, Any] | None:
+    if lineno == 1:
+        raw = raw.lstrip("\ufeff")
+    if not raw.strip():
+        rows.fail(lineno, "empty line")
+        return None
+    try:
+        obj = json.loads(raw)
+    except json.JSONDecodeError as e:
+        rows.fail(lineno, f"bad JSON ({e.msg} at column {e.colno})")
+        return None
+    except RecursionError:
+        rows.fail(lineno, "bad JSON (nested too deeply)")
+        return None
+    if not isinstance(obj, dict):
+        rows.fail(lineno, "a JSON-lines record must be an object")
+        return None
+    return obj
+
+
+def _read_jsonl(f: Iterator[tuple[int, str]], rows: _Rows, fields: tuple[str, ...] | None, require_label: bool,
+                id_field: str | None) -> tuple[str, ...] | None:
+    """CLUE JSON lines: one object per line. Returns the text fields used (None: no record at all)."""
+    label_field = rows.label_field
+    has_label: bool | None = True if require_label else None   # None: decided by the first record
+    rows.labels = [] if require_label else None
+    for lineno, raw in f:
+        obj = _json_record(rows, lineno, raw)
+        if obj is None:
+            continue
+        if fields is None:
+            fields = _default_fields(list(obj), rows.path)
+        if rows.texts is None:
+            rows.texts = [[] for _ in fields]
+        missing = [c for c in fields if c not in obj]
+        if missing:
+            rows.fail(lineno, f"record lacks the field(s) {missing} (has {sorted(obj)}); "
+                              f"--text_fields names the text fields")
+            continue
+        vals = [obj[c] for c in fields]
+        if any(not isinstance(v, str) for v in vals):
+            rows.fail(lineno, f"text field(s) {list(fields)} must be strings")
+            continue
+        empty = [fields[i] for i, v in enumerate(vals) if not v.strip()]
+        if empty:
+            rows.fail(lineno, f"empty text in field(s) {empty}")
+            continue
+        if has_label is None:
+            has_label = obj.get(label_field) is not None
+            rows.labels = [] if has_label else None
+        if has_label and obj.get(label_field) is None:
+            rows.fail(lineno, f"record has no label field {label_field!r} (has {sorted(obj)}); "
+                              f"pass --label_field naming it")
+            continue
+        rows.accept(lineno, vals, str(obj[label_field]) if has_label else None, "field",
+                    obj.get(id_field, len(rows.ids)) if id_field else len(rows.ids))
+    return fields
+
+
 def read_examples(path: str, text_fields: Sequence[str] | None = None, label_field: str = "label",
                   require_label: bool = True, drop_labels: Sequence[str] = (), id_field: str | None = None,
-                  skip_bad_rows: bool = False, fmt: str | None = None) -> TaskData:
+                  skip_bad_rows: bool = False, fmt: str | None = None,
+                  allowed_labels: Sequence[str] | None = None) -> TaskData:
     """Read a UER-style TSV (header row; columns by name) or a JSON-lines file.
 
     ``require_label=False`` reads test sets: labels are read when the file has them (TSV: a label
     column; JSON lines: the first record has the label field), else ``labels`` is ``None``.
-    Rows whose label is in ``drop_labels`` (ocnli ``-``) are dropped and counted in ``dropped``.
+    Rows whose label is in ``drop_labels`` (ocnli ``-``) are dropped and counted in ``dropped``; a
+    label outside ``allowed_labels`` (a preset's label set) is a bad row naming ``file:line``.
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such task file")
@@ -218,134 +394,37 @@ def read_examples(path: str, text_fields: Sequence[str] | None = None, label_fie
     fields = tuple(text_fields) if text_fields else None
     if fields is not None and not 1 <= len(fields) <= 2:
         raise TaskDataError(f"--text_fields takes one or two column names, got {list(fields)}")
-    texts: list[list[str]] | None = None
-    labels: list[str] | None = [] if require_label else None
-    ids: list[Any] = []
-    lines: list[int] = []
-    skipped = dropped = 0
-    bad: list[str] = []
-    has_label: bool | None = True if require_label else None   # None: decided by the file
-    drop = set(drop_labels)
-
-    def accept(lineno: int, vals: list[str], lab: str | None, where: str, row_id: Any) -> None:
-        """Keep a parsed row (``lab`` None: unlabeled file); empty or dropped labels are handled here."""
-        nonlocal dropped
-        if lab is not None:
-            lab = lab.strip()
-            if not lab:
-                fail(lineno, f"empty label in {where} {label_field!r}")
-                return
-            if lab in drop:
-                dropped += 1
-                return
-            labels.append(lab)
-        for t, v in zip(texts, vals):
-            t.append(v)
-        ids.append(row_id)
-        lines.append(lineno)
-
-    def fail(lineno: int, msg: str) -> None:
-        nonlocal skipped
-        where = f"{path}:{lineno}: {msg}"
-        if not skip_bad_rows:
-            raise TaskDataError(where + " (fix the row, or pass --skip_bad_rows to skip and count such rows)")
-        skipped += 1
-        if len(bad) < 20:
-            bad.append(where)
-
+    rows = _Rows(path, label_field, skip_bad_rows, drop_labels, allowed_labels)
     with open(path, "rb") as fb:
-        f = numbered_lines(fb, path, fail)
-        if fmt == "tsv":
-            header_line = next(f, (1, ""))[1]
-            if not header_line:
-                raise TaskDataError(f"{path}: empty file; a TSV task file needs a header row like 'label<TAB>text_a'")
-            header = header_line.rstrip("\r\n").lstrip("\ufeff").split("\t")
-            col = {name: i for i, name in enumerate(header)}
-            if fields is None:
-                fields = _default_fields(header, path)
-            missing = [c for c in fields if c not in col]
-            if missing:
-                raise TaskDataError(f"{path}:1: header {header} lacks the text column(s) {missing}; "
-                                    f"pass --text_fields naming the text columns")
-            if label_field not in col:
-                if require_label:
-                    raise TaskDataError(f"{path}:1: header {header} has no label column {label_field!r}; "
-                                        f"pass --label_field naming it")
-                has_label = False
-            else:
-                has_label = True
-                labels = []
-            idc = col.get(id_field) if id_field else None
-            texts = [[] for _ in fields]
-            tcols = [col[c] for c in fields]
-            lc = col.get(label_field) if has_label else None
-            for lineno, raw in f:
-                row = raw.rstrip("\r\n")
-                if not row.strip():
-                    fail(lineno, "empty line")
-                    continue
-                parts = row.split("\t")
-                if len(parts) != len(header):
-                    fail(lineno, f"expected {len(header)} tab-separated columns ({', '.join(header)}), got {len(parts)}")
-                    continue
-                vals = [parts[c] for c in tcols]
-                empty = [fields[i] for i, v in enumerate(vals) if not v.strip()]
-                if empty:
-                    fail(lineno, f"empty text in column(s) {empty}")
-                    continue
-                accept(lineno, vals, parts[lc] if lc is not None else None, "column",
-                       parts[idc] if idc is not None else len(ids))
-        else:
-            for lineno, raw in f:
-                if lineno == 1:
-                    raw = raw.lstrip("\ufeff")
-                if not raw.strip():
-                    fail(lineno, "empty line")
-                    continue
-                try:
-                    obj = json.loads(raw)
-                except json.JSONDecodeError as e:
-                    fail(lineno, f"bad JSON ({e.msg} at column {e.colno})")
-                    continue
-                except RecursionError:
-                    fail(lineno, "bad JSON (nested too deeply)")
-                    continue
-                if not isinstance(obj, dict):
-                    fail(lineno, "a JSON-lines record must be an object")
-                    continue
-                if fields is None:
-                    fields = _default_fields(list(obj), path)
-                if texts is None:
-                    texts = [[] for _ in fields]
-                missing = [c for c in fields if c not in obj]
-                if missing:
-                    fail(lineno, f"record lacks the field(s) {missing} (has {sorted(obj)}); "
-                                 f"--text_fields names the text fields")
-                    continue
-                vals = [obj[c] for c in fields]
-                if any(not isinstance(v, str) for v in vals):
-                    fail(lineno, f"text field(s) {list(fields)} must be strings")
-                    continue
-                empty = [fields[i] for i, v in enumerate(vals) if not v.strip()]
-                if empty:
-                    fail(lineno, f"empty text in field(s) {empty}")
-                    continue
-                if has_label is None:
-                    has_label = obj.get(label_field) is not None
-                    labels = [] if has_label else None
-                if has_label and obj.get(label_field) is None:
-                    fail(lineno, f"record has no label field {label_field!r} (has {sorted(obj)}); "
-                                 f"pass --label_field naming it")
-                    continue
-                accept(lineno, vals, str(obj[label_field]) if has_label else None, "field",
-                       obj.get(id_field, len(ids)) if id_field else len(ids))
+        f = numbered_lines(fb, path, rows.fail)
+        reader = _read_tsv if fmt == "tsv" else _read_jsonl
+        fields = reader(f, rows, fields, require_label, id_field)
     if fields is None:
         raise TaskDataError(f"{path}: no records")
-    if texts is None:
-        texts = [[] for _ in fields]
+    if not rows.lines:
+        raise TaskDataError(f"{path}: no usable records (skipped {rows.skipped}, dropped {rows.dropped})")
+    return TaskData(path, tuple(fields), rows.texts or [[] for _ in fields], rows.labels, rows.ids, rows.lines,
+                    rows.skipped, rows.dropped, rows.bad)
+
+
+def read_transfer(path: str, n_fields: int) -> TaskData:
+    """Unlabeled texts (distillation's transfer set): one text (or ``n_fields`` tab-separated texts) per
+    line; blank lines are skipped; a line with another number of fields is an error naming it."""
+    texts: list[list[str]] = [[] for _ in range(n_fields)]
+    lines = []
+    for lineno, line in read_text_lines(path):
+        parts = line.split("\t")
+        if len(parts) != n_fields:
+            raise TaskDataError(f"{path}:{lineno}: expected {n_fields} tab-separated text(s) (the task's text "
+                                f"fields), found {len(parts)}; fix the line or remove it")
+        for k in range(n_fields):
+            texts[k].append(parts[k])
+        lines.append(lineno)
     if not lines:
-        raise TaskDataError(f"{path}: no usable records (skipped {skipped}, dropped {dropped})")
-    return TaskData(path, tuple(fields), texts, labels, ids, lines, skipped, dropped, bad)
+        raise TaskDataError(f"{path}: no texts (one text, or one tab-separated pair, per line)")
+    fields = tuple(f"text_{chr(ord('a') + k)}" for k in range(n_fields))
+    return TaskData(path=os.path.abspath(path), text_fields=fields, texts=texts, labels=None,
+                    ids=list(range(len(lines))), lines=lines)
 
 
 # ---------------------------------------------------------------------------------- labels
@@ -425,14 +504,39 @@ class Encoded:
             np.zeros(0, dtype=self.ids.dtype)
         return Encoded(ids, offs, self.type_split[idx])
 
-    def batch(self, idx: Sequence[int], pad_id: int = 0):
+    def concat(self, other: "Encoded") -> "Encoded":
+        """This file's examples followed by ``other``'s."""
+        offs = np.concatenate([self.offsets, self.offsets[-1] + other.offsets[1:]])
+        return Encoded(np.concatenate([self.ids, other.ids]), offs, np.concatenate([self.type_split, other.type_split]))
+
+    def digest(self) -> str:
+        """SHA-256 of the token ids, offsets and segment splits: the identity of the encoded data."""
+        h = hashlib.sha256()
+        for arr in (self.ids, self.offsets, self.type_split):
+            h.update(str(arr.dtype).encode())
+            h.update(np.ascontiguousarray(arr).view(np.uint8))
+        return h.hexdigest()
+
+    def problem(self, vocab_size: int) -> str | None:
+        """What is wrong with the arrays (a damaged cache entry), or None."""
+        o = np.asarray(self.offsets)
+        if o.ndim != 1 or len(o) < 1 or o[0] != 0 or o[-1] != len(self.ids) or (np.diff(o) < 1).any():
+            return "offsets do not cut the token ids into non-empty examples"
+        if len(self.type_split) != len(self) or (self.type_split < 0).any() or \
+                (self.type_split > np.diff(o)).any():
+            return "segment splits outside their examples"
+        if len(self.ids) and (int(self.ids.min()) < 0 or int(self.ids.max()) >= vocab_size):
+            return f"token ids outside the vocabulary (0..{vocab_size - 1})"
+        return None
+
+    def batch(self, idx: Sequence[int], pad_id: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Padded to the batch's longest: (input_ids, token_type_ids, attention_mask) int64 arrays."""
         lens = self.lengths()[np.asarray(idx)]
-        T = int(lens.max())
-        B = len(idx)
-        ids = np.full((B, T), pad_id, dtype=np.int64)
-        types = np.zeros((B, T), dtype=np.int64)
-        mask = np.zeros((B, T), dtype=np.int64)
+        longest = int(lens.max())
+        rows = len(idx)
+        ids = np.full((rows, longest), pad_id, dtype=np.int64)
+        types = np.zeros((rows, longest), dtype=np.int64)
+        mask = np.zeros((rows, longest), dtype=np.int64)
         for r, i in enumerate(idx):
             s, e = self.offsets[i], self.offsets[i + 1]
             n = e - s
@@ -467,9 +571,27 @@ def default_cache_dir() -> str:
     return os.environ.get("MINIROBERTA_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "miniroberta")
 
 
+def _read_cache_entry(path: str, n: int, vocab_size: int) -> tuple[Encoded | None, str]:
+    """(the cached arrays, "") or (None, why the entry cannot be used)."""
+    try:
+        if not verify_file(path):
+            return None, "no integrity manifest"
+        with np.load(path, allow_pickle=False) as z:
+            enc = Encoded(z["ids"], z["offsets"], z["type_split"])
+    except Exception as e:  # noqa: BLE001 -- BadZipFile, a truncated file, a wrong hash, a missing array ...
+        return None, f"{type(e).__name__}: {str(e)[:200]}"
+    if len(enc) != n:
+        return None, f"{len(enc)} examples, the file has {n}"
+    why = enc.problem(vocab_size)
+    return (None, why) if why else (enc, "")
+
+
 def cached_encode(tokenizer, data: TaskData, seq_length: int, truncation: str = "longest_first",
-                  cache_dir: str | None = None, reader_key: dict[str, Any] | None = None) -> Encoded:
-    """``encode_data`` with an on-disk cache (``cache_dir`` ``""`` disables it)."""
+                  cache_dir: str | None = None, reader_key: dict[str, Any] | None = None,
+                  say: Callable[[str], None] = log) -> Encoded:
+    """``encode_data`` with an on-disk cache (``cache_dir`` ``""`` disables it). An entry is used only if
+    it matches its SHA-256 manifest and fits the data; anything else is rebuilt (and ``say`` says so). A
+    cache that cannot be written (read-only, full) is skipped with a warning, never an error."""
     if cache_dir == "":
         return encode_data(tokenizer, data, seq_length, truncation)
     cache_dir = cache_dir or default_cache_dir()
@@ -478,20 +600,18 @@ def cached_encode(tokenizer, data: TaskData, seq_length: int, truncation: str = 
                    fields=list(data.text_fields), n=len(data), reader=reader_key or {})
     key = sha256_bytes(json.dumps(key_obj, sort_keys=True).encode())[:24]
     path = os.path.join(cache_dir, "tokenized", f"{Path(data.path).stem}-{key}.npz")
-    if os.path.isfile(path):
-        try:
-            with np.load(path) as z:
-                enc = Encoded(z["ids"], z["offsets"], z["type_split"])
-            if len(enc) == len(data):
-                return enc
-        except (OSError, ValueError, KeyError):
-            pass  # unreadable cache entry: rebuild it
+    if os.path.exists(path):
+        enc, why = _read_cache_entry(path, len(data), tokenizer.vocab_size)
+        if enc is not None:
+            return enc
+        say(f"warning: the tokenization cache entry {path} is damaged ({why}); rebuilding it")
     enc = encode_data(tokenizer, data, seq_length, truncation)
+    buf = io.BytesIO()
+    np.savez(buf, ids=enc.ids, offsets=enc.offsets, type_split=enc.type_split)
     try:
-        with atomic_write(path, "wb") as f:
-            np.savez(f, ids=enc.ids, offsets=enc.offsets, type_split=enc.type_split)
-    except OSError:
-        pass  # a read-only cache is not an error
+        atomic_write_bytes(path, buf.getvalue())    # the entry, then its SHA-256 manifest
+    except (OSError, OutputWriteError) as e:
+        say(f"warning: cannot write the tokenization cache ({e}); continuing without it")
     return enc
 
 
@@ -546,6 +666,7 @@ def write_train_texts(tasks: Sequence[str], out_path: str, data_dir: str | None 
     return {"path": out_path, "lines": len(seen), "bytes": n_bytes, "tasks": per_task}
 
 
-__all__ = ["subsample_tokens", "TaskSpec", "TASKS", "TASK_NAMES", "TaskFiles", "TaskData", "TaskDataError", "LabelMap", "Encoded",
-           "resolve_task", "read_examples", "encode_data", "cached_encode", "parse_tasks", "default_data_dir",
-           "default_vocab_path", "default_cache_dir", "subsample", "detect_format", "write_train_texts"]
+__all__ = ["TaskSpec", "TASKS", "TASK_NAMES", "BINARY", "TNEWS_LABELS", "IFLYTEK_LABELS", "OCNLI_LABELS",
+           "TaskFiles", "TaskData", "TaskDataError", "LabelMap", "Encoded", "resolve_task", "read_examples",
+           "read_transfer", "encode_data", "cached_encode", "parse_tasks", "default_data_dir", "default_vocab_path",
+           "default_cache_dir", "subsample", "subsample_tokens", "detect_format", "write_train_texts"]

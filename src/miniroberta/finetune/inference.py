@@ -1,13 +1,18 @@
-"""Classifier inference and scoring shared by fine-tuning, ``predict`` and the grid."""
+"""Classifier inference and scoring shared by fine-tuning, distillation, ``predict`` and the grid:
+logits over encoded examples, accuracy / macro-F1 / confusion, the majority-class check, and the
+prediction files (CLUE JSON lines or UER's TSV)."""
 from __future__ import annotations
 
-from typing import Any
+import json
+import math
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 
 from miniroberta.data.tasks import Encoded
 from miniroberta.modeling.bert import BertForSequenceClassification
+from miniroberta.utils import atomic_write
 
 
 def classification_metrics(gold: np.ndarray, pred: np.ndarray, num_labels: int) -> dict[str, Any]:
@@ -55,4 +60,36 @@ def predict_logits(model: BertForSequenceClassification, enc: Encoded, batch_siz
     return out
 
 
-__all__ = ["classification_metrics", "mean_cross_entropy", "predict_logits", "to_device"]
+def majority_class(gold: np.ndarray, num_labels: int) -> tuple[int, float]:
+    """(the most frequent class of ``gold``, its share): the accuracy of always predicting it."""
+    counts = np.bincount(np.asarray(gold, dtype=np.int64), minlength=num_labels)
+    k = int(counts.argmax())
+    return k, float(counts[k] / max(1, counts.sum()))
+
+
+def at_chance(acc: float, majority_rate: float, n: int) -> bool:
+    """Whether ``acc`` on ``n`` examples is at, or within the 95 % sampling margin above, the majority-class
+    rate: a model that learned nothing usable (it may predict one class for everything)."""
+    margin = 1.96 * math.sqrt(max(majority_rate * (1.0 - majority_rate), 1e-12) / max(1, n))
+    return acc <= majority_rate + margin
+
+
+def write_predictions(path: str, ids: Sequence[Any], labels: Sequence[str], submission: str = "tsv",
+                      probs: np.ndarray | None = None) -> str:
+    """``clue``: JSON lines ``{"id", "label"}`` (the CLUE submission format); ``tsv``: UER-py's
+    ``run_classifier_infer.py`` layout (a ``label`` column, and ``prob`` when ``probs`` is given)."""
+    if submission not in ("clue", "tsv"):
+        raise ValueError(f"unknown output format {submission!r} (clue or tsv)")
+    with atomic_write(path, "w", encoding="utf-8") as f:
+        if submission == "clue":
+            for i, lab in zip(ids, labels):
+                f.write(json.dumps({"id": i, "label": lab}, ensure_ascii=False) + "\n")
+        else:
+            f.write("label" + ("\tprob" if probs is not None else "") + "\n")
+            for r, lab in enumerate(labels):
+                f.write(lab + ("\t" + " ".join(f"{p:.6f}" for p in probs[r]) if probs is not None else "") + "\n")
+    return path
+
+
+__all__ = ["classification_metrics", "mean_cross_entropy", "predict_logits", "to_device", "majority_class",
+           "at_chance", "write_predictions"]

@@ -29,6 +29,7 @@ from miniroberta.integrity import atomic_write_bytes, verify_file
 from miniroberta.interop import uer
 from miniroberta.modeling.bert import TIED_KEYS, BertForMaskedLM, BertForSequenceClassification, BertModel
 from miniroberta.modeling.config import ConfigError, ModelConfig, load_config, replace
+from miniroberta.utils import sha256_file
 
 FORMAT = "miniroberta"
 FORMAT_VERSION = "1"
@@ -267,5 +268,22 @@ def load_finetuned(path: str, device: str | None = None) -> tuple[BertForSequenc
     return model, ft
 
 
-__all__ = ["find_model_dir", "load_finetuned", "save_native", "load_weights", "load_into", "load_model", "CheckpointError", "strip_tied",
+def model_fingerprint(path: str | os.PathLike | None) -> dict[str, Any]:
+    """Identity of a model's weights: ``{"path": absolute path, "sha256": of the weight file}`` (a directory's
+    ``model.safetensors`` or ``pytorch_model.bin``); ``{"path": None, "sha256": None}`` for no model."""
+    if not path:
+        return {"path": None, "sha256": None}
+    p = Path(path)
+    f = p
+    if p.is_dir():
+        for name in ("model.safetensors", "pytorch_model.bin"):
+            if (p / name).is_file():
+                f = p / name
+                break
+    if not f.is_file():
+        raise FileNotFoundError(f"{path}: no such model (no model.safetensors or pytorch_model.bin in it)")
+    return {"path": str(p.resolve()), "sha256": sha256_file(f)}
+
+
+__all__ = ["model_fingerprint", "find_model_dir", "load_finetuned", "save_native", "load_weights", "load_into", "load_model", "CheckpointError", "strip_tied",
            "normalize_hf_keys", "torch_load", "read_safetensors"]

@@ -15,10 +15,22 @@ and an argmax pass for the accuracy: for a tiny model that was a quarter of the 
 
 Numerically both are the float32 log-sum-exp of each row (``F.cross_entropy`` on float
 logits, within rounding); the gradient w.r.t. the logits has the logits' dtype, as autograd's.
+
+The two distillation losses (soft targets at a temperature T, Hinton et al. 2015) live here too:
+
+* :func:`kl_div_sum` -- ``T^2 * KL(softmax(teacher/T) || softmax(student/T))`` summed over rows:
+  general (MLM) distillation, ``pretrain --teacher``;
+* :func:`soft_target_loss_sum` -- ``(1 - alpha) * T^2 * CE(softmax(teacher/T), softmax(student/T))
+  + alpha * CE(gold, student)`` summed over rows, the hard term only where ``gold >= 0``: task
+  distillation, ``miniroberta distill``. The soft cross-entropy is the KL plus the teacher's
+  entropy, a constant: the same gradient, a loss value that reads as a cross-entropy.
+
+Both multiply by T^2 so the gradients keep their scale across temperatures.
 """
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 CHUNK_ROWS = 32  # rows of (M, V) logits per piece on CPUs: 32 x 21128 floats = 2.7 MB, cache-sized
 CHUNK_ROWS_CUDA = 4096  # GPUs: few, large pieces (kernel launches, not cache, are the cost)
@@ -130,4 +142,28 @@ def linear_cross_entropy_sum(x: torch.Tensor, weight: torch.Tensor, bias: torch.
     return _LinearCrossEntropySum.apply(x, weight, bias, labels, n)
 
 
-__all__ = ["cross_entropy_sum", "linear_cross_entropy_sum"]
+def kl_div_sum(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Sum over rows of ``T^2 * KL(softmax(teacher / T) || softmax(student / T))``, in float32.
+    ``student``, ``teacher``: (M, V) logits of any float dtype."""
+    t = float(temperature)
+    lt = F.log_softmax(teacher.float() / t, -1)
+    ls = F.log_softmax(student.float() / t, -1)
+    return (lt.exp() * (lt - ls)).sum() * (t * t)
+
+
+def soft_target_loss_sum(student: torch.Tensor, teacher: torch.Tensor, gold: torch.Tensor, temperature: float,
+                         alpha: float) -> torch.Tensor:
+    """Task distillation's summed loss of a batch: soft cross-entropy to the teacher at ``temperature``
+    (times T^2) with weight ``1 - alpha`` and, with weight ``alpha``, cross-entropy to the gold labels where
+    ``gold >= 0`` (transfer texts have no label: -1). ``student``, ``teacher``: (B, C) logits; ``gold``: (B,)."""
+    t = float(temperature)
+    soft = -(F.softmax(teacher.float() / t, -1) * F.log_softmax(student.float() / t, -1)).sum() * (t * t)
+    loss = (1.0 - alpha) * soft
+    if alpha > 0:
+        labelled = gold >= 0
+        if bool(labelled.any()):
+            loss = loss + alpha * F.cross_entropy(student.float()[labelled], gold[labelled], reduction="sum")
+    return loss
+
+
+__all__ = ["cross_entropy_sum", "linear_cross_entropy_sum", "kl_div_sum", "soft_target_loss_sum"]
