@@ -33,6 +33,7 @@ import os
 import time
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
 from miniroberta.data.tasks import LabelMap, TaskFiles, cached_encode, read_examples
@@ -304,6 +305,7 @@ def _result(run: dict[str, Any]) -> dict[str, Any]:
         best_epoch=best["epoch"], best_dev_acc=best["dev_acc"], macro_f1=best["dev_macro_f1"],
         best_dev_macro_f1=best["dev_macro_f1"], last_dev_acc=last["dev_acc"], last_dev_macro_f1=last["dev_macro_f1"],
         best_confusion=best["confusion"], epochs=task.epochs, chance=chance_check(best["dev_acc"], data, cfg),
+        dev_predictions=best.get("predictions"), dev_labels=np.asarray(data.y_dev).tolist(),
         settings=cfg.to_dict(), decisions=run["decisions"], vocab_path=os.path.abspath(data.vocab_path),
         vocab_sha256=data.tok.sha256, data_identity=data.identity(), model=model, device=str(run["device"]),
         precision=run["precision"], threads=run["threads"]["threads"], thread_policy=run["threads"],

@@ -184,7 +184,7 @@ class ClassifierTask:
                 f"{m['total']}), macro-F1 {m['macro_f1']:.4f}, {format_duration(ep_time)}"
                 f"{'  *best*' if improved else ''}")
         if improved:
-            self.best = dict(rec, confusion=m["confusion"])
+            self.best = dict(rec, confusion=m["confusion"], predictions=logits.argmax(1).tolist())
             self.best_state = trainer.precision.state_dict()
         self._mark = (float(tot[0]), float(tot[3]))
         self._epoch_t0 = time.time()
