@@ -71,7 +71,14 @@ def test_fill_mask_equals_pipeline(exported):
     again, _ = load_model(d, "mlm")
     assert [[x["token"] for x in r] for r in fill_mask(again, tok, TEXTS[:3], top_k=3)] == \
            [[x["token"] for x in r[:3]] for r in ours[:3]]
-    _same(fill_mask(model, tok, TEXTS[0], top_k=2)[0], ours[0][:2])  # a bare string, unbatched
+    # a bare string gives its candidates, as the pipeline does (a list of strings: one entry per text)
+    one = fill_mask(model, tok, TEXTS[0], top_k=2)
+    _same(one, pipe(TEXTS[0], top_k=2))
+    _same(one, ours[0][:2])
+    two = fill_mask(model, tok, TEXTS[5], top_k=2)   # two masks: one list per mask, like the pipeline
+    assert len(two) == 2 and all(len(g) == 2 for g in two)
+    for g, w in zip(two, pipe(TEXTS[5], top_k=2)):
+        _same(g, w)
 
 
 def test_fill_mask_errors(exported):
