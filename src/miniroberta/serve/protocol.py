@@ -43,19 +43,20 @@ class _GuardMixin:
         self._mr_arm()
 
     def data_received(self, data: bytes) -> None:
+        if self._mr_waiting():          # these bytes start (or continue) a request line and headers
+            end = data.find(b"\r\n\r\n")
+            self._mr_bytes += len(data) if end < 0 else end + 4
+            if self._mr_bytes > self.max_header_bytes:
+                self._mr_refuse(431, f"the request line and headers are larger than this server accepts "
+                                     f"({self.max_header_bytes} bytes, --max_header_bytes)", "max_header_bytes",
+                                self.max_header_bytes)
+                return
         super().data_received(data)  # type: ignore[misc]
         if self.transport.is_closing():  # type: ignore[attr-defined]
             self._mr_disarm()
-            return
-        if not self._mr_waiting():      # the headers are complete: the request belongs to the app now
+        elif not self._mr_waiting():    # the headers are complete: the request belongs to the app now
             self._mr_disarm()
             self._mr_bytes = 0
-            return
-        self._mr_bytes += len(data)
-        if self._mr_bytes > self.max_header_bytes:
-            self._mr_refuse(431, f"the request line and headers are larger than this server accepts "
-                                 f"({self.max_header_bytes} bytes, --max_header_bytes)", "max_header_bytes",
-                            self.max_header_bytes)
         elif self._mr_timer is None:
             self._mr_arm()
 

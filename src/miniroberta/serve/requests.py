@@ -76,8 +76,8 @@ def _kind(v: Any) -> str:
 def _check_keys(obj: dict[str, Any], allowed: Sequence[str]) -> None:
     for k in obj:
         if k not in allowed:
-            name = k if len(k) <= 40 and k.isprintable() else repr(k[:40])
-            raise RequestError(422, f"unknown field {name!r}; this endpoint takes {', '.join(allowed)}", field=name[:40])
+            name = k if 0 < len(k) <= 40 and k.isprintable() else repr(k[:40])
+            raise RequestError(422, f"unknown field {name}; this endpoint takes {', '.join(allowed)}", field=name)
 
 
 def check_text(s: Any, name: str, limits: ServeLimits, chars: int = 0) -> int:
