@@ -148,7 +148,7 @@ def _add_model_routes(app: FastAPI, services: dict[str, Service], limits: ServeL
     @app.post("/fill-mask")
     async def fill_mask_ep(request: Request) -> Response:
         s = service("fill-mask")
-        obj = parse_body(request.scope[BODY_KEY])
+        obj = parse_body(request.scope.pop(BODY_KEY))
         req = parse_fill_mask(obj, limits)
         ids = encode_fill_mask_checked(s.tokenizer, req, s.backend.info, limits, item_names(obj, len(req.items)))
         return json_response({"results": await s.batcher.submit([(req.top_k, row) for row in ids])})
@@ -156,14 +156,14 @@ def _add_model_routes(app: FastAPI, services: dict[str, Service], limits: ServeL
     @app.post("/embed")
     async def embed_ep(request: Request) -> Response:
         s = service("embed")
-        req = parse_embed(parse_body(request.scope[BODY_KEY]), limits)
+        req = parse_embed(parse_body(request.scope.pop(BODY_KEY)), limits)
         out = await s.batcher.submit([(req.pooling, t) for t in req.items])
         return json_response({"pooling": req.pooling, "dim": len(out[0]) if out else 0, "embeddings": out})
 
     @app.post("/classify")
     async def classify_ep(request: Request) -> Response:
         s = service("classify")
-        req = parse_classify(parse_body(request.scope[BODY_KEY]), limits)
+        req = parse_classify(parse_body(request.scope.pop(BODY_KEY)), limits)
         out = await s.batcher.submit([("single" if isinstance(t, str) else "pair", t) for t in req.items])
         return json_response({"results": out})
 
