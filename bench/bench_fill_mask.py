@@ -98,7 +98,7 @@ def onnx_backends_available(wanted: list[str]) -> list[str]:
     backends = [b for b in wanted if b != "torch"]
     if backends:
         try:
-            import onnxruntime  # noqa: F401
+            import onnxruntime  # noqa: F401, PLC0415 - optional dependency
         except ImportError:
             print("onnxruntime not installed: PyTorch only (pip install -e '.[serve]')", file=sys.stderr)
             return []
@@ -141,7 +141,7 @@ def bench_batch(args: argparse.Namespace, bs: int, tok: BertTokenizer, ours_mode
 
 def bench_size(args: argparse.Namespace, size: str, tok: BertTokenizer, onnx_backends: list[str],
                tmp: str) -> list[dict]:
-    from transformers import pipeline
+    from transformers import pipeline  # noqa: PLC0415 - optional dependency (the baseline)
     cfg = preset(size, vocab_size=len(tok))
     d = os.path.join(tmp, size)
     write_hf_dir(build_mlm(cfg, seed=0).state_dict(), cfg, args.vocab_path, d)
@@ -159,7 +159,8 @@ def bench_size(args: argparse.Namespace, size: str, tok: BertTokenizer, onnx_bac
         row = dict(size=size, preset=cfg.name, **bench_batch(args, bs, tok, ours_model, pipe, graphs))
         rows.append(row)
         print(f"{size:>7} bs={bs:<3} wall: ours {row['ours_sent_per_s']:7.1f}/s pipeline "
-              f"{row['pipeline_sent_per_s']:7.1f}/s x{row['speedup']:.2f} | cpu: ours {row['ours_sent_per_cpu_s']:7.1f}/s "
+              f"{row['pipeline_sent_per_s']:7.1f}/s x{row['speedup']:.2f} | "
+              f"cpu: ours {row['ours_sent_per_cpu_s']:7.1f}/s "
               f"pipeline {row['pipeline_sent_per_cpu_s']:7.1f}/s x{row['speedup_cpu']:.2f}"
               + "".join(f" | {b} x{row[f'{b}_speedup']:.2f}" for b in graphs), file=sys.stderr)
     return rows
@@ -168,7 +169,7 @@ def bench_size(args: argparse.Namespace, size: str, tok: BertTokenizer, onnx_bac
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     onnx_backends = onnx_backends_available(args.backends)
-    import transformers
+    import transformers  # noqa: PLC0415 - optional dependency (the baseline)
     transformers.logging.set_verbosity_error()
     torch.set_num_threads(args.threads)
     tok = BertTokenizer(args.vocab_path)
@@ -186,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
           + "".join(f" {b} sent/s (ratio) |" for b in extra))
     print("|---|---|---|---|---|" + "---|" * len(extra))
     for r in rows:
-        print(f"| {r['size']} ({r['preset']}) | {r['batch_size']} | {r['ours_sent_per_s']} / {r['ours_sent_per_cpu_s']} | "
+        print(f"| {r['size']} ({r['preset']}) | {r['batch_size']} | "
+              f"{r['ours_sent_per_s']} / {r['ours_sent_per_cpu_s']} | "
               f"{r['pipeline_sent_per_s']} / {r['pipeline_sent_per_cpu_s']} | {r['speedup']}x / {r['speedup_cpu']}x |"
               + "".join(f" {r[f'{b}_sent_per_s']} ({r[f'{b}_speedup']}x) |" for b in extra))
     print(f"\nwrote {args.output}", file=sys.stderr)

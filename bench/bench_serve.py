@@ -235,9 +235,9 @@ async def load(port: int, texts: list[str], concurrency: int, n: int, seconds: f
 # -------------------------------------------------------------------------- pipeline worker
 def pipeline_worker(args: argparse.Namespace) -> int:
     """The baseline server: transformers' pipeline, one text per call, in our FastAPI app."""
-    import uvicorn
-    from transformers import pipeline
-    from transformers.utils import logging as tlog
+    import uvicorn  # noqa: PLC0415 - optional dependencies, only in the baseline's process
+    from transformers import pipeline  # noqa: PLC0415
+    from transformers.utils import logging as tlog  # noqa: PLC0415
     tlog.set_verbosity_error()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -533,7 +533,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def export_graphs(args: argparse.Namespace, size: str, model: Path, tmpd: Path, meta: dict[str, Any]) -> dict[str, Path]:
+def export_graphs(args: argparse.Namespace, size: str, model: Path, tmpd: Path,
+                  meta: dict[str, Any]) -> dict[str, Path]:
     graphs: dict[str, Path] = {}
     if {"onnx", "int8"} & set(args.backends):
         for b in ("onnx", "int8"):

@@ -16,6 +16,10 @@ import torch
 
 from _ft_data import FILLER, KEYWORDS, write_vocab
 
+from miniroberta.interop.export import write_hf_dir
+from miniroberta.modeling.bert import BertForMaskedLM, BertForSequenceClassification
+from miniroberta.modeling.config import preset, replace
+
 EXTRA = list("天气很今我们去公园散步吧书喜欢这本下雨出门首都京")
 
 
@@ -35,9 +39,6 @@ def _perturb(model: torch.nn.Module, seed: int) -> None:
 
 
 def mlm_dir(out: Path, vocab: Path, size: str = "L2_H128", seed: int = 0, max_len: int = 128) -> Path:
-    from miniroberta.interop.export import write_hf_dir
-    from miniroberta.modeling.bert import BertForMaskedLM
-    from miniroberta.modeling.config import preset, replace
     n = len(vocab.read_text(encoding="utf-8").splitlines())
     cfg = replace(preset(size, vocab_size=n), max_position_embeddings=max_len)
     m = BertForMaskedLM(cfg)
@@ -49,10 +50,8 @@ def mlm_dir(out: Path, vocab: Path, size: str = "L2_H128", seed: int = 0, max_le
 
 def classifier_dir(out: Path, vocab: Path, size: str = "L2_H128", seed: int = 0, labels=("0", "1"),
                    seq_length: int = 32, max_len: int = 128) -> Path:
-    """A random BertForSequenceClassification in the layout `miniroberta finetune` writes (model/ with finetune.json)."""
-    from miniroberta.interop.export import write_hf_dir
-    from miniroberta.modeling.bert import BertForSequenceClassification
-    from miniroberta.modeling.config import preset, replace
+    """A random BertForSequenceClassification in the layout `miniroberta finetune` writes (model/ with
+    finetune.json)."""
     n = len(vocab.read_text(encoding="utf-8").splitlines())
     cfg = replace(preset(size, vocab_size=n), max_position_embeddings=max_len, id2label=dict(enumerate(labels)))
     m = BertForSequenceClassification(cfg)
@@ -76,7 +75,7 @@ class Server:
 
     def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None,
                  headers: dict[str, str] | None = None) -> None:
-        import httpx
+        import httpx  # noqa: PLC0415 - optional (the serve extra); only the server tests use it
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log

@@ -22,10 +22,10 @@ pytest.importorskip("onnx")
 from _serve_models import classifier_dir, mlm_dir, small_vocab  # noqa: E402
 
 from miniroberta import cli, utils  # noqa: E402
+from miniroberta.infer import onnx_export  # noqa: E402
 from miniroberta.infer.backends import OnnxBackend, meta_digest  # noqa: E402
 from miniroberta.infer.onnx_export import export_onnx  # noqa: E402
 from miniroberta.integrity import IntegrityError  # noqa: E402
-from miniroberta.outputs import OutputExists  # noqa: E402
 
 pytestmark = [pytest.mark.faults, pytest.mark.usefixtures("one_torch_thread")]
 REPO = Path(__file__).resolve().parents[1]
@@ -208,7 +208,6 @@ def test_dead_exports_temp_folder_is_removed(exported, tmp_path):
 def test_full_disk_during_export_is_one_line(exported, tmp_path, monkeypatch):
     """The graph's write fails half-way (ENOSPC): one line naming the path, the free space and what is
     intact; the temp folder is gone, nothing is left at --out."""
-    from miniroberta.infer import onnx_export
     out = tmp_path / "full" / "c.onnx"
 
     def half_written(backend, tok, path, opset=18):

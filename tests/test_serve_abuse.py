@@ -110,7 +110,8 @@ def read_response(s: socket.socket, timeout: float) -> bytes:
     while time.monotonic() < deadline:
         head, sep, body = out.partition(b"\r\n\r\n")
         if sep:
-            n = [int(line.split(b":")[1]) for line in head.lower().split(b"\r\n") if line.startswith(b"content-length:")]
+            n = [int(line.split(b":")[1]) for line in head.lower().split(b"\r\n")
+                 if line.startswith(b"content-length:")]
             if n and len(body) >= n[0]:
                 break
         chunk = s.recv(65536)

@@ -226,7 +226,7 @@ def verified_onnx_bytes(onnx_path: str | os.PathLike, meta: dict[str, Any]) -> b
 
 
 def session_options(threads: int = 0) -> Any:
-    import onnxruntime as ort
+    import onnxruntime as ort  # noqa: PLC0415 - optional dependency (serve extra)
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads > 0:
@@ -243,7 +243,7 @@ class OnnxBackend(Backend):
 
     def __init__(self, onnx_path: str | os.PathLike, threads: int = 0, verify: bool = True) -> None:
         try:
-            import onnxruntime as ort
+            import onnxruntime as ort  # noqa: PLC0415 - optional dependency (serve extra)
         except ImportError as e:  # pragma: no cover - depends on the install
             raise RuntimeError("onnxruntime is not installed: pip install -e \".[serve]\"") from e
         self.path = os.fspath(onnx_path)
@@ -300,6 +300,7 @@ def vocab_beside_onnx(onnx_path: str | os.PathLike) -> str:
     return check_onnx_vocab(onnx_path, p)
 
 
-__all__ = ["Backend", "TorchBackend", "ClassifierHead", "OnnxBackend", "HeadInfo", "TASKS", "INPUT_NAMES", "OUTPUT_NAMES",
+__all__ = ["Backend", "TorchBackend", "ClassifierHead", "OnnxBackend", "HeadInfo", "TASKS", "INPUT_NAMES",
+           "OUTPUT_NAMES",
            "onnx_meta_path", "read_onnx_meta", "meta_digest", "verified_onnx_bytes", "session_options",
            "check_onnx_vocab", "vocab_beside_onnx"]

@@ -163,7 +163,7 @@ def parity(torch_backend: Backend, onnx_backend: Backend, feed: dict[str, np.nda
 
 def quantize_int8(src: str, dst: str) -> None:
     """onnxruntime dynamic quantization: int8 weights of MatMul/Gemm, activations quantized per batch."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization import QuantType, quantize_dynamic  # noqa: PLC0415 - optional dependency
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)  # its "consider pre-processing" advice goes to the root logger
@@ -323,10 +323,10 @@ def _build(tb: TorchBackend, tok: BertTokenizer, meta: dict[str, Any], tmp: str,
 
 def external_data_files(graph: str) -> list[str]:
     """The external data files a graph refers to (names relative to its folder; none for ours, < 2 GB)."""
-    import onnx
-    from onnx.external_data_helper import _get_all_tensors, uses_external_data
+    import onnx  # noqa: PLC0415 - optional dependency (serve extra)
+    from onnx.external_data_helper import _get_all_tensors, uses_external_data  # noqa: PLC0415
     model = onnx.load(graph, load_external_data=False)
-    names = set()
+    names: set[str] = set()
     for t in _get_all_tensors(model):
         if uses_external_data(t):
             names.update(e.value for e in t.external_data if e.key == "location")

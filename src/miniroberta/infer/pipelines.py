@@ -85,7 +85,7 @@ def fill_mask(model: "torch.nn.Module | Backend", tokenizer: BertTokenizer, text
     "token_str", "sequence"}`` when it has one ``[MASK]``, or a list of such lists (one per mask, the
     other masks kept in ``sequence``) when it has several; for a list of strings, one such entry per text."""
     single = isinstance(texts, str)
-    items = [texts] if single else list(texts)
+    items: list[str] = [texts] if isinstance(texts, str) else list(texts)
     backend = as_backend(model, "fill-mask")
     out = fill_mask_ids(backend, tokenizer, encode_fill_mask(tokenizer, items, backend.info.max_length), top_k,
                         batch_size)

@@ -100,7 +100,8 @@ def _run_fn(service: Service, limits: ServeLimits):
         if fault and any(_text_of(it) == fault for it in items):
             raise RuntimeError(f"injected fault ({FAULT_ENV})")
         if service.task == "fill-mask":
-            return fill_mask_ids(be, tok, items, top_k=int(key), batch_size=limits.max_batch)
+            top_k: Any = key
+            return fill_mask_ids(be, tok, items, top_k=int(top_k), batch_size=limits.max_batch)
         if service.task == "embed":
             return embed(be, tok, items, pooling=str(key), seq_length=limits.seq_length,
                          batch_size=limits.max_batch).tolist()
@@ -202,7 +203,7 @@ def create_app(services: dict[str, Service], limits: ServeLimits | None = None,
 
     @app.get("/metrics")
     async def metrics_ep() -> Response:
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest  # noqa: PLC0415 - serve extra
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return Guard(app, services, metrics, limits, api_key)
@@ -271,7 +272,7 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    import uvicorn
+    import uvicorn  # noqa: PLC0415 - optional dependency (serve extra)
     cfg = config_from_args(args)
     lim = cfg.limits
     if cfg.api_key is None and not is_loopback(cfg.host):

@@ -13,7 +13,8 @@ from typing import Any
 from miniroberta.infer.backends import TASKS
 from miniroberta.settings import option, validate
 
-SERVED, NETWORK, BATCHING, LIMITS = "what to serve", "network and access", "batching", "limits (per request, per server)"
+SERVED, NETWORK, BATCHING = "what to serve", "network and access", "batching"
+LIMITS = "limits (per request, per server)"
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 API_KEY_ENV = "MINIROBERTA_API_KEY"
 
@@ -45,10 +46,10 @@ class ServeLimits:
                                   group=LIMITS, ge=1)
     read_timeout_s: float = option(10.0, "a request's headers, and then its body, must arrive within this many "
                                    "seconds (408)", effect="speed", group=LIMITS, gt=0, le=3600)
-    keep_alive_s: float = option(5.0, "an idle keep-alive connection is closed after this many seconds",
-                                 effect="speed", group=LIMITS, gt=0, le=3600)
-    shutdown_timeout_s: float = option(20.0, "SIGTERM: longest wait for requests in flight before they are "
-                                       "cancelled", effect="speed", group=LIMITS, ge=0, le=3600)
+    keep_alive_s: int = option(5, "an idle keep-alive connection is closed after this many seconds",
+                               effect="speed", group=LIMITS, ge=1, le=3600)
+    shutdown_timeout_s: int = option(20, "SIGTERM: longest wait for requests in flight before they are "
+                                     "cancelled", effect="speed", group=LIMITS, ge=0, le=3600)
 
     def body_limit(self) -> int:
         """The largest request body: every text at ``max_chars`` as ``\\uXXXX`` escapes plus room for the JSON."""

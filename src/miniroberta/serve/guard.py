@@ -28,7 +28,7 @@ import secrets
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 from miniroberta.serve.config import ServeLimits
 from miniroberta.serve.requests import RequestError
@@ -53,7 +53,7 @@ def error_bytes(err: RequestError, request_id: str | None) -> bytes:
     return json.dumps(body).encode("ascii")   # ASCII: an echoed field name cannot break the encoding
 
 
-def log_internal(request_id: str, scope: dict, exc: BaseException) -> None:
+def log_internal(request_id: str, scope: Mapping[str, Any], exc: BaseException) -> None:
     """The log line of an internal error (once per exception), with its request id and traceback."""
     if getattr(exc, "_miniroberta_logged", False):
         return
@@ -79,7 +79,8 @@ class Metrics:
 
     @classmethod
     def create(cls) -> "Metrics":
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+        from prometheus_client import (  # noqa: PLC0415 - optional dependency (serve extra)
+            CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics)
         disable_created_metrics()  # no *_created series: they double the output and nobody scrapes them here
         reg = CollectorRegistry()
         lat_buckets = (.0005, .001, .002, .003, .005, .0075, .01, .015, .025, .05, .075, .1, .25, .5, 1, 2.5, 5, 10)
@@ -238,7 +239,7 @@ class Guard:
             log_internal(rid, scope, e)
             await ex.error(RequestError(500, INTERNAL))
         finally:
-            if counted:
+            if counted and service is not None:
                 self.in_flight -= 1
                 service.batcher.inflight -= 1
                 self.metrics.in_flight.labels(endpoint).dec()

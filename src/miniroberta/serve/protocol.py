@@ -107,10 +107,12 @@ class _GuardMixin:
 def guarded_protocol(limits: ServeLimits, base: type | None = None) -> type:
     """uvicorn's HTTP protocol class (httptools if installed, else h11) with the bounds of ``limits``."""
     if base is None:
+        base_cls: type
         try:
-            from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as base
+            from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as base_cls  # noqa: PLC0415
         except ImportError:  # pragma: no cover - httptools is in the serve extra
-            from uvicorn.protocols.http.h11_impl import H11Protocol as base
+            from uvicorn.protocols.http.h11_impl import H11Protocol as base_cls  # noqa: PLC0415
+        base = base_cls
     return type(f"Guarded{base.__name__}", (_GuardMixin, base),
                 {"header_timeout": float(limits.read_timeout_s), "max_header_bytes": int(limits.max_header_bytes),
                  "max_connections": int(limits.max_connections)})

@@ -86,7 +86,8 @@ def check_text(s: Any, name: str, limits: ServeLimits, chars: int = 0) -> int:
         raise RequestError(422, f"{name} must be a string, got {_kind(s)}", field=name)
     n = len(s) + chars
     if n > limits.max_chars:
-        raise RequestError(413, f"{name} has {n} characters; the limit is --max_chars {limits.max_chars}",
+        what = f"{name} has {n} characters" if not chars else f"the pair ending in {name} has {n} characters"
+        raise RequestError(413, f"{what}; the limit is --max_chars {limits.max_chars}",
                            field=name, limit="max_chars", value=limits.max_chars)
     if not s.isascii():
         try:
@@ -172,8 +173,8 @@ def parse_classify(obj: dict[str, Any], limits: ServeLimits) -> Parsed:
             out.append((it, pair))
         else:
             if not isinstance(it, str):
-                raise RequestError(422, f"{name} must be a string or a [text, text_pair] list, got {_kind(it)}",
-                                   field=name)
+                what = "a string" if name == "text" else "a string or a [text, text_pair] list"
+                raise RequestError(422, f"{name} must be {what}, got {_kind(it)}", field=name)
             check_text(it, name, limits)
             out.append(it)
     return Parsed(out)
