@@ -33,7 +33,7 @@ class ModelSource:
     layer_norm: str | None = option(None, "override the LayerNorm flavour", effect="result", group=MODEL,
                                     choices=("hf", "uer"), default_text="the checkpoint's")
     batch_size: int = option(32, "texts per model call", effect="speed", group=RUN, ge=1)
-    threads: int = option(0, "intra-op threads (0: the library default)", effect="speed", group=RUN, ge=0)
+    threads: int = option(0, "intra-op threads (0: let the library choose)", effect="speed", group=RUN, ge=0)
     device: str = option("cpu", "cpu, cuda, cuda:1 ... (PyTorch only)", effect="speed", group=RUN)
 
     def problems(self) -> list[str]:
@@ -93,7 +93,7 @@ class ExportConfig:
     data_dir: str | None = option(None, "tasks folder", effect="speed", group=INT8,
                                   default_text="../shared/data/tasks")
     eval_limit: int = option(2000, "at most this many evaluation examples", effect="speed", group=INT8, ge=1)
-    threads: int = option(0, "intra-op threads (0: the library default)", effect="speed", group=OUTPUT, ge=0)
+    threads: int = option(0, "intra-op threads (0: let the library choose)", effect="speed", group=OUTPUT, ge=0)
 
     def problems(self) -> list[str]:
         return [] if self.out.endswith(".onnx") else [f"--out must name a .onnx file, got {self.out!r}"]

@@ -79,7 +79,7 @@ class ServeConfig:
                                group=SERVED, default_text="every head available")
     vocab_path: str | None = option(None, "vocab.txt", effect="result", group=SERVED,
                                     default_text="the one beside the model or graph")
-    threads: int = option(0, "intra-op threads of the model (0: the library default)", effect="speed",
+    threads: int = option(0, "intra-op threads of the model (0: let the library choose)", effect="speed",
                           group=SERVED, ge=0)
     host: str = option("127.0.0.1", "address to bind; a non-loopback one without --api_key logs a warning",
                        effect="speed", group=NETWORK)
