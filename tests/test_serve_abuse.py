@@ -337,6 +337,8 @@ def test_memory_stays_bounded_under_oversized_bodies(server):
 def test_404_405_and_bad_http_use_the_error_shape(server):
     r = server.client.get("/nope")
     assert r.status_code == 404 and is_error_shape(r) and "POST /fill-mask" in r.json()["error"]
+    r = server.client.post("/classify/", json={"text": "好"})
+    assert r.status_code == 404 and is_error_shape(r)
     r = server.client.get("/classify")
     assert r.status_code == 405 and is_error_shape(r) and r.headers["allow"] == "POST"
     r = server.client.post("/healthz")

@@ -189,7 +189,8 @@ def create_app(services: dict[str, Service], limits: ServeLimits | None = None,
             await s.batcher.stop()
         executor.shutdown(wait=True)
 
-    app = FastAPI(title="miniroberta", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(title="miniroberta", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None,
+                  redirect_slashes=False)   # /classify/ is a 404 in the error shape, not a redirect
     app.state.services, app.state.metrics, app.state.limits = services, metrics, limits
     _install_error_handlers(app)
     _add_model_routes(app, services, limits)
