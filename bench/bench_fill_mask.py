@@ -25,10 +25,12 @@ from pathlib import Path
 
 import torch
 
-from miniroberta.interop.checkpoint import load_model
-from miniroberta.modeling.config import preset
-from miniroberta.interop.export import write_hf_dir
+from miniroberta.infer.backends import OnnxBackend
+from miniroberta.infer.onnx_export import export_onnx
 from miniroberta.infer.pipelines import fill_mask
+from miniroberta.interop.checkpoint import load_model
+from miniroberta.interop.export import write_hf_dir
+from miniroberta.modeling.config import preset
 from miniroberta.modeling.bert import build_mlm
 from miniroberta.modeling.tokenizer import BertTokenizer
 from miniroberta.utils import atomic_write_json
@@ -69,7 +71,7 @@ def timed(fn, texts: list[str]) -> tuple[float, float]:
     return len(texts) / (time.perf_counter() - t0), len(texts) / (time.process_time() - c0)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", nargs="+", default=["tiny", "medium"])
     p.add_argument("--batch_sizes", nargs="+", type=int, default=[1, 32])
@@ -89,71 +91,90 @@ def main(argv: list[str] | None = None) -> int:
         args.sizes, args.rounds, args.sentences_bs1, args.sentences_batched = ["tiny"], 1, 4, 8
     args.output = args.output or (os.path.join(tempfile.gettempdir(), "fill_mask.quick.json") if args.quick
                                   else str(ROOT / "bench" / "results" / "fill_mask.json"))
-    onnx_backends = [b for b in args.backends if b != "torch"]
-    if onnx_backends:
+    return args
+
+
+def onnx_backends_available(wanted: list[str]) -> list[str]:
+    backends = [b for b in wanted if b != "torch"]
+    if backends:
         try:
-            import onnxruntime  # noqa: F401
+            import onnxruntime  # noqa: F401, PLC0415 - optional dependency
         except ImportError:
             print("onnxruntime not installed: PyTorch only (pip install -e '.[serve]')", file=sys.stderr)
-            onnx_backends = []
+            return []
+    return backends
 
-    import transformers
+
+def bench_batch(args: argparse.Namespace, bs: int, tok: BertTokenizer, ours_model, pipe,
+                graphs: dict[str, OnnxBackend]) -> dict:
+    """One row: our fill_mask (each backend) against the pipeline at batch size ``bs``, alternating rounds."""
+    texts = sentences(args.sentences_bs1 if bs == 1 else args.sentences_batched, seed=bs)
+    ours = lambda t: fill_mask(ours_model, tok, t, top_k=args.top_k, batch_size=bs)  # noqa: E731
+    theirs = lambda t: pipe(t, top_k=args.top_k, batch_size=bs)  # noqa: E731
+    # warm-up + sanity: same top-1 tokens
+    a, b = ours(texts[:4]), theirs(texts[:4])
+    agree = sum(x[0]["token"] == y[0]["token"] for x, y in zip(a, b)) / 4
+    others = {b: (lambda t, g=g: fill_mask(g, tok, t, top_k=args.top_k, batch_size=bs)) for b, g in graphs.items()}
+    for f in others.values():
+        f(texts[:4])
+    r_ours, r_hf = [], []
+    r_other: dict[str, list] = {b: [] for b in others}
+    for _ in range(args.rounds):
+        r_ours.append(timed(ours, texts))
+        r_hf.append(timed(theirs, texts))
+        for b, f in others.items():
+            r_other[b].append(timed(f, texts))
+    o, h = (statistics.median(x[0] for x in r) for r in (r_ours, r_hf))
+    oc, hc = (statistics.median(x[1] for x in r) for r in (r_ours, r_hf))
+    row = dict(batch_size=bs, sentences=len(texts), rounds=args.rounds,
+               ours_sent_per_s=round(o, 1), pipeline_sent_per_s=round(h, 1), speedup=round(o / h, 2),
+               ours_sent_per_cpu_s=round(oc, 1), pipeline_sent_per_cpu_s=round(hc, 1),
+               speedup_cpu=round(oc / hc, 2), top1_agreement=agree,
+               ours_rounds=[round(x[0], 1) for x in r_ours], pipeline_rounds=[round(x[0], 1) for x in r_hf])
+    for b, r in r_other.items():
+        w, c = statistics.median(x[0] for x in r), statistics.median(x[1] for x in r)
+        row.update({f"{b}_sent_per_s": round(w, 1), f"{b}_sent_per_cpu_s": round(c, 1),
+                    f"{b}_speedup": round(w / h, 2), f"{b}_speedup_cpu": round(c / hc, 2),
+                    f"{b}_rounds": [round(x[0], 1) for x in r]})
+    return row
+
+
+def bench_size(args: argparse.Namespace, size: str, tok: BertTokenizer, onnx_backends: list[str],
+               tmp: str) -> list[dict]:
+    from transformers import pipeline  # noqa: PLC0415 - optional dependency (the baseline)
+    cfg = preset(size, vocab_size=len(tok))
+    d = os.path.join(tmp, size)
+    write_hf_dir(build_mlm(cfg, seed=0).state_dict(), cfg, args.vocab_path, d)
+    ours_model, _ = load_model(d, "mlm")
+    ours_model.eval()
+    pipe = pipeline("fill-mask", model=d, device="cpu")
+    graphs = {}
+    for b in onnx_backends:
+        path = os.path.join(tmp, f"{size}-{b}.onnx")
+        export_onnx(d, "fill-mask", path, quantize="int8" if b == "int8" else None,
+                    eval_limit=50 if args.quick else 500, threads=args.threads)
+        graphs[b] = OnnxBackend(path, threads=args.threads)
+    rows = []
+    for bs in args.batch_sizes:
+        row = dict(size=size, preset=cfg.name, **bench_batch(args, bs, tok, ours_model, pipe, graphs))
+        rows.append(row)
+        print(f"{size:>7} bs={bs:<3} wall: ours {row['ours_sent_per_s']:7.1f}/s pipeline "
+              f"{row['pipeline_sent_per_s']:7.1f}/s x{row['speedup']:.2f} | "
+              f"cpu: ours {row['ours_sent_per_cpu_s']:7.1f}/s "
+              f"pipeline {row['pipeline_sent_per_cpu_s']:7.1f}/s x{row['speedup_cpu']:.2f}"
+              + "".join(f" | {b} x{row[f'{b}_speedup']:.2f}" for b in graphs), file=sys.stderr)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    onnx_backends = onnx_backends_available(args.backends)
+    import transformers  # noqa: PLC0415 - optional dependency (the baseline)
     transformers.logging.set_verbosity_error()
-    from transformers import pipeline
-
     torch.set_num_threads(args.threads)
     tok = BertTokenizer(args.vocab_path)
-    rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for size in args.sizes:
-            cfg = preset(size, vocab_size=len(tok))
-            d = os.path.join(tmp, size)
-            write_hf_dir(build_mlm(cfg, seed=0).state_dict(), cfg, args.vocab_path, d)
-            ours_model, _ = load_model(d, "mlm")
-            ours_model.eval()
-            pipe = pipeline("fill-mask", model=d, device="cpu")
-            graphs = {}
-            for b in onnx_backends:
-                from miniroberta.infer.backends import OnnxBackend
-                from miniroberta.infer.onnx_export import export_onnx
-                path = os.path.join(tmp, f"{size}-{b}.onnx")
-                export_onnx(d, "fill-mask", path, quantize="int8" if b == "int8" else None,
-                            eval_limit=50 if args.quick else 500, threads=args.threads)
-                graphs[b] = OnnxBackend(path, threads=args.threads)
-            for bs in args.batch_sizes:
-                texts = sentences(args.sentences_bs1 if bs == 1 else args.sentences_batched, seed=bs)
-                ours = lambda t: fill_mask(ours_model, tok, t, top_k=args.top_k, batch_size=bs)
-                theirs = lambda t: pipe(t, top_k=args.top_k, batch_size=bs)
-                # warm-up + sanity: same top-1 tokens
-                a, b = ours(texts[:4]), theirs(texts[:4])
-                agree = sum(x[0]["token"] == y[0]["token"] for x, y in zip(a, b)) / 4
-                others = {b: (lambda t, g=g: fill_mask(g, tok, t, top_k=args.top_k, batch_size=bs))
-                          for b, g in graphs.items()}
-                for f in others.values():
-                    f(texts[:4])
-                r_ours, r_hf = [], []
-                r_other: dict[str, list] = {b: [] for b in others}
-                for _ in range(args.rounds):
-                    r_ours.append(timed(ours, texts))
-                    r_hf.append(timed(theirs, texts))
-                    for b, f in others.items():
-                        r_other[b].append(timed(f, texts))
-                o, h = (statistics.median(x[0] for x in r) for r in (r_ours, r_hf))
-                oc, hc = (statistics.median(x[1] for x in r) for r in (r_ours, r_hf))
-                row = dict(size=size, preset=cfg.name, batch_size=bs, sentences=len(texts), rounds=args.rounds,
-                           ours_sent_per_s=round(o, 1), pipeline_sent_per_s=round(h, 1), speedup=round(o / h, 2),
-                           ours_sent_per_cpu_s=round(oc, 1), pipeline_sent_per_cpu_s=round(hc, 1),
-                           speedup_cpu=round(oc / hc, 2), top1_agreement=agree,
-                           ours_rounds=[round(x[0], 1) for x in r_ours], pipeline_rounds=[round(x[0], 1) for x in r_hf])
-                for b, r in r_other.items():
-                    w, c = statistics.median(x[0] for x in r), statistics.median(x[1] for x in r)
-                    row.update({f"{b}_sent_per_s": round(w, 1), f"{b}_sent_per_cpu_s": round(c, 1),
-                                f"{b}_speedup": round(w / h, 2), f"{b}_speedup_cpu": round(c / hc, 2),
-                                f"{b}_rounds": [round(x[0], 1) for x in r]})
-                rows.append(row)
-                print(f"{size:>7} bs={bs:<3} wall: ours {o:7.1f}/s pipeline {h:7.1f}/s x{o / h:.2f} | "
-                      f"cpu: ours {oc:7.1f}/s pipeline {hc:7.1f}/s x{oc / hc:.2f}"
-                      + "".join(f" | {b} x{row[f'{b}_speedup']:.2f}" for b in r_other), file=sys.stderr)
+        rows = [row for size in args.sizes for row in bench_size(args, size, tok, onnx_backends, tmp)]
     result = dict(
         benchmark="fill-mask throughput (sentences/s), random weights, google_zh vocab, CPU",
         torch=torch.__version__, transformers=transformers.__version__, threads=torch.get_num_threads(),
@@ -166,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
           + "".join(f" {b} sent/s (ratio) |" for b in extra))
     print("|---|---|---|---|---|" + "---|" * len(extra))
     for r in rows:
-        print(f"| {r['size']} ({r['preset']}) | {r['batch_size']} | {r['ours_sent_per_s']} / {r['ours_sent_per_cpu_s']} | "
+        print(f"| {r['size']} ({r['preset']}) | {r['batch_size']} | "
+              f"{r['ours_sent_per_s']} / {r['ours_sent_per_cpu_s']} | "
               f"{r['pipeline_sent_per_s']} / {r['pipeline_sent_per_cpu_s']} | {r['speedup']}x / {r['speedup_cpu']}x |"
               + "".join(f" {r[f'{b}_sent_per_s']} ({r[f'{b}_speedup']}x) |" for b in extra))
     print(f"\nwrote {args.output}", file=sys.stderr)

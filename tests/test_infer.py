@@ -19,7 +19,8 @@ transformers.logging.set_verbosity_error()
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 GOOGLE_VOCAB = DATA / "vocab" / "google_zh_vocab.txt"
-pytestmark = pytest.mark.skipif(not GOOGLE_VOCAB.exists(), reason="../shared/data/vocab/google_zh_vocab.txt not available")
+pytestmark = pytest.mark.skipif(not GOOGLE_VOCAB.exists(),
+                                reason="../shared/data/vocab/google_zh_vocab.txt not available")
 
 TEXTS = [
     "中国的首都是[MASK]京。",
@@ -71,7 +72,14 @@ def test_fill_mask_equals_pipeline(exported):
     again, _ = load_model(d, "mlm")
     assert [[x["token"] for x in r] for r in fill_mask(again, tok, TEXTS[:3], top_k=3)] == \
            [[x["token"] for x in r[:3]] for r in ours[:3]]
-    _same(fill_mask(model, tok, TEXTS[0], top_k=2)[0], ours[0][:2])  # a bare string, unbatched
+    # a bare string gives its candidates, as the pipeline does (a list of strings: one entry per text)
+    one = fill_mask(model, tok, TEXTS[0], top_k=2)
+    _same(one, pipe(TEXTS[0], top_k=2))
+    _same(one, ours[0][:2])
+    two = fill_mask(model, tok, TEXTS[5], top_k=2)   # two masks: one list per mask, like the pipeline
+    assert len(two) == 2 and all(len(g) == 2 for g in two)
+    for g, w in zip(two, pipe(TEXTS[5], top_k=2)):
+        _same(g, w)
 
 
 def test_fill_mask_errors(exported):
@@ -91,8 +99,8 @@ def test_fill_mask_cli(exported, tmp_path, capsys):
     inp = tmp_path / "texts.txt"
     inp.write_text("\n".join(TEXTS[:4]) + "\n\n", encoding="utf-8")
     assert cli.main(["fill-mask", "--model", str(d), "--input", str(inp), "--batch_size", "2", "--json"]) == 0
-    lines = [json.loads(l) for l in capsys.readouterr().out.splitlines()]
-    assert [l["text"] for l in lines] == TEXTS[:4]
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [x["text"] for x in lines] == TEXTS[:4]
     assert [p["token"] for p in lines[0]["predictions"]] == [p["token"] for p in fill_mask(model, tok, TEXTS[:1])[0]]
     assert cli.main(["fill-mask", "--model", str(d), "no mask"]) == 2
     assert "no [MASK]" in capsys.readouterr().err

@@ -8,15 +8,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 pytest.importorskip("onnxruntime")
-pytest.importorskip("onnx")
+onnx = pytest.importorskip("onnx")
 
 from _ft_data import write_single  # noqa: E402
 from _serve_models import EXTRA, classifier_dir, mlm_dir, small_vocab  # noqa: E402
 
 from miniroberta import cli  # noqa: E402
-from miniroberta.infer.backends import OnnxBackend  # noqa: E402
+from miniroberta.interop.checkpoint import load_finetuned  # noqa: E402
+from miniroberta.infer.backends import ClassifierHead, OnnxBackend  # noqa: E402
 from miniroberta.infer.onnx_export import export_onnx  # noqa: E402
 from miniroberta.infer.pipelines import classify, embed, fill_mask, load_backend  # noqa: E402
 
@@ -35,7 +37,8 @@ def _inputs(tok, task: str, seed: int = 0):
 
     def text(n):
         return "".join(rng.choice(chars) for _ in range(n))
-    rows = [tok.encode(text(n)) for n in (3, 17, 9)] + [tok.encode(text(a), text(b)) for a, b in ((5, 11), (20, 2), (1, 1))]
+    rows = [tok.encode(text(n)) for n in (3, 17, 9)]
+    rows += [tok.encode(text(a), text(b)) for a, b in ((5, 11), (20, 2), (1, 1))]
     if task == "fill-mask":
         for r in rows:
             r.input_ids[1 + rng.randrange(len(r.input_ids) - 2)] = tok.mask_id
@@ -73,7 +76,6 @@ def test_parity_with_pytorch(tmp_path, vocab, size, task):
     assert (out.parent / "vocab.txt").read_bytes() == vocab.read_bytes()
     if task == "classify":
         assert side["labels"] == ["0", "1"] and side["seq_length"] == 32
-    import onnx
     g = onnx.load(str(out)).graph
     dims = [[d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in g.input]
     assert all(isinstance(d[0], str) and isinstance(d[1], str) for d in dims[:3]), dims
@@ -82,9 +84,6 @@ def test_parity_with_pytorch(tmp_path, vocab, size, task):
 @pytest.mark.parametrize("size", ["L2_H128", "L4_H256"])
 def test_classifier_head_equals_full_forward(tmp_path, vocab, size):
     """The [CLS]-only last layer the classify backends run gives the full model's logits."""
-    import torch
-    from miniroberta.interop.checkpoint import load_finetuned
-    from miniroberta.infer.backends import ClassifierHead
     model, _ = load_finetuned(str(classifier_dir(tmp_path / "m", vocab, size=size)))
     tok = load_backend("classify", model=str(tmp_path / "m"))[1]
     ids, mask, types, _ = _inputs(tok, "classify", seed=3)

@@ -7,12 +7,9 @@ every wait bounded."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -25,7 +22,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 pytest.importorskip("onnxruntime")
 
-from _serve_models import classifier_dir, mlm_dir, small_vocab  # noqa: E402
+from _serve_models import Server, classifier_dir, mlm_dir, small_vocab  # noqa: E402
 
 from miniroberta import cli  # noqa: E402
 from miniroberta.infer.onnx_export import export_onnx  # noqa: E402
@@ -33,57 +30,6 @@ from miniroberta.infer.pipelines import classify, load_backend  # noqa: E402
 
 FAULT = "触发内部错误"
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """`miniroberta serve ARGS` in a subprocess; ready once /healthz answers (at most 90 s)."""
-
-    def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = log
-        self._log_f = open(log, "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "miniroberta.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port),
-             "--threads", "1", *args],
-            stdout=self._log_f, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
-        self.client = httpx.Client(base_url=self.url, timeout=30)
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{log.read_text(errors='replace')}")
-            try:
-                if self.client.get("/healthz").status_code == 200:
-                    return
-            except httpx.TransportError:
-                time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"server did not come up in 90 s:\n{log.read_text(errors='replace')}")
-
-    def metric(self, name: str, **labels: str) -> float:
-        want = "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else ""
-        for line in self.client.get("/metrics").text.splitlines():
-            if line.startswith(name + want + " "):
-                return float(line.rsplit(" ", 1)[1])
-        return 0.0
-
-    def stop(self) -> int:
-        self.client.close()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self._log_f.close()
-        return self.proc.returncode
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +46,8 @@ def models(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(models):
     s = Server(["--model", str(models["mlm"]), "--onnx", str(models["onnx"]), "--max_items", "8",
-                "--max_chars", "60", "--max_batch", "64", "--max_wait_ms", "100"],
+                "--max_chars", "60", "--max_batch", "64", "--max_wait_ms", "100", "--max_masks", "4",
+                "--max_results", "1000"],
                models["dir"] / "server.log", env={"MINIROBERTA_SERVE_FAULT": FAULT})
     yield s
     assert s.stop() == 0, s.log.read_text(errors="replace")
@@ -114,7 +61,9 @@ def test_healthz(server):
     assert h["status"] == "ok"
     assert {t: m["backend"] for t, m in h["models"].items()} == \
         {"fill-mask": "torch", "embed": "torch", "classify": "onnxruntime"}
-    assert h["limits"] == {"max_items": 8, "max_chars": 60}
+    assert h["limits"]["max_items"] == 8 and h["limits"]["max_chars"] == 60
+    assert h["limits"]["max_body_bytes"] == 8 * (60 * 6 + 64) + 65536
+    assert h["api_key"] is False
 
 
 def test_fill_mask_equals_cli(server, models, capsys):
@@ -132,6 +81,7 @@ def test_fill_mask_equals_cli(server, models, capsys):
                [(d["token"], d["token_str"], d["sequence"]) for d in flat(w)]
         np.testing.assert_allclose([d["score"] for d in flat(g)], [d["score"] for d in flat(w)], rtol=1e-5, atol=1e-7)
     one = server.client.post("/fill-mask", json={"text": texts[1], "top_k": 3}).json()["results"]
+    assert len(one) == 1  # the endpoint always answers with a list, one entry per text
     assert [d["token"] for d in one[0]] == [d["token"] for d in want[1]]
 
 
@@ -175,22 +125,30 @@ def test_classify_equals_predict(server, models, tmp_path):
     ("/classify", {"texts": ["好"] * 9}, 413, "limit", "max_items"),
     ("/embed", {"text": "好" * 61}, 413, "limit", "max_chars"),
     ("/classify", {"text": "好" * 31, "text_pair": "坏" * 30}, 413, "limit", "max_chars"),
-    ("/fill-mask", {"text": "没有掩码"}, 400, None, None),
+    ("/classify", {"texts": ["好", ["好" * 31, "坏" * 30]]}, 413, "field", "texts[1][1]"),
+    ("/fill-mask", {"text": "没有掩码"}, 400, "field", "text"),
+    ("/fill-mask", {"texts": ["好[MASK]", "没有掩码"]}, 400, "field", "texts[1]"),
     ("/fill-mask", {"texts": "not a list"}, 422, "field", "texts"),
     ("/fill-mask", {"text": "[MASK]", "top_k": 0}, 422, "field", "top_k"),
+    ("/fill-mask", {"text": "[MASK]", "top_k": True}, 422, "field", "top_k"),
+    ("/fill-mask", {"text": "[MASK]", "top_k": 101}, 422, "limit", "max_top_k"),
+    ("/fill-mask", {"text": "[MASK]" * 5}, 413, "limit", "max_masks"),
+    ("/fill-mask", {"texts": ["[MASK]" * 4] * 8, "top_k": 100}, 413, "limit", "max_results"),
     ("/embed", {"text": "好", "pooling": "max"}, 422, "field", "pooling"),
     ("/embed", {"txt": "好"}, 422, "field", "txt"),
-    ("/classify", {}, 422, "field", "body"),
-    ("/classify", {"texts": [["a", "b", "c"]]}, 422, "field", "body"),
+    ("/embed", {"texts": ["好", 3]}, 422, "field", "texts[1]"),
+    ("/classify", {}, 422, "field", "text"),
+    ("/classify", {"texts": [["a", "b", "c"]]}, 422, "field", "texts[0]"),
+    ("/classify", {"text": "好", "texts": ["好"]}, 422, "field", "texts"),
+    ("/classify", {"texts": ["好"], "text_pair": "坏"}, 422, "field", "text_pair"),
 ])
 def test_errors_are_json_naming_the_problem(server, path, body, status, key, value):
     r = server.client.post(path, json=body)
     assert r.status_code == status, r.text
     err = r.json()
-    assert "error" in err and err["error"]
-    if key:
-        assert err[key] == value
-    if status == 413:
+    assert "error" in err and err["error"] and err["request_id"] == r.headers["x-request-id"]
+    assert err[key] == value
+    if status == 413 and key == "limit":
         assert f"--{value}" in err["error"]
 
 
@@ -203,9 +161,13 @@ def test_oversized_body_refused_unread(server):
 
 def test_bad_json_and_internal_error_keep_the_server_alive(server):
     r = server.client.post("/embed", content=b'{"text": ', headers={"content-type": "application/json"})
-    assert r.status_code == 422 and "error" in r.json()
+    assert r.status_code == 422 and r.json()["field"] == "body" and "not valid JSON" in r.json()["error"]
     r = server.client.post("/classify", json={"texts": ["好", FAULT]})
-    assert r.status_code == 500 and "injected fault" in r.json()["error"]
+    assert r.status_code == 500
+    err = r.json()   # no exception text for the client: the id, whose log line has it
+    assert "injected" not in err["error"] and "RuntimeError" not in r.text
+    assert err["request_id"] == r.headers["x-request-id"]
+    assert f"request {err['request_id']}" in server.log.read_text(errors="replace")
     assert server.client.post("/classify", json={"text": "好"}).status_code == 200
     assert server.client.get("/healthz").status_code == 200
     assert server.metric("miniroberta_requests_total", endpoint="/classify", status="500") >= 1

@@ -54,7 +54,7 @@ def option(default: Any = MISSING, help: str = "", *, effect: str, default_facto
            lt: float | None = None, le: float | None = None, flag: str | None = None,
            aliases: Sequence[str] = (), cli: bool = True, hidden: bool = False, group: str | None = None,
            default_text: str | None = None, resume: bool | None = None, metavar: str | None = None,
-           parse: Callable[[str], Any] | None = None, const: Any = MISSING) -> Any:
+           parse: Callable[[str], Any] | None = None, const: Any = MISSING, repeatable: bool = False) -> Any:
     """A dataclass field with the metadata the generated CLI, the checks and the resume rule read.
 
     ``help``: one sentence, no default in it (the default is appended once, from the value or
@@ -63,7 +63,8 @@ def option(default: Any = MISSING, help: str = "", *, effect: str, default_facto
     True). ``const``: the value of the option given without an argument (``--resume`` = ``--resume yes``).
     ``aliases``: more spellings. ``cli=False``: not on the command line (set by code: a recipe,
     a test hook); ``hidden``: on it but not in ``--help``. ``resume``: whether a resume must match it
-    (default: ``effect == "result"``). ``parse``: the converter of one command-line string."""
+    (default: ``effect == "result"``). ``parse``: the converter of one command-line string.
+    ``repeatable``: a list option that may be given several times (``--onnx a --onnx b`` = ``--onnx a b``)."""
     if effect not in EFFECTS:
         raise ValueError(f"effect must be one of {EFFECTS}, got {effect!r}")
     if cli and not hidden and not help:
@@ -71,7 +72,7 @@ def option(default: Any = MISSING, help: str = "", *, effect: str, default_facto
     meta = dict(help=help, effect=effect, choices=tuple(choices) if choices is not None else None, gt=gt, ge=ge,
                 lt=lt, le=le, flag=flag, aliases=tuple(aliases), cli=cli, hidden=hidden, group=group,
                 default_text=default_text, resume=(effect == "result") if resume is None else resume,
-                metavar=metavar, parse=parse, const=const)
+                metavar=metavar, parse=parse, const=const, repeatable=repeatable)
     kw: dict[str, Any] = {"metadata": {_KEY: meta}}
     if default_factory is not MISSING:
         kw["default_factory"] = default_factory
@@ -192,6 +193,8 @@ def add_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: 
         elif item is not None:
             kw.update(nargs="*" if optional or d in ([], ()) else "+", type=m["parse"] or _scalar_of(item),
                       default=None if d is MISSING else (list(d) if isinstance(d, (list, tuple)) else d))
+            if m.get("repeatable"):   # argparse copies the default before extending it
+                kw.update(action="extend", nargs="+")
         else:
             kw.update(type=m["parse"] or _scalar_of(tp))
             if d is MISSING:

@@ -12,10 +12,13 @@ shared by the CLI commands and ``miniroberta serve``. Heads (``task``):
 ``TorchBackend`` wraps one of our ``nn.Module`` s (a classifier through ``ClassifierHead``, which
 runs the last layer for [CLS] only -- the logits need nothing else); ``OnnxBackend`` runs a graph written by
 ``miniroberta export-onnx`` (``infer/onnx_export.py``), reading its side JSON for the head kind,
-labels and lengths. onnxruntime is imported only when an ONNX backend is built.
+labels and lengths, and checking the graph against the SHA-256 recorded there (a damaged or truncated graph
+is refused with one line naming it, before onnxruntime sees it). onnxruntime is imported only when an
+ONNX backend is built.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -23,6 +26,10 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from miniroberta.integrity import IntegrityError
+from miniroberta.modeling.bert import attention_bias
+from miniroberta.utils import log, sha256_file
 
 TASKS = ("fill-mask", "embed", "classify")
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
@@ -56,7 +63,6 @@ class ClassifierHead(torch.nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 token_type_ids: torch.Tensor) -> torch.Tensor:
-        from miniroberta.modeling.bert import attention_bias
         bert = self.model.bert
         mask = attention_bias(attention_mask)
         x = bert.embeddings(input_ids, token_type_ids)
@@ -146,22 +152,81 @@ def onnx_meta_path(onnx_path: str | os.PathLike) -> str:
     return os.fspath(onnx_path) + ".json"
 
 
+def meta_digest(meta: dict[str, Any]) -> str:
+    """SHA-256 of the side JSON's content without its own ``meta_sha256`` (labels, lengths and the file
+    hashes are covered: a swapped label is refused like a flipped weight)."""
+    body = {k: v for k, v in meta.items() if k != "meta_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+                          .encode("utf-8")).hexdigest()
+
+
 def read_onnx_meta(onnx_path: str | os.PathLike) -> dict[str, Any]:
+    """The side JSON of a graph, checked against its own hash; one-line errors naming the file."""
     onnx_path = os.fspath(onnx_path)
     if not os.path.isfile(onnx_path):
         raise FileNotFoundError(f"{onnx_path}: no such ONNX file (write one with `miniroberta export-onnx`)")
     meta_path = onnx_meta_path(onnx_path)
     if not os.path.isfile(meta_path):
         raise FileNotFoundError(f"{meta_path}: missing; it is written beside the graph by `miniroberta export-onnx` "
-                                f"and records the head kind, labels and lengths")
-    meta = json.loads(open(meta_path, encoding="utf-8").read())
+                                f"and records the head kind, labels, lengths and the graph's SHA-256")
+    try:
+        with open(meta_path, encoding="utf-8") as f:
+            meta = json.load(f)
+    except (OSError, ValueError) as e:
+        raise IntegrityError(f"{meta_path}: unreadable ({str(e)[:100]}); it was damaged -- export the graph "
+                             f"again with `miniroberta export-onnx`") from None
+    if not isinstance(meta, dict):
+        raise IntegrityError(f"{meta_path}: not an export-onnx side file; export the graph again")
+    want = meta.get("meta_sha256")
+    if want is not None and want != meta_digest(meta):
+        raise IntegrityError(f"{meta_path}: damaged or edited -- its content no longer matches the SHA-256 recorded "
+                             f"in it when {os.path.basename(onnx_path)} was exported; export the graph again")
     if meta.get("task") not in TASKS:
         raise ValueError(f"{meta_path}: task {meta.get('task')!r} is not one of {TASKS}")
     return meta
 
 
+def _check_bytes(path: str, data: bytes | None, entry: dict[str, Any], meta_path: str) -> None:
+    size = len(data) if data is not None else os.path.getsize(path)
+    if size != entry.get("size"):
+        raise IntegrityError(f"{path}: damaged or truncated -- {size:,} bytes, but {entry.get('size'):,} were "
+                             f"exported (recorded in {os.path.basename(meta_path)}); export it again")
+    got = hashlib.sha256(data).hexdigest() if data is not None else sha256_file(path)
+    if got != entry.get("sha256"):
+        raise IntegrityError(f"{path}: damaged -- its SHA-256 {got[:16]}... differs from the "
+                             f"{str(entry.get('sha256'))[:16]}... recorded at export "
+                             f"({os.path.basename(meta_path)}); export it again")
+
+
+def verified_onnx_bytes(onnx_path: str | os.PathLike, meta: dict[str, Any]) -> bytes | None:
+    """Check the graph (and any external data file) against the SHA-256 recorded in its side JSON; returns
+    the graph's bytes, which were hashed, for onnxruntime to load (None when it has external data, which
+    onnxruntime must read from the folder). A graph exported before hashes were recorded is loaded
+    unverified, with a warning."""
+    onnx_path = os.fspath(onnx_path)
+    meta_path = onnx_meta_path(onnx_path)
+    record = meta.get("integrity")
+    if not isinstance(record, dict) or not isinstance(record.get("graph"), dict):
+        log(f"warning: {meta_path} records no SHA-256 (exported by an older miniroberta): {onnx_path} is used "
+            f"unverified; export it again to have it checked")
+        return None
+    external = record.get("external_data") or {}
+    data = None
+    if not external:
+        with open(onnx_path, "rb") as f:
+            data = f.read()
+    _check_bytes(onnx_path, data, record["graph"], meta_path)
+    folder = os.path.dirname(os.path.abspath(onnx_path))
+    for name, entry in external.items():
+        p = os.path.join(folder, name)
+        if not os.path.isfile(p):
+            raise IntegrityError(f"{p}: missing; it holds the weights of {onnx_path} -- export the graph again")
+        _check_bytes(p, None, entry, meta_path)
+    return data
+
+
 def session_options(threads: int = 0) -> Any:
-    import onnxruntime as ort
+    import onnxruntime as ort  # noqa: PLC0415 - optional dependency (serve extra)
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads > 0:
@@ -172,13 +237,13 @@ def session_options(threads: int = 0) -> Any:
 
 
 class OnnxBackend(Backend):
-    """An ``export-onnx`` graph in an onnxruntime CPU session."""
+    """An ``export-onnx`` graph in an onnxruntime CPU session, verified against its recorded SHA-256."""
 
     name = "onnxruntime"
 
-    def __init__(self, onnx_path: str | os.PathLike, threads: int = 0) -> None:
+    def __init__(self, onnx_path: str | os.PathLike, threads: int = 0, verify: bool = True) -> None:
         try:
-            import onnxruntime as ort
+            import onnxruntime as ort  # noqa: PLC0415 - optional dependency (serve extra)
         except ImportError as e:  # pragma: no cover - depends on the install
             raise RuntimeError("onnxruntime is not installed: pip install -e \".[serve]\"") from e
         self.path = os.fspath(onnx_path)
@@ -188,7 +253,14 @@ class OnnxBackend(Backend):
                                   int(meta.get("seq_length") or 128), meta.get("truncation") or "longest_first",
                                   extra=meta))
         self.meta = meta
-        self.session = ort.InferenceSession(self.path, session_options(threads), providers=["CPUExecutionProvider"])
+        graph = verified_onnx_bytes(self.path, meta) if verify else None
+        try:
+            self.session = ort.InferenceSession(graph if graph is not None else self.path, session_options(threads),
+                                                providers=["CPUExecutionProvider"])
+        except Exception as e:  # noqa: BLE001 - onnxruntime's errors are several pybind types
+            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise RuntimeError(f"{self.path}: onnxruntime cannot load this graph ({first}); export it again with "
+                               f"`miniroberta export-onnx`") from None
         self.input_names = [i.name for i in self.session.get_inputs()]
 
     def run(self, ids: np.ndarray, mask: np.ndarray, types: np.ndarray,
@@ -203,8 +275,21 @@ class OnnxBackend(Backend):
 
     def describe(self) -> dict[str, Any]:
         d = super().describe()
-        d.update(onnx=self.path, quantization=(self.meta.get("quantization") or {}).get("method", "none"))
+        d.update(quantization=(self.meta.get("quantization") or {}).get("method", "none"))
         return d
+
+
+def check_onnx_vocab(onnx_path: str | os.PathLike, vocab: str) -> str:
+    """``vocab`` when its SHA-256 is the one the graph was exported with (when recorded)."""
+    meta = read_onnx_meta(onnx_path)
+    if not os.path.isfile(vocab):
+        raise FileNotFoundError(f"{vocab}: no such vocab file")
+    want = meta.get("vocab_sha256")
+    if isinstance(want, str) and want and sha256_file(vocab) != want:
+        raise IntegrityError(f"{vocab}: its SHA-256 differs from the vocab {os.fspath(onnx_path)} was exported with "
+                             f"({want[:12]}..., recorded in {os.path.basename(onnx_meta_path(onnx_path))}); "
+                             f"use the vocab.txt export-onnx wrote beside the graph")
+    return vocab
 
 
 def vocab_beside_onnx(onnx_path: str | os.PathLike) -> str:
@@ -212,8 +297,10 @@ def vocab_beside_onnx(onnx_path: str | os.PathLike) -> str:
     p = os.path.join(os.path.dirname(os.path.abspath(os.fspath(onnx_path))), meta.get("vocab", "vocab.txt"))
     if not os.path.isfile(p):
         raise FileNotFoundError(f"{p}: the vocab written beside {onnx_path} by export-onnx is missing")
-    return p
+    return check_onnx_vocab(onnx_path, p)
 
 
-__all__ = ["Backend", "TorchBackend", "ClassifierHead", "OnnxBackend", "HeadInfo", "TASKS", "INPUT_NAMES", "OUTPUT_NAMES",
-           "onnx_meta_path", "read_onnx_meta", "session_options", "vocab_beside_onnx"]
+__all__ = ["Backend", "TorchBackend", "ClassifierHead", "OnnxBackend", "HeadInfo", "TASKS", "INPUT_NAMES",
+           "OUTPUT_NAMES",
+           "onnx_meta_path", "read_onnx_meta", "meta_digest", "verified_onnx_bytes", "session_options",
+           "check_onnx_vocab", "vocab_beside_onnx"]

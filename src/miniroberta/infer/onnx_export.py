@@ -9,7 +9,12 @@ mis-translated), so it fails the 1e-4 parity check below.
 
 Beside ``--out model.onnx`` go ``vocab.txt``, ``tokenizer_config.json`` and ``model.onnx.json``
 (head kind, labels, max length, fine-tuning seq_length/truncation, opset, exporter, parity,
-and -- with ``--quantize int8`` -- the accuracy change measured against the fp32 graph).
+-- with ``--quantize int8`` -- the accuracy change measured against the fp32 graph, and the SHA-256
+of the graph, of any external data file and of the side JSON itself, which every load checks).
+``--out`` is claimed like every output (``outputs.claim_output``): an existing graph is refused unless
+``--overwrite`` moves it aside, a second export to it fails at once naming the first; the work is done
+in a temp folder named with host and pid (a killed export's folder is removed by the next one), and a
+full or read-only disk is one line naming the path, the free space and what is intact.
 
 Every export is checked before it is put in place: onnxruntime and PyTorch are run on single
 texts and pairs padded in one batch, and the export fails when they differ by more than 1e-4
@@ -35,11 +40,19 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from miniroberta.data.tasks import TASKS as CLUE_TASKS
+from miniroberta.data.tasks import LabelMap, default_data_dir, encode_data, read_examples
 from miniroberta.infer.backends import INPUT_NAMES, OUTPUT_NAMES, TASKS, Backend, OnnxBackend, TorchBackend, \
-    onnx_meta_path
-from miniroberta.infer.pipelines import classify_logits, load_backend
+    meta_digest, onnx_meta_path
+from miniroberta.infer.config import ExportConfig
+from miniroberta.infer.pipelines import _pad, classify_logits, embed, load_backend
+from miniroberta.interop.checkpoint import find_model_dir
+from miniroberta.interop.export import SPECIAL_TOKENS_MAP, shared_data_dir, tokenizer_config
 from miniroberta.modeling.tokenizer import BertTokenizer
-from miniroberta.utils import atomic_write_json, atomic_write_text, fsync_dir, log
+from miniroberta.outputs import claim_output
+from miniroberta.settings import add_options, from_args
+from miniroberta.utils import OutputWriteError, atomic_write_json, atomic_write_text, fsync_dir, log, sha256_file, \
+    temp_prefix, write_error
 
 OPSET = 18
 PARITY_TOL = 1e-4
@@ -150,7 +163,7 @@ def parity(torch_backend: Backend, onnx_backend: Backend, feed: dict[str, np.nda
 
 def quantize_int8(src: str, dst: str) -> None:
     """onnxruntime dynamic quantization: int8 weights of MatMul/Gemm, activations quantized per batch."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization import QuantType, quantize_dynamic  # noqa: PLC0415 - optional dependency
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)  # its "consider pre-processing" advice goes to the root logger
@@ -163,7 +176,6 @@ def quantize_int8(src: str, dst: str) -> None:
 
 # ------------------------------------------------------------------------- quantization cost
 def _corpus_texts(n: int, seed: int = 0) -> list[str]:
-    from miniroberta.interop.export import shared_data_dir
     corpus = sorted((shared_data_dir() / "corpus").glob("*.txt"))
     lines: list[str] = []
     if corpus:
@@ -187,7 +199,6 @@ def _read_lines(path: str, n: int) -> list[str]:
 def measure_fill_mask(fp32: Backend, int8: Backend, tok: BertTokenizer, texts: Sequence[str],
                       seed: int = 0) -> dict[str, Any]:
     """Mask one character of each text (seeded) and compare top-1 of fp32 and int8 (and with the truth)."""
-    from miniroberta.infer.pipelines import _pad
     rng = random.Random(seed)
     rows, truth = [], []
     for t in texts:
@@ -215,7 +226,6 @@ def measure_fill_mask(fp32: Backend, int8: Backend, tok: BertTokenizer, texts: S
 
 
 def measure_embed(fp32: Backend, int8: Backend, tok: BertTokenizer, texts: Sequence[str]) -> dict[str, Any]:
-    from miniroberta.infer.pipelines import embed
     a = embed(fp32, tok, texts, pooling="cls")
     b = embed(int8, tok, texts, pooling="cls")
     cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
@@ -225,14 +235,13 @@ def measure_embed(fp32: Backend, int8: Backend, tok: BertTokenizer, texts: Seque
 def measure_classify(fp32: Backend, int8: Backend, tok: BertTokenizer, path: str, meta: dict[str, Any],
                      limit: int | None = None) -> dict[str, Any]:
     """Accuracy of both graphs on a labeled file (the fine-tuning task's dev set by default)."""
-    from miniroberta.data import tasks as T
     fields = tuple(meta["text_fields"]) if meta.get("text_fields") else None
-    data = T.read_examples(path, text_fields=fields, label_field=meta.get("label_field", "label"),
+    data = read_examples(path, text_fields=fields, label_field=meta.get("label_field", "label"),
                            drop_labels=tuple(meta.get("drop_labels") or ()))
     if limit:
         data = data.subset(range(min(limit, len(data))))
-    gold = T.LabelMap(list(fp32.info.labels)).encode(data)
-    enc = T.encode_data(tok, data, fp32.info.seq_length, fp32.info.truncation)
+    gold = LabelMap(list(fp32.info.labels)).encode(data)
+    enc = encode_data(tok, data, fp32.info.seq_length, fp32.info.truncation)
     a = classify_logits(fp32, enc, 64, tok.pad_id).argmax(1)
     b = classify_logits(int8, enc, 64, tok.pad_id).argmax(1)
     acc32, acc8 = float((a == gold).mean()), float((b == gold).mean())
@@ -242,11 +251,10 @@ def measure_classify(fp32: Backend, int8: Backend, tok: BertTokenizer, path: str
 
 def default_eval_path(meta: dict[str, Any], data_dir: str | None) -> str | None:
     """The dev file of the task the classifier was fine-tuned on, when the data folder has it."""
-    from miniroberta.data import tasks as T
     task = meta.get("task")
-    if task not in T.TASKS:
+    if task not in CLUE_TASKS:
         return None
-    p = os.path.join(data_dir or T.default_data_dir(), task, T.TASKS[task].dev)
+    p = os.path.join(data_dir or default_data_dir(), task, CLUE_TASKS[task].dev)
     return p if os.path.isfile(p) else None
 
 
@@ -266,7 +274,6 @@ def measure(task: str, fp32: Backend, int8: Backend, tok: BertTokenizer, meta: d
 
 # ----------------------------------------------------------------------------------- export
 def _finetune_meta(model: str) -> dict[str, Any]:
-    from miniroberta.interop.checkpoint import find_model_dir
     p = Path(find_model_dir(model))
     fj = p / "finetune.json"
     if p.is_dir() and fj.is_file():
@@ -277,11 +284,81 @@ def _finetune_meta(model: str) -> dict[str, Any]:
     return {}
 
 
+def _base_meta(tb: TorchBackend, tok: BertTokenizer, model: str, task: str, opset: int) -> dict[str, Any]:
+    return dict(
+        format="miniroberta-onnx", version=2, task=task, opset=opset, exporter=EXPORTER, torch=torch.__version__,
+        inputs=list(INPUT_NAMES) + (["masked_positions"] if task == "fill-mask" else []),
+        output=OUTPUT_NAMES[task], dynamic_axes={"batch": 0, "sequence": 1},
+        max_length=tb.info.max_length, vocab_size=tb.info.vocab_size, hidden_size=tb.info.hidden_size,
+        labels=list(tb.info.labels), seq_length=tb.info.seq_length, truncation=tb.info.truncation,
+        vocab="vocab.txt", vocab_sha256=tok.sha256, source_model=os.path.abspath(model),
+        finetune=_finetune_meta(model) if task == "classify" else {}, quantization=None)
+
+
+def _build(tb: TorchBackend, tok: BertTokenizer, meta: dict[str, Any], tmp: str, quantize: str | None,
+           eval_path: str | None, data_dir: str | None, eval_limit: int, threads: int) -> str:
+    """Export (and quantize) in ``tmp``, checked; returns the graph to put in place."""
+    task = meta["task"]
+    fp32_path = os.path.join(tmp, "fp32.onnx")
+    export_graph(tb, tok, fp32_path, meta["opset"])
+    fp32 = _onnx_backend(fp32_path, meta, threads)
+    diff = parity(tb, fp32, sample_inputs(tok, task, tb.info.max_length))
+    meta["parity"] = dict(max_abs_diff=diff, tolerance=PARITY_TOL, inputs="3 single texts + 2 pairs, padded "
+                          "batch and each alone")
+    if not diff <= PARITY_TOL:
+        raise RuntimeError(f"ONNX export differs from PyTorch by {diff:.3g} (> {PARITY_TOL}); not written")
+    log(f"export-onnx: {task} graph exported, max |onnxruntime - torch| = {diff:.2e}")
+    if quantize != "int8":
+        return fp32_path
+    int8_path = os.path.join(tmp, "int8.onnx")
+    quantize_int8(fp32_path, int8_path)
+    int8 = _onnx_backend(int8_path, meta, threads)
+    cost = measure(task, fp32, int8, tok, meta, eval_path, data_dir, eval_limit)
+    meta["quantization"] = dict(method="int8", tool="onnxruntime.quantization.quantize_dynamic",
+                                weight_type="QInt8", ops=["MatMul", "Gemm"],
+                                fp32_bytes=os.path.getsize(fp32_path), int8_bytes=os.path.getsize(int8_path), **cost)
+    log("export-onnx: int8 " + ", ".join(f"{k}={_fmt(v)}" for k, v in cost.items()))
+    return int8_path
+
+
+def external_data_files(graph: str) -> list[str]:
+    """The external data files a graph refers to (names relative to its folder; none for ours, < 2 GB)."""
+    import onnx  # noqa: PLC0415 - optional dependency (serve extra)
+    from onnx.external_data_helper import _get_all_tensors, uses_external_data  # noqa: PLC0415
+    model = onnx.load(graph, load_external_data=False)
+    names: set[str] = set()
+    for t in _get_all_tensors(model):
+        if uses_external_data(t):
+            names.update(e.value for e in t.external_data if e.key == "location")
+    return sorted(names)
+
+
+def _place(final: str, out: str, meta: dict[str, Any]) -> None:
+    """Record the graph's (and external data's) SHA-256 in ``meta``, move the files into place, then
+    write the side JSON last, with its own hash (a crash in between leaves a graph that is refused)."""
+    tmp, out_dir = os.path.dirname(final), os.path.dirname(out)
+    external = external_data_files(final)
+    meta["bytes"] = os.path.getsize(final)
+    meta["integrity"] = {"algorithm": "sha256",
+                         "graph": {"sha256": sha256_file(final), "size": meta["bytes"]},
+                         "external_data": {n: {"sha256": sha256_file(os.path.join(tmp, n)),
+                                               "size": os.path.getsize(os.path.join(tmp, n))} for n in external}}
+    for n in external:
+        if os.path.exists(os.path.join(out_dir, n)):
+            raise FileExistsError(f"{os.path.join(out_dir, n)} exists; export to another folder")
+        os.replace(os.path.join(tmp, n), os.path.join(out_dir, n))
+    os.replace(final, out)
+    fsync_dir(out_dir)
+    meta["meta_sha256"] = meta_digest(meta)
+    atomic_write_json(onnx_meta_path(out), meta)
+
+
 def export_onnx(model: str, task: str, out: str, quantize: str | None = None, vocab_path: str | None = None,
                 opset: int = OPSET, eval_path: str | None = None, data_dir: str | None = None,
-                eval_limit: int = 2000, threads: int = 0) -> dict[str, Any]:
-    """Export ``model``'s ``task`` head to ``out`` (checked against PyTorch), optionally int8;
-    returns the side JSON it wrote."""
+                eval_limit: int = 2000, threads: int = 0, overwrite: bool = False) -> dict[str, Any]:
+    """Export ``model``'s ``task`` head to ``out`` (checked against PyTorch), optionally int8; returns the
+    side JSON it wrote. ``out`` is claimed (``outputs.claim_output``): an existing graph is refused unless
+    ``overwrite`` (moved aside), a concurrent export to it fails at once naming the first."""
     if task not in TASKS:
         raise ValueError(f"--task must be one of {TASKS}, got {task!r}")
     if quantize not in (None, "none", "int8"):
@@ -289,65 +366,46 @@ def export_onnx(model: str, task: str, out: str, quantize: str | None = None, vo
     if not out.endswith(".onnx"):
         raise ValueError(f"--out must name a .onnx file, got {out!r}")
     t0 = time.time()
-    tb, tok = load_backend(task, model=model, vocab_path=vocab_path, threads=threads)
-    if not isinstance(tb, TorchBackend):  # pragma: no cover - load_backend(model=...) is torch
-        raise RuntimeError("export needs the PyTorch model")
     out = os.path.abspath(out)
-    out_dir = os.path.dirname(out)
-    os.makedirs(out_dir, exist_ok=True)
-    meta: dict[str, Any] = dict(
-        format="miniroberta-onnx", version=1, task=task, opset=opset, exporter=EXPORTER, torch=torch.__version__,
-        inputs=list(INPUT_NAMES) + (["masked_positions"] if task == "fill-mask" else []),
-        output=OUTPUT_NAMES[task], dynamic_axes={"batch": 0, "sequence": 1},
-        max_length=tb.info.max_length, vocab_size=tb.info.vocab_size, hidden_size=tb.info.hidden_size,
-        labels=list(tb.info.labels), seq_length=tb.info.seq_length, truncation=tb.info.truncation,
-        vocab="vocab.txt", vocab_sha256=tok.sha256, source_model=os.path.abspath(model),
-        finetune=_finetune_meta(model) if task == "classify" else {}, quantization=None)
-    tmp = tempfile.mkdtemp(prefix=".export-onnx.", dir=out_dir)
-    try:
-        fp32_path = os.path.join(tmp, "fp32.onnx")
-        export_graph(tb, tok, fp32_path, opset)
-        fp32 = _onnx_backend(fp32_path, meta, threads)
-        diff = parity(tb, fp32, sample_inputs(tok, task, tb.info.max_length))
-        meta["parity"] = dict(max_abs_diff=diff, tolerance=PARITY_TOL, inputs="3 single texts + 2 pairs, padded "
-                              "batch and each alone")
-        if not diff <= PARITY_TOL:
-            raise RuntimeError(f"ONNX export differs from PyTorch by {diff:.3g} (> {PARITY_TOL}); not written")
-        log(f"export-onnx: {task} graph exported, max |onnxruntime - torch| = {diff:.2e}")
-        final = fp32_path
-        if quantize == "int8":
-            int8_path = os.path.join(tmp, "int8.onnx")
-            quantize_int8(fp32_path, int8_path)
-            int8 = _onnx_backend(int8_path, meta, threads)
-            cost = measure(task, fp32, int8, tok, meta, eval_path, data_dir, eval_limit)
-            meta["quantization"] = dict(method="int8", tool="onnxruntime.quantization.quantize_dynamic",
-                                        weight_type="QInt8", ops=["MatMul", "Gemm"],
-                                        fp32_bytes=os.path.getsize(fp32_path), int8_bytes=os.path.getsize(int8_path),
-                                        **cost)
-            log("export-onnx: int8 " + ", ".join(f"{k}={_fmt(v)}" for k, v in cost.items()))
-            final = int8_path
-        meta["bytes"] = os.path.getsize(final)
-        meta["export_seconds"] = round(time.time() - t0, 2)
-        _write_beside(tok, out_dir)
-        os.replace(final, out)
-        fsync_dir(out_dir)
-        atomic_write_json(onnx_meta_path(out), meta)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with claim_output(out, overwrite=overwrite, related=[onnx_meta_path(out)], command="export-onnx",
+                      can_resume=False, what="a graph exported earlier") as claim:
+        tb, tok = load_backend(task, model=model, vocab_path=vocab_path, threads=threads)
+        if not isinstance(tb, TorchBackend):  # pragma: no cover - load_backend(model=...) is torch
+            raise RuntimeError("export needs the PyTorch model")
+        meta = _base_meta(tb, tok, model, task, opset)
+        tmp = None
+        try:
+            tmp = tempfile.mkdtemp(prefix=temp_prefix(out), suffix=".tmp", dir=os.path.dirname(out))
+            final = _build(tb, tok, meta, tmp, quantize, eval_path, data_dir, eval_limit, threads)
+            meta["export_seconds"] = round(time.time() - t0, 2)
+            _write_beside(tok, os.path.dirname(out))
+            _place(final, out, meta)
+        except OSError as e:
+            raise _write_failure(out, e, claim.retired) from None
+        finally:
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
     return meta
 
 
+def _write_failure(out: str, e: OSError, retired: list[str]) -> OSError | OutputWriteError:
+    """Disk full / read-only / permission errors as one line naming the path, the free space and what is
+    intact; other errors unchanged."""
+    err = write_error(out, e, False)
+    if isinstance(err, OutputWriteError) and retired:
+        return OutputWriteError(f"{err}; the previous export was moved to {retired[0]} (--overwrite) and is intact")
+    return err
+
+
 def _onnx_backend(path: str, meta: dict[str, Any], threads: int = 0) -> OnnxBackend:
-    """An ``OnnxBackend`` on a graph whose side JSON is not written yet (during export)."""
+    """An ``OnnxBackend`` on a graph whose side JSON is not written yet (during export: no hash to check)."""
     atomic_write_json(onnx_meta_path(path), meta)
-    return OnnxBackend(path, threads=threads)
+    return OnnxBackend(path, threads=threads, verify=False)
 
 
 def _write_beside(tok: BertTokenizer, out_dir: str) -> None:
-    from miniroberta.interop.export import SPECIAL_TOKENS_MAP, tokenizer_config
     target = os.path.join(out_dir, "vocab.txt")
     if os.path.isfile(target):
-        from miniroberta.utils import sha256_file
         if sha256_file(target) != tok.sha256:
             raise FileExistsError(f"{target} exists with a different vocab; export to another folder")
     else:
@@ -362,27 +420,17 @@ def _fmt(v: Any) -> str:
 
 # --------------------------------------------------------------------------------------- CLI
 def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True,
-                   help="HF directory, native checkpoint, or a fine-tune --output_dir (for --task classify)")
-    p.add_argument("--task", required=True, choices=TASKS, help="which head the graph computes")
-    p.add_argument("--out", required=True, help="the .onnx file; vocab.txt and OUT.json are written beside it")
-    p.add_argument("--quantize", choices=("none", "int8"), default="none",
-                   help="int8: onnxruntime dynamic quantization, accuracy change measured and recorded")
-    p.add_argument("--vocab_path", default=None)
-    p.add_argument("--opset", type=int, default=OPSET)
-    p.add_argument("--eval_path", default=None,
-                   help="int8 cost: labeled dev file (classify; default: the fine-tuning task's dev set in "
-                        "--data_dir) or one text per line (fill-mask/embed; default: the shared corpus)")
-    p.add_argument("--data_dir", default=None, help="tasks folder (default ../shared/data/tasks)")
-    p.add_argument("--eval_limit", type=int, default=2000, help="at most this many evaluation examples")
-    p.add_argument("--threads", type=int, default=0)
+    add_options(p, ExportConfig, groups={})
 
 
 def run(args: argparse.Namespace) -> int:
-    meta = export_onnx(args.model, args.task, args.out, None if args.quantize == "none" else args.quantize,
-                       args.vocab_path, args.opset, args.eval_path, args.data_dir, args.eval_limit, args.threads)
-    summary = dict(out=os.path.abspath(args.out), task=meta["task"], opset=meta["opset"], bytes=meta["bytes"],
-                   parity_max_abs_diff=meta["parity"]["max_abs_diff"], quantization=meta["quantization"])
+    cfg = from_args(ExportConfig, args).validate()
+    meta = export_onnx(cfg.model, cfg.task, cfg.out, None if cfg.quantize == "none" else cfg.quantize,
+                       cfg.vocab_path, cfg.opset, cfg.eval_path, cfg.data_dir, cfg.eval_limit, cfg.threads,
+                       overwrite=cfg.overwrite)
+    summary = dict(out=os.path.abspath(cfg.out), task=meta["task"], opset=meta["opset"], bytes=meta["bytes"],
+                   sha256=meta["integrity"]["graph"]["sha256"], parity_max_abs_diff=meta["parity"]["max_abs_diff"],
+                   quantization=meta["quantization"])
     print(json.dumps(summary, ensure_ascii=False, indent=2))
     return 0
 

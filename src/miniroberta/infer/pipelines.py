@@ -17,20 +17,21 @@ import argparse
 import json
 import os
 import sys
-from typing import TYPE_CHECKING, Any, Sequence, Union
+from typing import Any, Sequence, Union
 
 import numpy as np
 import torch
 
-from miniroberta.infer.backends import Backend, OnnxBackend, TorchBackend, vocab_beside_onnx
+from miniroberta.data.tasks import Encoded, TaskData, encode_data
+from miniroberta.infer.backends import Backend, OnnxBackend, TorchBackend, check_onnx_vocab, vocab_beside_onnx
+from miniroberta.infer.config import POOLINGS, EmbedConfig, FillMaskConfig, ModelSource
+from miniroberta.interop.checkpoint import load_finetuned, load_model
+from miniroberta.interop.export import resolve_vocab
 from miniroberta.modeling.tokenizer import BertTokenizer
+from miniroberta.outputs import claim_output
+from miniroberta.settings import add_options, from_args
 from miniroberta.textio import read_text_lines
 from miniroberta.utils import atomic_write, log
-
-POOLINGS = ("cls", "mean", "sequence")
-
-if TYPE_CHECKING:
-    from miniroberta.data.tasks import Encoded
 
 
 def as_backend(model_or_backend: "torch.nn.Module | Backend", task: str) -> Backend:
@@ -79,16 +80,25 @@ def fill_mask(model: "torch.nn.Module | Backend", tokenizer: BertTokenizer, text
               top_k: int = 5, batch_size: int = 32) -> list[Any]:
     """Top-k predictions for every ``[MASK]`` of every text, like transformers' fill-mask pipeline.
 
-    ``model``: a ``BertForMaskedLM`` or a fill-mask ``Backend`` (torch or onnxruntime).
-    Returns one entry per text: a list of ``top_k`` dicts ``{"score", "token", "token_str",
-    "sequence"}`` when the text has one ``[MASK]``, or a list of such lists (one per mask, with the
-    other masks kept in ``sequence``) when it has several -- the pipeline's shapes."""
-    if isinstance(texts, str):
-        texts = [texts]
+    ``model``: a ``BertForMaskedLM`` or a fill-mask ``Backend`` (torch or onnxruntime). The pipeline's
+    shapes: for one string, its candidates -- a list of ``top_k`` dicts ``{"score", "token",
+    "token_str", "sequence"}`` when it has one ``[MASK]``, or a list of such lists (one per mask, the
+    other masks kept in ``sequence``) when it has several; for a list of strings, one such entry per text."""
+    single = isinstance(texts, str)
+    items: list[str] = [texts] if isinstance(texts, str) else list(texts)
+    backend = as_backend(model, "fill-mask")
+    out = fill_mask_ids(backend, tokenizer, encode_fill_mask(tokenizer, items, backend.info.max_length), top_k,
+                        batch_size)
+    return out[0] if single else out
+
+
+def fill_mask_ids(model: "torch.nn.Module | Backend", tokenizer: BertTokenizer, encoded: Sequence[list[int]],
+                  top_k: int = 5, batch_size: int = 32) -> list[Any]:
+    """``fill_mask`` on texts already encoded by ``encode_fill_mask`` (the server encodes each request
+    once, to check it, and batches the ids): one pipeline-shaped entry per row."""
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
     backend = as_backend(model, "fill-mask")
-    encoded = encode_fill_mask(tokenizer, texts, backend.info.max_length)
     k = min(top_k, backend.info.vocab_size)
     results: list[Any] = [None] * len(encoded)
     for batch in _batches([len(e) for e in encoded], batch_size):
@@ -170,10 +180,9 @@ ClassifyItem = Union[str, Sequence[str]]
 
 
 def encode_classify(tokenizer: BertTokenizer, items: Sequence[ClassifyItem], seq_length: int,
-                    truncation: str = "longest_first") -> "Encoded":
+                    truncation: str = "longest_first") -> Encoded:
     """Single texts or (text_a, text_b) pairs -> the ``Encoded`` arrays fine-tuning and
     ``miniroberta predict`` use (``data.tasks.encode_data``; all items single or all pairs)."""
-    from miniroberta.data.tasks import TaskData, encode_data
     pairs = [(it,) if isinstance(it, str) else tuple(it) for it in items]
     widths = {len(p) for p in pairs}
     if not pairs:
@@ -187,7 +196,7 @@ def encode_classify(tokenizer: BertTokenizer, items: Sequence[ClassifyItem], seq
     return encode_data(tokenizer, data, seq_length, truncation)
 
 
-def classify_logits(model: "torch.nn.Module | Backend", enc: "Encoded", batch_size: int = 64,
+def classify_logits(model: "torch.nn.Module | Backend", enc: Encoded, batch_size: int = 64,
                     pad_id: int = 0) -> np.ndarray:
     """Logits (N, num_labels) in the original order; batches are length-sorted for speed."""
     backend = as_backend(model, "classify")
@@ -229,23 +238,6 @@ def classify(model: Backend, tokenizer: BertTokenizer, items: Sequence[ClassifyI
 
 
 # --------------------------------------------------------------------------------------- CLI
-def _model_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=None,
-                   help="HF directory, native .safetensors, HF pytorch_model.bin or UER-py model.bin-<step> "
-                        "(not needed with --onnx)")
-    p.add_argument("--onnx", default=None,
-                   help="run this `miniroberta export-onnx` graph (fp32 or int8) with onnxruntime instead of "
-                        "PyTorch; its vocab and head kind are read from beside it")
-    p.add_argument("--threads", type=int, default=0, help="intra-op threads (0: the library default)")
-    p.add_argument("--vocab_path", default=None,
-                   help="default: vocab.txt beside/inside --model, else ../shared/data/vocab/google_zh_vocab.txt")
-    p.add_argument("--config_path", default=None, help="model config when the checkpoint carries none")
-    p.add_argument("--layers_num", type=int, default=None, help="UER-py compatibility (checked)")
-    p.add_argument("--layer_norm", choices=("hf", "uer"), default=None, help="override the LayerNorm flavour")
-    p.add_argument("--batch_size", type=int, default=32)
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... (PyTorch only)")
-
-
 KINDS = {"fill-mask": "mlm", "embed": "encoder", "classify": "cls"}
 
 
@@ -253,22 +245,20 @@ def load_backend(task: str, model: str | None = None, onnx: str | None = None, v
                  config_path: str | None = None, layers_num: int | None = None, layer_norm: str | None = None,
                  device: str = "cpu", threads: int = 0) -> tuple[Backend, BertTokenizer]:
     """The fastest available backend for ``task`` and its tokenizer: the ONNX graph when given
-    (onnxruntime), else the PyTorch model loaded from ``model``. Checks the vocab fits."""
+    (onnxruntime; the graph and its vocab checked against the hashes recorded at export), else the
+    PyTorch model loaded from ``model``. Checks the vocab fits."""
     if onnx:
         backend: Backend = OnnxBackend(onnx, threads=threads)
         if backend.task != task:
             raise ValueError(f"{onnx} is a {backend.task} export; export one with --task {task}")
-        vocab = vocab_path or vocab_beside_onnx(onnx)
+        vocab = check_onnx_vocab(onnx, vocab_path) if vocab_path else vocab_beside_onnx(onnx)
     elif model:
-        from miniroberta.interop.checkpoint import load_model
-        from miniroberta.interop.export import resolve_vocab
         if threads > 0:
             torch.set_num_threads(threads)
         if os.path.isdir(model) and not os.path.isfile(os.path.join(model, "config.json")) \
                 and os.path.isfile(os.path.join(model, "model", "config.json")):
             model = os.path.join(model, "model")  # a `finetune --output_dir`
         if task == "classify":
-            from miniroberta.interop.checkpoint import load_finetuned
             m, ft = load_finetuned(model, device)
             backend = TorchBackend(m, task, labels=ft["labels"], seq_length=int(ft.get("seq_length", 128)),
                                    truncation=ft.get("truncation", "longest_first"))
@@ -287,9 +277,9 @@ def load_backend(task: str, model: str | None = None, onnx: str | None = None, v
     return backend, tok
 
 
-def _load(args: argparse.Namespace, task: str) -> tuple[Backend, BertTokenizer]:
-    return load_backend(task, args.model, args.onnx, args.vocab_path, args.config_path, args.layers_num,
-                        args.layer_norm, args.device, args.threads)
+def _load(cfg: ModelSource, task: str) -> tuple[Backend, BertTokenizer]:
+    return load_backend(task, cfg.model, cfg.onnx, cfg.vocab_path, cfg.config_path, cfg.layers_num,
+                        cfg.layer_norm, cfg.device, cfg.threads)
 
 
 def _read_texts(path: str, keep_blank: bool = False) -> tuple[list[str], list[str]]:
@@ -302,36 +292,38 @@ def _read_texts(path: str, keep_blank: bool = False) -> tuple[list[str], list[st
 
 def configure_fill_mask(p: argparse.ArgumentParser) -> None:
     p.add_argument("texts", nargs="*", help="texts containing [MASK]")
-    _model_options(p)
-    p.add_argument("--input", default=None, help="a file with one text per line (blank lines skipped)")
-    p.add_argument("--top_k", type=int, default=5)
-    p.add_argument("--json", action="store_true",
-                   help="print one JSON object per text: {\"text\": ..., \"predictions\": <the pipeline's output>}")
+    add_options(p, FillMaskConfig, groups={})
+
+
+def _print_predictions(text: str, preds: list[Any]) -> None:
+    print(text)
+    groups = preds if preds and isinstance(preds[0], list) else [preds]
+    for m, group in enumerate(groups):
+        if len(groups) > 1:
+            print(f"  [MASK] #{m + 1}")
+        print(f"  {'score':>8}  {'token':>6}  {'token_str':<10} sequence")
+        for d in group:
+            print(f"  {d['score']:8.4g}  {d['token']:>6}  {d['token_str']:<10} {d['sequence']}")
 
 
 def run_fill_mask(args: argparse.Namespace) -> int:
-    file_texts, file_names = _read_texts(args.input) if args.input else ([], [])
+    cfg = from_args(FillMaskConfig, args).validate()
+    file_texts, file_names = _read_texts(cfg.input) if cfg.input else ([], [])
     texts = list(args.texts) + file_texts
     names = [f"text {i + 1}" for i in range(len(args.texts))] + file_names
     if not texts:
         raise ValueError("no texts: pass them as arguments or with --input FILE")
-    model, tok = _load(args, "fill-mask")
-    encode_fill_mask(tok, texts, model.info.max_length, names)   # errors name the argument or file:line
-    chunk = max(args.batch_size, 1) * 32
+    model, tok = _load(cfg, "fill-mask")
+    encoded = encode_fill_mask(tok, texts, model.info.max_length, names)   # errors name the argument or file:line
+    chunk = cfg.batch_size * 32
     for start in range(0, len(texts), chunk):
         part = texts[start: start + chunk]
-        for text, preds in zip(part, fill_mask(model, tok, part, top_k=args.top_k, batch_size=args.batch_size)):
-            if args.json:
-                print(json.dumps({"text": text, "predictions": preds}, ensure_ascii=False))
-                continue
-            print(text)
-            groups = preds if preds and isinstance(preds[0], list) else [preds]
-            for m, group in enumerate(groups):
-                if len(groups) > 1:
-                    print(f"  [MASK] #{m + 1}")
-                print(f"  {'score':>8}  {'token':>6}  {'token_str':<10} sequence")
-                for d in group:
-                    print(f"  {d['score']:8.4g}  {d['token']:>6}  {d['token_str']:<10} {d['sequence']}")
+        preds = fill_mask_ids(model, tok, encoded[start: start + chunk], top_k=cfg.top_k, batch_size=cfg.batch_size)
+        for text, pred in zip(part, preds):
+            if cfg.json:
+                print(json.dumps({"text": text, "predictions": pred}, ensure_ascii=False))
+            else:
+                _print_predictions(text, pred)
         if len(texts) > chunk:
             log(f"fill-mask: {min(start + chunk, len(texts))}/{len(texts)} texts")
         sys.stdout.flush()
@@ -339,25 +331,24 @@ def run_fill_mask(args: argparse.Namespace) -> int:
 
 
 def configure_embed(p: argparse.ArgumentParser) -> None:
-    _model_options(p)
-    p.add_argument("--input", required=True, help="one text per line; row i of the output is line i (a blank line embeds [CLS] [SEP])")
-    p.add_argument("--output", required=True, help="features .npy file")
-    p.add_argument("--pooling", choices=POOLINGS, default="cls",
-                   help="cls: [CLS] vector (N,H); mean: mean over real tokens (N,H); sequence: (N,seq_length,H)")
-    p.add_argument("--seq_length", type=int, default=128)
+    add_options(p, EmbedConfig, groups={})
 
 
 def run_embed(args: argparse.Namespace) -> int:
-    texts, _ = _read_texts(args.input, keep_blank=True)
+    cfg = from_args(EmbedConfig, args).validate()
+    texts, _ = _read_texts(cfg.input, keep_blank=True)
     if not texts:
-        raise ValueError(f"--input {args.input}: no non-blank lines")
-    model, tok = _load(args, "embed")
-    feats = embed(model, tok, texts, pooling=args.pooling, seq_length=args.seq_length, batch_size=args.batch_size)
-    with atomic_write(args.output, "wb") as f:
-        np.save(f, feats)
-    log(f"wrote {args.output}: {feats.shape} float32 ({args.pooling} pooling)")
+        raise ValueError(f"--input {cfg.input}: no non-blank lines")
+    with claim_output(cfg.output, overwrite=cfg.overwrite, command="embed", can_resume=False,
+                      what="features written by an earlier run"):
+        model, tok = _load(cfg, "embed")
+        feats = embed(model, tok, texts, pooling=cfg.pooling, seq_length=cfg.seq_length, batch_size=cfg.batch_size)
+        with atomic_write(cfg.output, "wb") as f:
+            np.save(f, feats)
+    log(f"wrote {cfg.output}: {feats.shape} float32 ({cfg.pooling} pooling)")
     return 0
 
 
-__all__ = ["fill_mask", "embed", "classify", "classify_logits", "encode_classify", "encode_fill_mask",
-           "load_backend", "as_backend", "softmax", "POOLINGS", "configure_fill_mask", "run_fill_mask", "configure_embed", "run_embed"]
+__all__ = ["fill_mask", "fill_mask_ids", "embed", "classify", "classify_logits", "encode_classify", "encode_fill_mask",
+           "load_backend", "as_backend", "softmax", "POOLINGS", "configure_fill_mask", "run_fill_mask",
+           "configure_embed", "run_embed"]

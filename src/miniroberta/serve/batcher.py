@@ -10,8 +10,10 @@ batch, so under load batches fill without any waiting at all.
 
 Items carry a key (``top_k`` for fill-mask, pooling for embed, single/pair for classify); one
 collected batch is split by key and each group is one call of the endpoint's ``run`` function
-(the pipelines in ``infer/pipelines.py``, which sort by length and pad per batch). An exception
-in ``run`` fails only the requests whose items were in that group; the worker keeps running.
+(the pipelines in ``infer/pipelines.py``, which sort by length and pad per batch). Items are checked
+before they are submitted (``serve/requests.py``); if a call fails anyway, each of its items is run
+again alone, so an exception fails only the request whose item caused it and every batch-mate is
+answered. The worker keeps running.
 """
 from __future__ import annotations
 
@@ -114,7 +116,6 @@ class MicroBatcher:
         return batch
 
     async def _worker(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             batch = await self._collect()
             groups: dict[Hashable, list[_Item]] = {}
@@ -122,24 +123,37 @@ class MicroBatcher:
                 groups.setdefault(item.key, []).append(item)
             for key, group in groups.items():
                 live = [it for it in group if not it.future.done()]  # a cancelled request's items are skipped
-                if not live:
-                    continue
-                t0 = time.perf_counter()
-                try:
-                    results = await loop.run_in_executor(self.executor, self.run, key, [it.payload for it in live])
-                    if len(results) != len(live):
-                        raise RuntimeError(f"{self.name}: {len(results)} results for {len(live)} items")
-                except Exception as e:  # noqa: BLE001 - reported to the requests, the worker lives on
-                    for it in live:
-                        if not it.future.done():
-                            it.future.set_exception(e)
-                    continue
-                finally:
-                    if self.on_batch is not None:
-                        self.on_batch(self.name, len(live), time.perf_counter() - t0)
-                for it, res in zip(live, results):
+                if live:
+                    await self._run_group(key, live)
+
+    def _call(self, key: Hashable, payloads: list[Any]) -> Sequence[Any]:
+        results = self.run(key, payloads)
+        if len(results) != len(payloads):
+            raise RuntimeError(f"{self.name}: {len(results)} results for {len(payloads)} items")
+        return results
+
+    async def _run_group(self, key: Hashable, live: list[_Item]) -> None:
+        """One model call for ``live``; when it fails, each item runs alone, so that an item the model
+        cannot take fails only its own request and its batch-mates are answered."""
+        loop = asyncio.get_running_loop()
+        t0 = time.perf_counter()
+        try:
+            results = await loop.run_in_executor(self.executor, self._call, key, [it.payload for it in live])
+        except Exception as e:  # noqa: BLE001 - reported to the requests, the worker lives on
+            if len(live) > 1:
+                for it in live:
                     if not it.future.done():
-                        it.future.set_result(res)
+                        await self._run_group(key, [it])
+                return
+            if not live[0].future.done():
+                live[0].future.set_exception(e)
+            return
+        finally:
+            if self.on_batch is not None:
+                self.on_batch(self.name, len(live), time.perf_counter() - t0)
+        for it, res in zip(live, results):
+            if not it.future.done():
+                it.future.set_result(res)
 
 
 __all__ = ["MicroBatcher"]
