@@ -27,7 +27,7 @@ from miniroberta.finetune.grid import BASELINE_DIR, summarize
 from miniroberta.modeling.config import preset
 from miniroberta.optional import plots_available
 from miniroberta.outputs import Claim, claim_output
-from miniroberta.settings import add_options, option
+from miniroberta.settings import add_options, from_args, option, validate
 from miniroberta.utils import atomic_write, atomic_write_json, atomic_write_text
 
 TASK_COLUMNS = ("book_review", "chnsenticorp", "lcqmc", "tnews", "iflytek", "ocnli")
@@ -470,6 +470,7 @@ def claim_report(out_dir: str, overwrite: bool = False) -> Claim:
 
 
 def run(args: argparse.Namespace) -> int:
+    validate(from_args(ReportOptions, args), "report options")
     if args.out:
         plots_available("report", "score_vs_size.png")      # said at the start, not after the work
     with claim_report(args.out, args.overwrite) if args.out else contextlib.nullcontext():

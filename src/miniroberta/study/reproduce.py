@@ -20,7 +20,7 @@ from typing import Any
 
 from miniroberta.optional import have, install_hint, plots_available
 from miniroberta.outputs import claim_output
-from miniroberta.settings import add_options, help_text, option
+from miniroberta.settings import add_options, from_args, help_text, option, validate
 from miniroberta.study.pipeline import Study
 from miniroberta.study.plan import print_plan
 from miniroberta.study.recipe import PRESETS, RecipeError, canonical_model, dumps_toml, load_recipe, parse_tasks
@@ -99,6 +99,7 @@ def check_optional_dependencies(recipe: dict[str, Any]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    validate(from_args(ReproduceOptions, args), "reproduce options")   # bounds and choices, every problem at once
     try:
         recipe = resolve_recipe(args)
     except RecipeError as e:
