@@ -206,10 +206,13 @@ class _Plan:
         self.models = list(recipe["models"])
         _, self.launched = dist_env()
         t0 = time.perf_counter()
-        # the training steps first: the tokenizer's worker threads stay busy for a while after preprocessing
-        self.pre = calibrate_steps(self.models, self.V, calibration_steps, self.device, mlm=True,
+        # timed at a micro-batch the stages will run (a GPU is overhead-bound at 4 sequences: the rate measured
+        # there understated an H200 several times); the training steps first: the tokenizer's worker threads
+        # stay busy for a while after preprocessing
+        micro = 4 if self.device.type == "cpu" else self.max_tokens // 128
+        self.pre = calibrate_steps(self.models, self.V, calibration_steps, self.device, mlm=True, micro=micro,
                                    precision=self.precision)
-        self.ft = calibrate_steps(self.models, self.V, calibration_steps, self.device, mlm=False,
+        self.ft = calibrate_steps(self.models, self.V, calibration_steps, self.device, mlm=False, micro=micro,
                                   precision=self.precision)
         self.prep = time_preprocess(self.files, self.vocab, work, sample_bytes=min(200_000, self.slice_bytes))
         g = recipe["grid"]
@@ -330,7 +333,8 @@ def _grid_row(p: _Plan, m: str, batch_max: dict) -> dict[str, Any]:
                  + (" (pretrained + no-pretraining arm)" if arms == 2 else ""), arms * total / par,
                  f"{p.ft.seconds(train_flops(ccfg, g['seq_length'], bmax, mlm=False)):.3g} s/step at batch {bmax} "
                  f"x seq {g['seq_length']} (scaled by FLOPs from the measured steps and the tasks' token lengths)"
-                 + ("" if par > 1 else "; --jobs gives no speed-up on CPU (cores are shared)"))
+                 + ("" if par > 1 else "; --jobs gives no speed-up on CPU (cores are shared)" if p.device.type == "cpu"
+                    else f"; the {g['jobs']} job(s) share one GPU: counted as one"))
 
 
 def _distill_rows(p: _Plan) -> list[dict[str, Any]]:
