@@ -187,7 +187,9 @@ def size_section(config: ModelConfig, type: str) -> list[str]:
              "|---|---|---|---|---|---|---|---|",
              f"| {config.num_hidden_layers} | {config.hidden_size} | {config.num_attention_heads} | "
              f"{config.intermediate_size} | {config.vocab_size} | {config.max_position_embeddings} | "
-             f"{params / 1e6:.1f}M | {enc / 1e6:.1f}M |", ""]
+             f"{params / 1e6:.1f}M | {enc / 1e6:.1f}M |", "",
+             f"Tokenizer: `BertTokenizer` (WordPiece, Chinese characters split) over the folder's `vocab.txt` "
+             f"({config.vocab_size:,} tokens).", ""]
     if config.layer_norm_type == "uer":
         lines += ["Trained with UER-py's LayerNorm (`gamma*(x-mean)/(std+eps)+beta`, unbiased std, eps 1e-6); "
                   "transformers runs the standard LayerNorm, so its outputs differ slightly from miniroberta's.", ""]
