@@ -300,3 +300,38 @@ def test_noise_margin_marks_a_delta_inside_the_dev_sets_sampling_error(tmp_path)
     line = next(l for l in rep["markdown"].splitlines() if "Δ" in l)
     assert "| -0.2° |" in line and "| +10.0 |" in line      # tnews: 10 points on 1,200 examples is measured
     assert "° = inside the 95 % margin" in rep["markdown"]
+
+
+def test_score_vs_size_labels_do_not_overlap_and_partial_scores_are_not_drawn(tmp_path):
+    """One size, three points (ours, its no-pretraining arm, the UER reference): three labels that do not
+    overlap (the two L2_H128† labels used to); a partial mean is left off the six-task axis, and the legend
+    says so."""
+    from miniroberta.finetune.report import draw_score_vs_size, label_offsets, load_models, reference_rows
+    full = dict(book_review=0.70, chnsenticorp=0.75, lcqmc=0.50, tnews=0.13, iflytek=0.127, ocnli=0.387)
+    a = _summary(tmp_path, "pre", full, 3_200_000)
+    b = _summary(tmp_path, "none", {t: v - 0.004 for t, v in full.items()}, 3_200_000)
+    c = _summary(tmp_path, "part", dict(tnews=0.5), 5_000_000)
+    for d, name, pre in ((a, "L2_H128", "/m/p"), (b, "L2_H128", None), (c, "L4_H256", "/m/q")):
+        s = json.loads((d / "summary.json").read_text())
+        s["model"].update(name=name, pretrained_model_path=pre)
+        for t in s["tasks"].values():
+            t["subsampled"] = True
+        (d / "summary.json").write_text(json.dumps(s))
+    rows = load_models([str(a), str(b), str(c)]) + reference_rows()
+    fig = draw_score_vs_size(rows)
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer()
+    texts = [t for t in ax.texts]
+    assert sorted(t.get_text() for t in texts).count("L2_H128†") == 2
+    boxes = [t.get_window_extent(r) for t in texts]
+    for i in range(len(boxes)):
+        for j in range(i + 1, len(boxes)):
+            assert not boxes[i].overlaps(boxes[j]), (texts[i].get_text(), texts[j].get_text())
+    labels = ax.get_legend_handles_labels()[1]
+    assert any(lab.startswith("not drawn: 1 partial score") for lab in labels)
+    assert [t.get_text() for t in texts].count("L4_H256") == 1     # the reference Mini only, not the partial row
+    import matplotlib.pyplot as plt
+    plt.close(fig)
+    assert label_offsets([(1.0, 5.0)]) == [(4.0, 4.0, "bottom")]
+    assert [o[2] for o in label_offsets([(1.0, 5.0), (1.0, 7.0), (1.0, 6.0)])] == ["top", "bottom", "center"]

@@ -60,7 +60,7 @@ def test_reference_preset_is_the_reference_optimisation_and_cpu_hour_the_measure
 
 
 def test_stage_data_is_corpus_or_task_text():
-    with pytest.raises(RecipeError, match="stage2.data must be corpus or task_text"):
+    with pytest.raises(RecipeError, match=r"--set stage2.data=\"tasks\": stage2.data: must be one of corpus, task_text"):
         load_recipe("cpu-smoke", overrides=['stage2.data="tasks"'])
 
 
@@ -98,14 +98,17 @@ def test_int_accepted_for_float_and_float_for_int():
     ("stage1.total_step=5", "unknown setting 'stage1.total_step'"),
     ("stage3.total_steps=5", "unknown setting"),
     ("stage1.total_steps=fast", "must be an integer"),
-    ("stage1.total_steps=0", "must be positive"),
+    ("stage1.total_steps=0", "stage1.total_steps: must be >= 1, got 0"),
     ("stage1.total_steps=1.5", "must be an integer"),
     ("stage1.bf16=1", "must be a boolean"),
-    ("stage1.precision=fp16", "precision must be"),
+    ("stage1.precision=fp16", "stage1.precision: must be one of auto, fp32, bf16"),
     ("stage1.correct_bias=1", "must be a boolean"),
     ("stage1.mask_rate=0", "mask_rate"),
     ("grid.max_train_tokens=-1", "max_train_tokens"),
-    ("stage1.warmup=1.5", "warmup"),
+    ("stage1.warmup=1.5", "stage1.warmup: must be <= 1"),
+    ("stage1.learning_rate=inf", "stage1.learning_rate: must be a finite number"),
+    ("grid.jobs=0", "grid.jobs: must be >= 1"),
+    ("distill.alpha=2", "distill.alpha: must be <= 1"),
     ("stage1.seq_length=1024", "512"),
     ("grid.tasks=[\"cmnli\"]", "unknown task"),
     ("grid.epochs=[]", "empty"),
@@ -184,3 +187,55 @@ def test_cli_flags_become_overrides():
     assert r["grid"]["tasks"] == ["tnews", "ocnli"] and r["grid"]["jobs"] == 3
     assert (r["data"]["corpus"], r["data"]["vocab"], r["data"]["data_dir"]) == ("/c", "/v.txt", "/d")
     assert r["stage1"]["time_budget_s"] == 60
+
+
+def test_every_problem_is_named_once_with_its_layer_and_key(tmp_path):
+    """All the problems of all the layers in one error: each line names the file / preset / --set and the key."""
+    f = tmp_path / "mine.toml"
+    f.write_text("[stage1]\nlearning_rate = -1.0\nlearnin_rate = 1e-4\n[grid]\nepochs = [0]\n", encoding="utf-8")
+    with pytest.raises(RecipeError) as e:
+        load_recipe("cpu-smoke", str(f), ["stage2.precision=fp16", "stage1.total_steps=fast"])
+    msg = str(e.value)
+    assert msg.startswith("5 problems with the recipe:")
+    for line in (f"{f}: unknown setting 'stage1.learnin_rate'; did you mean 'stage1.learning_rate'?",
+                 f"{f}: stage1.learning_rate: must be > 0, got -1",
+                 f"{f}: grid.epochs: values must be positive, got [0]",
+                 "--set stage2.precision=fp16: stage2.precision: must be one of auto, fp32, bf16, got 'fp16'",
+                 "--set stage1.total_steps=fast: stage1.total_steps must be an integer"):
+        assert line in msg, line
+
+
+def test_stage_keys_are_fields_of_the_pretraining_configs_and_split_by_their_tags():
+    """A stage's keys are PretrainConfig / RunOptions / StageData fields; what a step fingerprints (result) and
+    what it only records (speed) come from the fields' settings tags, not from a list of reproduce's own."""
+    from miniroberta.pretrain.config import PretrainConfig, RunOptions
+    from miniroberta.settings import fields_by_effect
+    from miniroberta.study.recipe import split_by_effect, stage_configs, stage_field
+    ref = reference_recipe()
+    for s in ("stage1", "stage2"):
+        for k in ref[s]:
+            assert stage_field(k) is not None, k
+    result, speed = split_by_effect(load_recipe("cpu-hour")["stage1"])
+    assert set(speed) == {"save_checkpoint_steps", "report_steps", "time_budget_s"}
+    assert set(speed) <= set(fields_by_effect(RunOptions, "speed"))
+    assert {"learning_rate", "precision", "batch_size", "total_steps"} <= set(result)
+    cfg, opts = stage_configs(load_recipe("cpu-hour")["stage1"], seed=7, processes=1, accumulation=2,
+                              output_model_path="m", metrics_path="x.jsonl")
+    assert isinstance(cfg, PretrainConfig) and cfg.learning_rate == 1.5e-3 and cfg.accumulation_steps == 2
+    assert opts.time_budget_s == 1440.0 and opts.metrics_path == "x.jsonl" and cfg.output_model_path == "m"
+    _, opts0 = stage_configs(load_recipe("cpu-smoke")["stage1"], seed=7)
+    assert opts0.time_budget_s is None                      # the recipe's 0 = no budget
+
+
+def test_study_precision_is_decided_once_from_the_device():
+    """auto: from the device's capabilities (never a timing), so the same recipe on the same machine always
+    trains the same way; a precision the stages name is kept for every auto stage and the grid."""
+    import torch
+    from miniroberta.engine.precision import resolve_precision
+    from miniroberta.study.recipe import study_precision
+    cpu = torch.device("cpu")
+    r = load_recipe("cpu-smoke")
+    assert study_precision(r, cpu) == resolve_precision("auto", cpu) == study_precision(r, cpu)
+    r = load_recipe("cpu-smoke", overrides=["stage1.precision=fp32"])
+    assert study_precision(r, cpu) == ("fp32", "stage1.precision of the recipe")
+    assert study_precision(load_recipe("gpu-day"), cpu)[0] == "bf16"

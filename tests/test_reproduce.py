@@ -12,16 +12,21 @@ from pathlib import Path
 
 import pytest
 
-from miniroberta.study.reproduce import Runner, best_scores, read_loss_curve, retire
+from miniroberta.outputs import retire
+from miniroberta.study.curves import read_loss_curve
+from miniroberta.study.pipeline import best_scores
+from miniroberta.study.steps import Runner
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 
 
 # ------------------------------------------------------------------ step cache
-def _events(out) -> list[dict]:
+def _events(out, study: bool = False) -> list[dict]:
+    """The step decisions of events.jsonl (``study``: also the study-wide records: precision, held-out text)."""
     p = Path(out) / "events.jsonl"
-    return [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines()] if p.exists() else []
+    ev = [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines()] if p.exists() else []
+    return ev if study else [e for e in ev if e["step"] != "study"]
 
 
 def test_runner_skips_resumes_and_redoes(tmp_path):
@@ -295,7 +300,7 @@ def test_grid_report_plots_and_card(study):
 @pytestmark_data
 def test_dry_run_plan_measures(tmp_path):
     from miniroberta.study.recipe import load_recipe
-    from miniroberta.study.reproduce import estimate_plan
+    from miniroberta.study.plan import estimate_plan
     r = load_recipe("cpu-smoke", overrides=[f"data.corpus={json.dumps(str(DATA / 'corpus'))}",
                                             f"data.vocab={json.dumps(str(DATA / 'vocab' / 'google_zh_vocab.txt'))}",
                                             f"data.data_dir={json.dumps(str(DATA / 'tasks'))}",
@@ -312,6 +317,35 @@ def test_dry_run_plan_measures(tmp_path):
     s1 = plan["rows"][4]
     assert "s/step" in s1["calibration"] and s1["state"] == ""
     assert plan["tasks"]["chnsenticorp"]["train"] == 9600 and plan["tasks"]["chnsenticorp"]["dev"] == 1200
+    assert plan["precision"] in ("fp32", "bf16") and plan["warning"] is None and "c3_documents.txt" in plan["heldout"]
+
+
+def test_dry_run_durations_read_as_days_and_an_implausible_plan_is_said():
+    from miniroberta.study.plan import format_eta, plausibility
+    assert format_eta(59) == "0:59" and format_eta(3599) == "59:59" and format_eta(3600) == "1:00:00"
+    assert format_eta(86399) == "23:59:59" and format_eta(86400) == "1 d 00:00"
+    assert format_eta(754912 * 3600 + 21 * 60 + 9) == "~86 years"          # was printed as 754912:21:09
+    assert format_eta(40 * 86400 + 5 * 3600 + 7 * 60) == "40 d 05:07"
+    assert format_eta(float("nan")) == "?" and format_eta(float("inf")) == "?"
+    assert plausibility(3600, "cpu") is None
+    warn = plausibility(754912 * 3600, "cpu")
+    assert "~86 years" in warn and "--preset cpu-smoke, cpu-hour or gpu-day" in warn
+    assert "calibration failed" in plausibility(float("nan"), "cpu")
+
+
+def test_the_dry_run_prints_days_for_the_reference_recipe(capsys, monkeypatch):
+    """print_plan formats every duration with format_eta and ends with the plausibility warning."""
+    from miniroberta.study import plan as plan_mod
+    from miniroberta.study.recipe import load_recipe
+    fake = {"rows": [{"step": "pretrain-L12_H768-stage1", "what": "1,000,000 steps", "estimate_s": 2.7e9,
+                      "calibration": "x", "state": ""}], "recipe": "ref", "load_average": 0.5, "cpus": 2,
+            "device": "cpu", "threads": 2, "precision": "fp32", "precision_reason": "auto: no bf16",
+            "calibration_s": 1.0, "heldout": "none", "pretrain_steps": "p", "finetune_steps": "f",
+            "total_s": 2.7e9, "remaining_s": 2.7e9, "warning": plan_mod.plausibility(2.7e9, "cpu")}
+    monkeypatch.setattr(plan_mod, "estimate_plan", lambda *a, **k: fake)
+    plan_mod.print_plan(load_recipe(), "runs/x")
+    out = capsys.readouterr().out
+    assert "~86 years" in out and "754912:" not in out and "warning: this plan would take" in out
 
 
 @pytestmark_data
@@ -380,7 +414,7 @@ def test_distillation_stage_and_skipped_stage2(tmp_path):
 @pytestmark_data
 def test_dry_run_plans_the_distillation_stage(tmp_path):
     from miniroberta.study.recipe import load_recipe
-    from miniroberta.study.reproduce import estimate_plan
+    from miniroberta.study.plan import estimate_plan
     r = load_recipe("cpu-smoke", overrides=[f"data.corpus={json.dumps(str(DATA / 'corpus'))}",
                                             f"data.vocab={json.dumps(str(DATA / 'vocab' / 'google_zh_vocab.txt'))}",
                                             f"data.data_dir={json.dumps(str(DATA / 'tasks'))}",
@@ -418,3 +452,167 @@ def test_a_stage_on_the_task_texts_alone(tmp_path):
     assert s2["inputs"]["init"] == s1["result"]["final_checkpoint_sha256"]
     card = (out / "models" / "L2_H128" / "hf" / "README.md").read_text(encoding="utf-8")
     assert "task texts, seq 128" in card and "unlabeled train texts (packed)" in card
+
+
+@pytestmark_data
+def test_one_precision_for_the_whole_study_recorded_with_its_reason(study):
+    """auto is resolved once when the study starts: both stages and the grid run with the same explicit value,
+    and the choice and its reason are in the log, events.jsonl, the step manifests and summary.json."""
+    import torch
+    from miniroberta.engine.precision import resolve_precision
+    out = study["out"]
+    want, why = resolve_precision("auto", torch.device("cpu"))
+    recs = [e for e in _events(out, study=True) if e["step"] == "study" and e["action"] == "precision"]
+    assert len(recs) == 3 and {(e["precision"], e["reason"]) for e in recs} == {(want, why)}   # once per invocation
+    assert recs[0]["requested"] == {"stage1": "auto", "stage2": "auto"}
+    for stage in ("stage1", "stage2"):
+        m = _manifest(out, f"pretrain-L2_H128-{stage}")
+        assert m["settings"]["precision"] == want and m["options"]["precision_reason"] == why
+        assert m["result"]["precision"] == want                     # what pretraining really ran
+    assert _manifest(out, "grid-L2_H128")["settings"]["precision"] == want
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["precision"]["value"] == want and summary["precision"]["reason"] == why
+    assert f"precision {want} for every stage and the grid ({why}" in study["log1"]
+    assert "Loading weights" not in study["r2"].stderr       # transformers' progress bar stays out of the log
+
+
+@pytestmark_data
+def test_the_card_is_hub_ready(study):
+    """models/<M>/hf/README.md: YAML front matter a model hub parses, a model-index with the grid's scores and
+    their flags, the no-pretraining row beside ours, training data and budget, intended use; no local path;
+    the export's integrity.json covers the card."""
+    from miniroberta.integrity import verify_dir
+    out = study["out"]
+    path = out / "models/L2_H128/hf/README.md"
+    card = path.read_text(encoding="utf-8")
+    assert str(out) not in card and "/tmp" not in card and "models/L2_H128" not in card
+    assert "## Intended use and limitations" in card and "## Training data and budget" in card
+    scores = _manifest(out, "grid-L2_H128")["result"]["scores"]
+    base = _manifest(out, "grid-L2_H128")["result"]["baseline_scores"]
+    row = next(line for line in card.splitlines() if line.startswith("| L2_H128 · no pretraining |"))
+    assert f"{base['tnews']:.1f}†" in row                      # 32 train examples: a subsample, flagged
+    assert "† trained on a deterministic subsample" in card
+    assert verify_dir(out / "models/L2_H128/hf") is True
+    hub = pytest.importorskip("huggingface_hub")
+    from huggingface_hub.repocard_data import model_index_to_eval_results
+    meta = hub.ModelCard.load(path).data.to_dict()
+    assert (meta["language"], meta["license"], meta["library_name"], meta["pipeline_tag"]) == \
+        ("zh", "apache-2.0", "transformers", "fill-mask")
+    assert set(meta["datasets"]) == {"chnsenticorp", "clue"} and "miniroberta" in meta["tags"]
+    name, results = model_index_to_eval_results(meta["model-index"])
+    assert name == "miniroberta L2_H128"
+    got = {(r.dataset_config or r.dataset_type): (r.metric_value, r.metric_name) for r in results}
+    assert got == {"chnsenticorp": (round(scores["chnsenticorp"], 2), "dev accuracy (%) †"),
+                   "tnews": (round(scores["tnews"], 2), "dev accuracy (%) †")}
+
+
+# ------------------------------------------------------------------ the held-out text of a user's corpus
+def _user_corpus(path: Path, n: int = 1200) -> Path:
+    """n documents of the shared corpus plus exact copies of some of them (a corpus repeats itself)."""
+    src = (DATA / "corpus" / "news_thucnews_sample.txt").read_text(encoding="utf-8").splitlines()
+    docs = [d for d in src if d.strip()][:n]
+    path.write_text("\n".join(docs + docs[::7]) + "\n", encoding="utf-8")
+    return path
+
+
+@pytestmark_data
+def test_a_corpus_file_takes_the_held_out_file_from_the_data_folder(tmp_path):
+    from miniroberta.study.heldout import resolve_heldout
+    f = _user_corpus(tmp_path / "mine.txt", 50)
+    h = resolve_heldout("c3_documents.txt", str(f), [str(f)], data_root=DATA)
+    assert h.kind == "file" and h.file == str(DATA / "corpus" / "c3_documents.txt")
+    with pytest.raises(FileNotFoundError, match="data.heldout"):
+        resolve_heldout(str(tmp_path / "no" / "such.txt"), str(f), [str(f)], data_root=DATA)   # a typo'd path
+    assert resolve_heldout("", str(f), [str(f)]).kind == "none"
+    # the held-out file is the whole corpus: a slice of it is set aside instead
+    assert resolve_heldout(str(f), str(f), [str(f)], data_root=None).kind == "slice"
+
+
+@pytestmark_data
+def test_a_held_out_slice_is_deterministic_and_never_trained_on(tmp_path):
+    from miniroberta.study.heldout import held_out, resolve_heldout, split_heldout
+    f = _user_corpus(tmp_path / "mine.txt")
+    h = resolve_heldout("c3_documents.txt", str(f), [str(f)], data_root=None)
+    assert h.kind == "slice" and "never trained on" in h.why
+    a = split_heldout([str(f)], str(tmp_path / "a"), max_bytes=None)
+    b = split_heldout([str(f)], str(tmp_path / "b"), max_bytes=None)
+    held = Path(a["heldout"]).read_text(encoding="utf-8").splitlines()
+    train = Path(a["train_files"][0]).read_text(encoding="utf-8").splitlines()
+    assert held == Path(b["heldout"]).read_text(encoding="utf-8").splitlines() and held     # deterministic
+    assert not set(held) & set(train)                       # the copies of a held-out document are held out too
+    docs = [d for d in f.read_text(encoding="utf-8").splitlines() if d.strip()]
+    assert len(train) + a["set_aside"] == len(docs) and 0.02 < a["set_aside"] / len(docs) < 0.09
+    assert all(held_out(d.encode()) for d in held) and not any(held_out(d.encode()) for d in train)
+    # max_bytes cuts the training copy (whole lines), not the held-out text
+    c = split_heldout([str(f)], str(tmp_path / "c"), max_bytes=20_000)
+    assert c["train_bytes"] <= 20_000 < c["train_bytes"] + 20_000 and c["train_lines"] < a["train_lines"]
+    assert c["heldout_bytes"] == a["heldout_bytes"]
+
+
+@pytestmark_data
+def test_a_study_on_a_corpus_file_without_a_held_out_file_sets_a_slice_aside(tmp_path, capfd):
+    """The first steps of a study on the user's corpus whose data.heldout exists nowhere: the slice step, said in
+    the log, events.jsonl and the manifest; the held-out dataset is built from the slice; training reads the
+    rest."""
+    from miniroberta.study.pipeline import Study
+    from miniroberta.study.recipe import load_recipe
+    f = _user_corpus(tmp_path / "mine.txt", 600)
+    r = load_recipe("cpu-smoke", overrides=[f"data.corpus={json.dumps(str(f))}", 'data.heldout="mine_heldout.txt"',
+                                            f"data.vocab={json.dumps(str(DATA / 'vocab' / 'google_zh_vocab.txt'))}",
+                                            f"data.data_dir={json.dumps(str(DATA / 'tasks'))}"])
+    st = Study(r, str(tmp_path / "out"), progress=False)
+    assert st.held.kind == "slice"
+    st.announce()
+    res = st.heldout_split()
+    ds = st.heldout()
+    err = capfd.readouterr().err
+    assert "a held-out slice of the corpus is set aside" in err and "heldout-slice:" in err
+    m = _manifest(tmp_path / "out", "heldout-slice")
+    assert m["status"] == "done" and m["result"]["heldout"] == res["heldout"] == ds["file"]
+    assert st.corpus_files == res["train_files"] and str(f) not in st.corpus_files
+    ev = [e for e in _events(tmp_path / "out", study=True) if e["action"] == "heldout"]
+    assert ev and ev[0]["kind"] == "slice"
+    assert ds["num_instances"] > 0
+
+
+@pytestmark_data
+def test_reproduce_with_a_corpus_file_and_every_preset_plans(tmp_path):
+    """`reproduce --preset cpu-smoke --corpus FILE` used to exit 2 (data.heldout 'c3_documents.txt': no such
+    file); every preset now plans with the data folder's held-out file."""
+    f = _user_corpus(tmp_path / "mine.txt", 200)
+    for preset in ("cpu-smoke", "cpu-hour"):
+        r = subprocess.run([sys.executable, "-m", "miniroberta.cli", "reproduce", "--preset", preset, "--corpus", str(f),
+                            "--tasks", "chnsenticorp", "--models", "tiny", "--out", str(tmp_path / "o"), "--dry_run",
+                            "--calibration_steps", "1"], cwd=REPO, env=_env(), capture_output=True, text=True,
+                           timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert "held-out text: held-out file" in r.stdout and "c3_documents.txt" in r.stdout
+    assert not (tmp_path / "o").exists()
+
+
+def test_loss_panels_share_sensible_y_limits(tmp_path):
+    """Stage 2 wobbling by 0.1 around 6.3 used to be autoscaled into swings: every panel shares one y-range,
+    at least MIN_LOSS_SPAN wide."""
+    import matplotlib
+    matplotlib.use("Agg")
+    from miniroberta.study.curves import MIN_LOSS_SPAN, loss_ylim, plot_loss_curves
+    lo, hi = loss_ylim([6.30, 6.35, 6.28, 6.41])
+    assert hi - lo >= MIN_LOSS_SPAN and lo < 6.28 and hi > 6.41
+    lo, hi = loss_ylim([9.9, 7.0, 6.3, float("nan")])
+    assert lo < 6.3 < 9.9 < hi and hi - lo < 4.5
+    m1, m2 = tmp_path / "s1.jsonl", tmp_path / "s2.jsonl"
+    m1.write_text("\n".join(json.dumps({"event": "report", "step": s, "loss": 10 - s / 25}) for s in range(10, 101, 10)))
+    m2.write_text("\n".join(json.dumps({"event": "report", "step": s, "loss": 6.3 + 0.05 * (-1) ** s})
+                            for s in range(1, 11)))
+    import matplotlib.pyplot as plt
+    saved = {}
+    real = plt.close
+    plt.close = lambda fig=None: saved.setdefault("fig", fig)     # keep the figure to look at it
+    try:
+        plot_loss_curves({"L2_H128": {"stage1": str(m1), "stage2": str(m2)}}, str(tmp_path / "p.png"))
+    finally:
+        plt.close = real
+    a1, a2 = saved["fig"].axes
+    assert a1.get_ylim() == a2.get_ylim() and a1.get_ylim()[0] < 6.25 and a1.get_ylim()[1] > 9.6
+    real(saved["fig"])
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"

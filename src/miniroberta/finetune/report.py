@@ -13,15 +13,21 @@ Writes ``report.md``, ``report.csv``, ``report.json`` and, with several models,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import json
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from miniroberta.finetune.grid import BASELINE_DIR, summarize
+from miniroberta.modeling.config import preset
 from miniroberta.optional import plots_available
+from miniroberta.outputs import Claim, claim_output
+from miniroberta.settings import add_options, from_args, option, validate
 from miniroberta.utils import atomic_write, atomic_write_json, atomic_write_text
 
 TASK_COLUMNS = ("book_review", "chnsenticorp", "lcqmc", "tnews", "iflytek", "ocnli")
@@ -47,7 +53,6 @@ DASH = "–"
 
 
 def _reference_params(preset_name: str) -> int:
-    from miniroberta.modeling.config import preset
     return preset(preset_name).num_parameters(mlm_head=False, pooler=True)
 
 
@@ -72,7 +77,6 @@ def _collect(path: str) -> list[tuple[str, dict[str, Any]]]:
     if (p / "summary.json").is_file():
         return _with_baseline(_load_json(p / "summary.json"))
     if (p / "cells").is_dir():
-        from miniroberta.finetune.grid import BASELINE_DIR, summarize
         out = [("grid", summarize(str(p)))]
         if (p / BASELINE_DIR / "cells").is_dir():
             out.append(("grid", summarize(str(p / BASELINE_DIR))))
@@ -317,46 +321,88 @@ def render_csv(rows: list[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
-def plot_score_vs_size(rows: list[dict[str, Any]], path: str) -> str | None:
-    """Score against parameters: our pretrained models (blue circles), their no-pretraining arm
-    (orange crosses, dotted), the UER reference (grey squares). A hollow marker is a point that
-    is not a full score: a partial mean, or a task trained on a subsample (†)."""
-    pts = [r for r in rows if r.get("kind") != "delta" and r.get("num_parameters")
-           and (r["score"] is not None or r["score_partial"] is not None)]
-    if len(pts) < 2 or not plots_available("report", "score_vs_size.png"):
-        return None
+STYLES = {"pretrained": ("o", "-", "tab:blue", "pretrained (ours)"),
+          "no-pretraining": ("X", ":", "tab:orange", "no pretraining (same grid)"),
+          "distilled": ("^", "", "tab:green", "distilled (PD)"),
+          "reference": ("s", "--", "gray", "UER reference")}
+
+
+def _kind(r: dict[str, Any]) -> str:
+    return r.get("kind", "reference" if r["reference"] else "pretrained")
+
+
+def label_offsets(points: list[tuple[float, float]]) -> list[tuple[float, float, str]]:
+    """(dx, dy in points, vertical alignment) of each point's label: points of one size (one x) are labelled
+    from the highest down -- the highest above its marker, the lowest below, any between to the right -- so
+    that a pretrained model, its no-pretraining arm and the reference of the same size never share a label
+    position."""
+    out: list[tuple[float, float, str]] = [(4.0, 4.0, "bottom")] * len(points)
+    by_x: dict[float, list[int]] = {}
+    for i, (x, _) in enumerate(points):
+        by_x.setdefault(round(x, 6), []).append(i)
+    for idx in by_x.values():
+        if len(idx) < 2:
+            continue
+        idx = sorted(idx, key=lambda i: -points[i][1])
+        for rank, i in enumerate(idx):
+            out[i] = ((4.0, 5.0, "bottom") if rank == 0 else (4.0, -5.0, "top") if rank == len(idx) - 1
+                      else (7.0, 0.0, "center"))
+    return out
+
+
+def draw_score_vs_size(rows: list[dict[str, Any]]) -> Any:
+    """The figure of ``plot_score_vs_size`` (None when fewer than two full scores): only six-task Scores
+    are drawn -- a partial mean is not comparable on this axis; the legend says how many were left out."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    styles = {"pretrained": ("o", "-", "tab:blue", "pretrained (ours)"),
-              "no-pretraining": ("X", ":", "tab:orange", "no pretraining (same grid)"),
-              "distilled": ("^", "", "tab:green", "distilled (PD)"),
-              "reference": ("s", "--", "gray", "UER reference")}
+    sized = [r for r in rows if r.get("kind") != "delta" and r.get("num_parameters")]
+    pts = [r for r in sized if r["score"] is not None]
+    partial = [r for r in sized if r["score"] is None and r["score_partial"] is not None]
+    if len(pts) < 2:
+        return None
     fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
-    for kind, (marker, line, color, label) in styles.items():
-        sel = sorted((r for r in pts if r.get("kind", "reference" if r["reference"] else "pretrained") == kind),
-                     key=lambda r: r["num_parameters"])
+    drawn = []
+    for kind, (marker, line, color, label) in STYLES.items():
+        sel = sorted((r for r in pts if _kind(r) == kind), key=lambda r: r["num_parameters"])
         if not sel:
             continue
         xs = [r["num_parameters"] / 1e6 for r in sel]
-        ys = [r["score"] if r["score"] is not None else r["score_partial"] for r in sel]
+        ys = [r["score"] for r in sel]
         if line:
             ax.plot(xs, ys, line, color=color, alpha=0.6)
         for i, (r, x, y) in enumerate(zip(sel, xs, ys)):
             sub = any(d.get("subsampled") for d in r.get("details", {}).values())
-            full = r["score"] is not None and not sub
-            ax.scatter([x], [y], marker=marker, s=46, color=color, facecolors=color if full else "none",
+            ax.scatter([x], [y], marker=marker, s=46, color=color, facecolors="none" if sub else color,
                        label=label if i == 0 else None, zorder=3)
-            ax.annotate((r["model_name"] or r["name"]) + ("†" if sub else ""), (x, y), textcoords="offset points",
-                        xytext=(4, 4), fontsize=7, annotation_clip=False)
+            drawn.append(((r["model_name"] or r["name"]) + ("†" if sub else ""), x, y))
+    for (text, x, y), (dx, dy, va) in zip(drawn, label_offsets([(x, y) for _, x, y in drawn])):
+        ax.annotate(text, (x, y), textcoords="offset points", xytext=(dx, dy), fontsize=7, va=va,
+                    annotation_clip=False)
+    if partial:
+        ax.plot([], [], " ", label=f"not drawn: {len(partial)} partial score(s) (fewer than six tasks; "
+                                   f"see report.md)")
     ax.set_xscale("log")
-    ax.margins(x=0.12, y=0.08)          # room for the labels of the outermost points
+    ax.margins(x=0.12, y=0.1)          # room for the labels of the outermost points
     ax.set_xlabel("parameters (millions, encoder + pooler)")
     ax.set_ylabel("Score (mean dev accuracy of six tasks)")
-    ax.set_title("Score vs model size (hollow: partial mean or † subsampled train set)", fontsize=10)
+    ax.set_title("Score vs model size (hollow: † subsampled train set)", fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
+    return fig
+
+
+def plot_score_vs_size(rows: list[dict[str, Any]], path: str) -> str | None:
+    """Score against parameters: our pretrained models (blue circles), their no-pretraining arm
+    (orange crosses, dotted), distilled students (green), the UER reference (grey squares). A hollow
+    marker: a task trained on a subsample (†). Partial means (fewer than six tasks) are not drawn."""
+    if not plots_available("report", "score_vs_size.png"):
+        return None
+    fig = draw_score_vs_size(rows)
+    if fig is None:
+        return None
+    import matplotlib.pyplot as plt
     with atomic_write(path, "wb") as f:
         fig.savefig(f, format="png", bbox_inches="tight")
     plt.close(fig)
@@ -390,20 +436,46 @@ def build_report(result_paths_or_dirs: Sequence[str] | str, out_dir: str | None 
 
 
 # --------------------------------------------------------------------------------- CLI
+REPORT_FILES = ("report.md", "report.csv", "report.json", "score_vs_size.png")
+
+
+@dataclass(kw_only=True)
+class ReportOptions:
+    """The options of ``miniroberta report`` (besides the positional result paths)."""
+    reference: bool = option(False, "add the UER reference rows", effect="result")
+    out: str | None = option(None, "write report.md, report.csv, report.json (+ score_vs_size.png) into this "
+                             "folder; an earlier report there is refused unless --overwrite", effect="result",
+                             default_text="print only")
+    format: str = option("md", "what to print", effect="speed", choices=("md", "csv", "json"))
+    names: list[str] | None = option(None, "display names, one per model in input order", effect="result",
+                                     default_text="from the results")
+    metric: str = option("best", "best-epoch or last-epoch dev accuracy (the UER grid script's)", effect="result",
+                         choices=("best", "last"))
+    overwrite: bool = option(False, "move an earlier report in --out aside (NAME.old-<time>) and write a new one",
+                             effect="speed")
+
+
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("results", nargs="+", help="grid directories / summary.json, finetune output dirs / result.json")
-    p.add_argument("--reference", action="store_true", help="add the UER reference rows")
-    p.add_argument("--out", default=None, help="write report.md, report.csv, report.json (+ score_vs_size.png)")
-    p.add_argument("--format", choices=("md", "csv", "json"), default="md", help="what to print")
-    p.add_argument("--names", nargs="+", default=None, help="display names, one per model in input order")
-    p.add_argument("--metric", choices=("best", "last"), default="best",
-                   help="best-epoch (default) or last-epoch dev accuracy (UER grid script)")
+    add_options(p, ReportOptions)
+
+
+def claim_report(out_dir: str, overwrite: bool = False) -> Claim:
+    """Claim ``out_dir``'s report files for this run: another report writing there fails at once, an earlier
+    report (any of ``REPORT_FILES``) is refused unless ``overwrite`` (it is then moved aside). Other files in
+    the folder are not touched."""
+    files = [os.path.join(out_dir, n) for n in REPORT_FILES]
+    return claim_output(files[0], overwrite=overwrite, related=files[1:], can_resume=False, command="report",
+                        what="an earlier report")
 
 
 def run(args: argparse.Namespace) -> int:
+    validate(from_args(ReportOptions, args), "report options")
     if args.out:
         plots_available("report", "score_vs_size.png")      # said at the start, not after the work
-    rep = build_report(args.results, args.out, reference=args.reference, model_names=args.names, metric=args.metric)
+    with claim_report(args.out, args.overwrite) if args.out else contextlib.nullcontext():
+        rep = build_report(args.results, args.out, reference=args.reference, model_names=args.names,
+                           metric=args.metric)
     if args.format == "md":
         print(rep["markdown"], end="")
     elif args.format == "csv":
@@ -414,4 +486,5 @@ def run(args: argparse.Namespace) -> int:
 
 
 __all__ = ["build_report", "load_models", "reference_rows", "render_markdown", "render_csv", "plot_score_vs_size",
-           "REFERENCE_SCORES", "TASK_COLUMNS", "configure", "run"]
+           "draw_score_vs_size", "label_offsets", "claim_report", "ReportOptions", "REFERENCE_SCORES", "TASK_COLUMNS",
+           "REPORT_FILES", "configure", "run"]

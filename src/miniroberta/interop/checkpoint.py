@@ -6,7 +6,8 @@ name can be anything -- e.g. UER-style ``models/x_seq128_model.bin-100000``. Tie
 (``cls.predictions.decoder.weight``) are stored once, as the word embeddings.
 
 Every file written here gets an integrity manifest (``miniroberta.integrity``) and ``load_weights``
-verifies it first: a damaged file is refused naming it.
+verifies it first: a damaged file is refused naming it. Weights inside an HF folder are verified with
+every other file its ``integrity.json`` lists (``integrity.verify_dir``).
 
 ``load_weights(path)`` reads any supported source and returns ``(config, state_dict, meta)``:
   * a native safetensors file,
@@ -25,7 +26,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save as st_save
 
-from miniroberta.integrity import atomic_write_bytes, verify_file
+from miniroberta.integrity import atomic_write_bytes, verify_dir, verify_file
 from miniroberta.interop import uer
 from miniroberta.modeling.bert import TIED_KEYS, BertForMaskedLM, BertForSequenceClassification, BertModel
 from miniroberta.modeling.config import ConfigError, ModelConfig, load_config, replace
@@ -137,6 +138,8 @@ def load_weights(path: str | os.PathLike, config_path: str | None = None,
         raise CheckpointError(f"{path}: no model.safetensors or pytorch_model.bin in the directory")
 
     verify_file(path)                       # IntegrityError naming the file if it changed since it was written
+    # the other files of an HF folder (config, vocab, finetune.json, card ...) against its integrity.json
+    verify_dir(os.path.dirname(os.path.abspath(path)), skip=(os.path.basename(path),))
     if _is_safetensors(path):
         sd, md = read_safetensors(path)
         meta: dict[str, Any] = {}

@@ -2,14 +2,14 @@
 
 ``config.json`` (``model_type`` bert), ``model.safetensors`` (HF key names; tied weights once),
 ``vocab.txt``, ``tokenizer_config.json``, ``special_tokens_map.json`` and a model card
-``README.md``. ``transformers.pipeline('fill-mask', model=DIR)`` and
-``BertForMaskedLM/BertModel/BertForSequenceClassification.from_pretrained(DIR)`` load it.
+``README.md`` (``interop.cards``), and last ``integrity.json``: the SHA-256 and size of every one of those
+files, checked when the folder is loaded (``integrity.verify_dir``). ``transformers.pipeline('fill-mask',
+model=DIR)`` and ``BertForMaskedLM/BertModel/BertForSequenceClassification.from_pretrained(DIR)`` load it.
 """
 from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -17,11 +17,15 @@ from typing import Any
 import torch
 from safetensors.torch import save as st_save
 
+from miniroberta.interop.cards import ARCHITECTURES as CARD_ARCHITECTURES
+from miniroberta.interop.cards import export_card, public_text
 from miniroberta.interop.checkpoint import CheckpointError, load_weights, strip_tied
+from miniroberta.modeling.bert import TIED_KEYS, BertForMaskedLM, BertForSequenceClassification
 from miniroberta.modeling.config import ModelConfig
 from miniroberta.modeling.tokenizer import read_vocab
-from miniroberta.integrity import atomic_torch_save, atomic_write_bytes, record_dir
-from miniroberta.utils import atomic_dir, atomic_write, atomic_write_json, atomic_write_text, find_shared_data, log, sha256_file
+from miniroberta.integrity import atomic_torch_save, atomic_write_bytes, record_dir, update_dir
+from miniroberta.utils import (atomic_dir, atomic_write, atomic_write_json, atomic_write_text, find_shared_data, log,
+                              sha256_file, write_error)
 
 SPECIAL_TOKENS_MAP = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
                       "mask_token": "[MASK]"}
@@ -48,24 +52,38 @@ def write_hf_dir(state_dict: dict[str, torch.Tensor], config: ModelConfig, vocab
         raise ValueError(f"{vocab_path} has {len(vocab)} tokens but the model's vocab_size is {config.vocab_size}; "
                          f"pass the vocab the model was trained with")
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in strip_tied(state_dict).items()}
-    with atomic_dir(output_dir, overwrite=overwrite) as tmp:
-        with open(os.path.join(tmp, "config.json"), "w", encoding="utf-8") as f:
-            json.dump(config.to_hf_dict(architecture), f, indent=2, ensure_ascii=False, sort_keys=True)
-        with open(os.path.join(tmp, "model.safetensors"), "wb") as f:
-            f.write(st_save(tensors, metadata={"format": "pt"}))
-        shutil.copyfile(vocab_path, os.path.join(tmp, "vocab.txt"))
-        with open(os.path.join(tmp, "tokenizer_config.json"), "w", encoding="utf-8") as f:
-            json.dump(tokenizer_config(lowercase), f, indent=2)
-        with open(os.path.join(tmp, "special_tokens_map.json"), "w", encoding="utf-8") as f:
-            json.dump(SPECIAL_TOKENS_MAP, f, indent=2)
-        if card is not None:
-            with open(os.path.join(tmp, "README.md"), "w", encoding="utf-8") as f:
-                f.write(card)
-        for name, text in (extra_files or {}).items():
-            with open(os.path.join(tmp, name), "w", encoding="utf-8") as f:
-                f.write(text)
-        record_dir(tmp, ["model.safetensors"])      # integrity.json, checked by load_weights
+    existed = os.path.exists(output_dir)
+    try:
+        with atomic_dir(output_dir, overwrite=overwrite) as tmp:
+            _write_hf_files(tmp, tensors, config, vocab_path, architecture, card, lowercase, extra_files)
+    except OSError as e:      # disk full, read-only, permission: one line naming the folder and what is intact
+        err = write_error(output_dir, e, existed)
+        if err is e:
+            raise
+        raise err from None
     return output_dir
+
+
+def _write_hf_files(tmp: str, tensors: dict[str, torch.Tensor], config: ModelConfig, vocab_path: str,
+                    architecture: str, card: str | None, lowercase: bool, extra_files: dict[str, str] | None) -> None:
+    """The files of an HF folder, written into ``tmp`` (being built by ``atomic_dir``), then its integrity
+    manifest over every one of them (weights, config, vocab, tokenizer files, card, extra files)."""
+    with open(os.path.join(tmp, "config.json"), "w", encoding="utf-8") as f:
+        json.dump(config.to_hf_dict(architecture), f, indent=2, ensure_ascii=False, sort_keys=True)
+    with open(os.path.join(tmp, "model.safetensors"), "wb") as f:
+        f.write(st_save(tensors, metadata={"format": "pt"}))
+    shutil.copyfile(vocab_path, os.path.join(tmp, "vocab.txt"))
+    with open(os.path.join(tmp, "tokenizer_config.json"), "w", encoding="utf-8") as f:
+        json.dump(tokenizer_config(lowercase), f, indent=2)
+    with open(os.path.join(tmp, "special_tokens_map.json"), "w", encoding="utf-8") as f:
+        json.dump(SPECIAL_TOKENS_MAP, f, indent=2)
+    if card is not None:
+        with open(os.path.join(tmp, "README.md"), "w", encoding="utf-8") as f:
+            f.write(card)
+    for name, text in (extra_files or {}).items():
+        with open(os.path.join(tmp, name), "w", encoding="utf-8") as f:
+            f.write(text)
+    record_dir(tmp)      # integrity.json over every file, checked when the folder is loaded
 
 
 
@@ -73,7 +91,7 @@ def write_hf_dir(state_dict: dict[str, torch.Tensor], config: ModelConfig, vocab
 # Export from any checkpoint source, with a generated model card.
 
 EXPORT_TYPES = ("mlm", "bert", "cls")
-ARCHITECTURES = {"mlm": "BertForMaskedLM", "bert": "BertForPreTraining", "cls": "BertForSequenceClassification"}
+ARCHITECTURES = {t: CARD_ARCHITECTURES[t] for t in EXPORT_TYPES}
 HF_WEIGHT_NAMES = ("model.safetensors", "pytorch_model.bin")
 HF_SIDE_FILES = ("config.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json", "README.md")
 _MLM_HEAD = ("cls.predictions.transform.dense.weight", "cls.predictions.transform.dense.bias",
@@ -146,106 +164,12 @@ def select_for_type(state_dict: dict[str, torch.Tensor], type: str = "mlm",
     return {k: v for k, v in state_dict.items() if not k.startswith(drop)}, ARCHITECTURES[type]
 
 
-_ABS_PATH = re.compile(r"(?<![\w.~/:])/(?:[^\s/|,;()'\"]+/)+([^\s/|,;()'\"]+)")
-
-
-def public_text(v: str) -> str:
-    """``v`` with every absolute local path cut to its last component (a model card is published; where
-    the files lay on the machine that wrote it is private and useless elsewhere)."""
-    return _ABS_PATH.sub(r"\1", v)
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, str):
-        return public_text(v)
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    if isinstance(v, int) and not isinstance(v, bool) and abs(v) >= 10000:
-        return f"{v:,}"
-    return str(v)
-
-
-# meta keys rendered first (in this order, under these labels) when present
-_CARD_KEYS = (
-    ("corpus", "Training corpus"), ("corpus_path", "Training corpus"), ("dataset", "Dataset"),
-    ("dataset_path", "Dataset"), ("stage", "Stage"), ("seq_length", "Sequence length"),
-    ("step", "Steps"), ("steps", "Steps"), ("total_steps", "Total steps"), ("batch_size", "Batch size"),
-    ("tokens", "Tokens seen"), ("tokens_seen", "Tokens seen"), ("real_tokens", "Real (non-pad) tokens seen"),
-    ("loss", "Final MLM loss"), ("final_loss", "Final MLM loss"), ("mlm_loss", "Final MLM loss"),
-    ("mlm_acc", "Final MLM accuracy"), ("accuracy", "Final MLM accuracy"), ("learning_rate", "Learning rate"),
-    ("seed", "Seed"), ("vocab_sha256", "Vocab SHA-256"),
-)
-
-
-# conversion bookkeeping that says nothing about the model
-_CARD_SKIP = {"name", "has_mlm", "has_sp", "has_classifier", "has_decoder_weight", "segment_rows", "layers",
-              "converted_from", "source_format", "uer_vintage"}
-
-
 def model_card(config: ModelConfig, meta: dict[str, Any] | None = None, scores: dict[str, float] | None = None,
                type: str = "mlm", name: str | None = None, extra: str | None = None) -> str:
-    """A Markdown model card: size table, parameter count, what the checkpoint meta records about
-    training (data, steps, tokens, final loss ...), optional fine-tuning ``scores`` (task -> dev
-    accuracy, as fraction or percent) and a usage snippet."""
-    meta = dict(meta or {})
-    title = name or meta.get("name") or f"miniroberta {config.name}"
-    params = config.num_parameters(mlm_head=type in ("mlm", "bert"), pooler=type in ("bert", "cls"))
-    enc = config.num_parameters(mlm_head=False, pooler=False)
-    lines = [
-        "---", "language: zh", "license: apache-2.0", "library_name: transformers",
-        f"pipeline_tag: {'fill-mask' if type in ('mlm', 'bert') else 'text-classification'}",
-        "tags: [bert, roberta, chinese, miniroberta]", "---", "",
-        f"# {title}", "",
-        f"A Chinese BERT/RoBERTa encoder ({config.num_hidden_layers} layers, hidden size {config.hidden_size}) "
-        f"exported by miniroberta as a HuggingFace "
-        f"`{ARCHITECTURES.get(type, 'BertForMaskedLM')}`.", "",
-        "## Size", "",
-        "| layers | hidden | heads | FFN | vocab | max positions | parameters (total) | parameters (encoder) |",
-        "|---|---|---|---|---|---|---|---|",
-        f"| {config.num_hidden_layers} | {config.hidden_size} | {config.num_attention_heads} | "
-        f"{config.intermediate_size} | {config.vocab_size} | {config.max_position_embeddings} | "
-        f"{params / 1e6:.1f}M | {enc / 1e6:.1f}M |", "",
-    ]
-    if config.layer_norm_type == "uer":
-        lines += ["Trained with UER-py's LayerNorm (`gamma*(x-mean)/(std+eps)+beta`, unbiased std, eps 1e-6); "
-                  "transformers runs the standard LayerNorm, so its outputs differ slightly from miniroberta's.", ""]
-    rows, seen_labels = [], set()
-    for key, label in _CARD_KEYS:
-        if key in meta and label not in seen_labels and isinstance(meta[key], (str, int, float)):
-            rows.append((label, _fmt(meta[key])))
-            seen_labels.add(label)
-    if meta.get("source_format") == "uer":
-        rows.append(("Converted from", f"UER-py checkpoint ({meta.get('uer_vintage', '?')} key names)"))
-    known = {k for k, _ in _CARD_KEYS} | _CARD_SKIP
-    for k in sorted(meta):
-        v = meta[k]
-        if k not in known and isinstance(v, (str, int, float, bool)) and len(str(v)) <= 400:
-            rows.append((k, _fmt(v)))
-    lines += ["## Training", ""]
-    if rows:
-        lines += ["As recorded in the checkpoint:", "", "| | |", "|---|---|"]
-        lines += [f"| {a} | {str(b).replace('|', '/')} |" for a, b in rows]
-    else:
-        lines += ["The checkpoint records no training information."]
-    lines.append("")
-    if scores:
-        tasks = list(scores)
-        vals = [float(scores[t]) for t in tasks]
-        pct = [v * 100 if v <= 1.0 else v for v in vals]
-        lines += ["## Fine-tuning (dev accuracy, %)", "",
-                  "| model | " + " | ".join(tasks) + " |", "|---" * (len(tasks) + 1) + "|",
-                  f"| {title} | " + " | ".join(f"{v:.1f}" for v in pct) + " |", ""]
-    if type in ("mlm", "bert"):
-        lines += ["## Usage", "", "```python", "from transformers import pipeline",
-                  "unmasker = pipeline('fill-mask', model='PATH/TO/THIS/DIR')",
-                  "unmasker('中国的首都是[MASK]京。')", "```", "",
-                  "or `miniroberta fill-mask --model PATH/TO/THIS/DIR \"中国的首都是[MASK]京。\"`.", ""]
-    if type == "mlm":
-        lines += ["This export has no pooler (like the UER-py `--type mlm` conversion): `BertModel.from_pretrained` "
-                  "initialises `pooler.dense` randomly and reports the MLM head (`cls.*`) as unused.", ""]
-    if extra:
-        lines += [extra.rstrip(), ""]
-    return public_text("\n".join(lines))
+    """The export's model card (``interop.cards.export_card``): YAML front matter with a model-index, size,
+    the checkpoint's labelled training facts (no raw keys, no local paths), optional fine-tuning ``scores``
+    (task -> dev accuracy, as fraction or percent) and a usage snippet."""
+    return export_card(config, meta, scores=scores, type=type, name=name, extra=extra)
 
 
 def _torch_save_atomic(obj: dict[str, torch.Tensor], path: str) -> None:
@@ -290,15 +214,17 @@ def write_hf_files(state_dict: dict[str, torch.Tensor], config: ModelConfig, voc
     atomic_write_json(os.path.join(d, "special_tokens_map.json"), SPECIAL_TOKENS_MAP)
     if card is not None:
         atomic_write_text(os.path.join(d, "README.md"), card)
+    update_dir(d, [n for n in outputs if os.path.isfile(os.path.join(d, n))])   # integrity.json: the files written
     return weights_path
 
 
 def export_checkpoint(input_path: str | os.PathLike, output_dir: str | os.PathLike, vocab_path: str | None = None,
-                      type: str = "mlm", overwrite: bool = True, card_extra: str | None = None,
+                      type: str = "mlm", overwrite: bool = False, card_extra: str | None = None,
                       config_path: str | None = None, layers_num: int | None = None,
                       scores: dict[str, float] | None = None, name: str | None = None) -> str:
     """Export any checkpoint (native, HF dir/file, UER-py) to a complete HF directory with a model card.
-    Returns ``output_dir``. ``type``: ``mlm`` (default), ``bert`` (with pooler + NSP) or ``cls``."""
+    Returns ``output_dir``. ``type``: ``mlm`` (default), ``bert`` (with pooler + NSP) or ``cls``. An existing
+    ``output_dir`` is refused unless ``overwrite`` (then replaced atomically)."""
     input_path = os.fspath(input_path)
     cfg, sd, meta = load_weights(input_path, config_path=config_path, layers_num=layers_num)
     if layers_num is not None and layers_num != cfg.num_hidden_layers:
@@ -315,7 +241,6 @@ def export_checkpoint(input_path: str | os.PathLike, output_dir: str | os.PathLi
 
 def _check_fits(sd: dict[str, torch.Tensor], cfg: ModelConfig, type: str, source: str) -> None:
     """Strict: the exported tensors must load into our model of that type (names and shapes)."""
-    from miniroberta.modeling.bert import TIED_KEYS, BertForMaskedLM, BertForSequenceClassification
     with torch.device("meta"):
         model = (BertForSequenceClassification(cfg) if type == "cls"
                  else BertForMaskedLM(cfg, add_pooling_layer=type == "bert"))
@@ -341,4 +266,5 @@ def _check_fits(sd: dict[str, torch.Tensor], cfg: ModelConfig, type: str, source
 
 
 __all__ = ["write_hf_dir", "write_hf_files", "tokenizer_config", "SPECIAL_TOKENS_MAP", "export_checkpoint",
-           "model_card", "resolve_vocab", "select_for_type", "EXPORT_TYPES", "ARCHITECTURES", "shared_data_dir"]
+           "model_card", "public_text", "resolve_vocab", "select_for_type", "EXPORT_TYPES", "ARCHITECTURES",
+           "shared_data_dir"]

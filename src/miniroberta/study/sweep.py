@@ -27,12 +27,20 @@ import math
 import os
 import shutil
 import time
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from miniroberta.data.dataset import MlmDataset
+from miniroberta.data.preprocess import build_dataset
+from miniroberta.engine.precision import PRECISIONS
+from miniroberta.optional import plots_available
 from miniroberta.outputs import claim_output
-from miniroberta.utils import atomic_write_text, find_shared_data, format_duration, log, sha256_bytes
+from miniroberta.pretrain.config import PretrainConfig, RunOptions
+from miniroberta.pretrain.launch import train
+from miniroberta.settings import add_options, from_args, help_text, option, validate
+from miniroberta.utils import (atomic_write, atomic_write_text, find_shared_data, format_duration, log, sha256_bytes,
+                               write_error)
 
 # what a variant may change: the settings that change the result of a pretraining run
 KEYS = {"learning_rate": float, "batch_size": int, "warmup": float, "seq_length": int, "mask_rate": float,
@@ -82,8 +90,6 @@ def run_name(settings: dict[str, Any], base: dict[str, Any]) -> str:
 
 
 def _dataset(out: Path, corpus: Any, vocab: str, seq: int, name: str, max_bytes: int | None) -> str:
-    from miniroberta.data.dataset import MlmDataset
-    from miniroberta.data.preprocess import build_dataset
     path = out / "data" / f"{name}_seq{seq}"
     if (path / "manifest.json").is_file():
         MlmDataset(str(path))  # a damaged dataset fails here, naming itself
@@ -94,7 +100,6 @@ def _dataset(out: Path, corpus: Any, vocab: str, seq: int, name: str, max_bytes:
 
 
 def _fill_ratio(ds_path: str) -> float:
-    from miniroberta.data.dataset import MlmDataset
     ds = MlmDataset(ds_path)
     real = ds.manifest.get("num_real_tokens") or ds.manifest["num_tokens"]
     return float(real) / max(1, len(ds) * ds.seq_length)
@@ -102,8 +107,6 @@ def _fill_ratio(ds_path: str) -> float:
 
 def run_one(settings: dict[str, Any], args: argparse.Namespace, out: Path, vocab: str, train_corpus: Any,
             heldout: str) -> dict[str, Any]:
-    from miniroberta.pretrain.config import PretrainConfig, RunOptions
-    from miniroberta.pretrain.launch import train
     seq = int(settings["seq_length"])
     ds = _dataset(out, train_corpus, vocab, seq, "train", args.max_bytes)
     ev = _dataset(out, heldout, vocab, HELDOUT_SEQ, "heldout", args.heldout_max_bytes)
@@ -157,13 +160,11 @@ def render_table(rows: list[dict[str, Any]], base: dict[str, Any]) -> str:
 
 
 def plot(rows: list[dict[str, Any]], path: str) -> str | None:
-    from miniroberta.optional import plots_available
     if not rows or not plots_available("sweep", "sweep.png"):
         return None
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from miniroberta.utils import atomic_write
     fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
     for r in sorted(rows, key=lambda r: r["heldout_loss"]):
         pts = [c for c in r["curve"] if c.get("tokens")]     # the step-0 point (ln V) would squash the rest
@@ -181,28 +182,45 @@ def plot(rows: list[dict[str, Any]], path: str) -> str | None:
     return path
 
 
+@dataclass(kw_only=True)
+class SweepOptions:
+    """The options of ``miniroberta sweep``."""
+    out: str = option(help="sweep directory (resumable)", effect="result")
+    corpus: list[str] | None = option(None, "training corpus files or directory", effect="result",
+                                      default_text="../shared/data/corpus without the held-out file")
+    heldout: str | None = option(None, "held-out text file, never trained on", effect="result",
+                                 default_text="c3_documents.txt of the shared corpus")
+    vocab: str | None = option(None, "vocab file", effect="result",
+                               default_text="../shared/data/vocab/google_zh_vocab.txt")
+    config: str = option("tiny", "model preset or config file", effect="result")
+    budget_tokens: float = option(4e6, "real (non-padding) tokens per run", effect="result", gt=0)
+    base: list[str] | None = option(None, "base settings KEY=VALUE", effect="result",
+                                    default_text=" ".join(f"{k}={v}" for k, v in DEFAULT_BASE.items()))
+    vary: list[str] = option(default_factory=list, help="KEY=V1,V2,...: one run per value (repeatable)",
+                             effect="result", default_text="none")
+    variant: list[str] = option(default_factory=list, help="KEY=V,KEY2=V2: one run (repeatable)", effect="result",
+                                default_text="none")
+    max_bytes: int | None = option(None, "use only the first N bytes of the training corpus", effect="result", ge=1,
+                                   default_text="all of it")
+    heldout_max_bytes: int = option(400_000, "bytes of the held-out file scored", effect="result", ge=1)
+    heldout_windows: int = option(2048, "held-out windows (seq 128) scored per evaluation", effect="result", ge=1)
+    evals: int = option(8, "held-out evaluations per run (the curve)", effect="speed", ge=1)
+    seed: int = option(7, "seed of every run", effect="result")
+    precision: str = option("auto", "training precision (auto: from the device's capabilities, the same for "
+                            "every run)", effect="result", choices=PRECISIONS)
+    threads: int | None = option(None, "torch threads per run", effect="speed", ge=1,
+                                 default_text="the cores this process may run on")
+    keep_checkpoints: bool = option(False, "keep each run's checkpoints", effect="speed")
+    dry_run: bool = option(False, "list the runs and stop", effect="speed")
+    overwrite: bool = option(False, "move an existing sweep in --out aside and start over", effect="speed")
+
+
 def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", required=True, help="sweep directory (resumable)")
-    p.add_argument("--corpus", nargs="+", default=None,
-                   help="training corpus files or directory (default: ../shared/data/corpus without the held-out file)")
-    p.add_argument("--heldout", default=None,
-                   help="held-out text file, never trained on (default: c3_documents.txt of the shared corpus)")
-    p.add_argument("--vocab", default=None, help="default ../shared/data/vocab/google_zh_vocab.txt")
-    p.add_argument("--config", default="tiny", help="model preset or config file")
-    p.add_argument("--budget_tokens", type=float, default=4e6, help="real (non-padding) tokens per run")
-    p.add_argument("--base", nargs="+", default=None, help=f"base settings KEY=VALUE (default {DEFAULT_BASE})")
-    p.add_argument("--vary", action="append", default=None, help="KEY=V1,V2,...: one run per value (repeatable)")
-    p.add_argument("--variant", action="append", default=None, help="KEY=V,KEY2=V2: one run (repeatable)")
-    p.add_argument("--max_bytes", type=int, default=None, help="use only the first N bytes of the training corpus")
-    p.add_argument("--heldout_max_bytes", type=int, default=400_000)
-    p.add_argument("--heldout_windows", type=int, default=2048, help="held-out windows (seq 128) scored per evaluation")
-    p.add_argument("--evals", type=int, default=8, help="held-out evaluations per run (the curve)")
-    p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--keep_checkpoints", action="store_true")
-    p.add_argument("--dry_run", action="store_true", help="list the runs and stop")
-    p.add_argument("--overwrite", action="store_true", help="move an existing sweep in --out aside and start over")
+    """Generated from ``SweepOptions``; ``--vary`` and ``--variant`` repeat."""
+    add_options(p, SweepOptions, skip=("vary", "variant"))
+    for f in fields(SweepOptions):
+        if f.name in ("vary", "variant"):
+            p.add_argument(f"--{f.name}", action="append", default=[], help=help_text(f))
 
 
 def _default_data(args: argparse.Namespace) -> tuple[Any, str, str]:
@@ -227,6 +245,7 @@ def _default_data(args: argparse.Namespace) -> tuple[Any, str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    validate(from_args(SweepOptions, args), "sweep options")       # bounds and choices, every problem at once
     base = {**DEFAULT_BASE, **parse_settings(args.base, "--base")}
     args.base_settings = base
     runs = expand_variants(base, args.vary, args.variant)
@@ -254,8 +273,11 @@ def run(args: argparse.Namespace) -> int:
                 continue
             row = run_one(s, args, out, vocab, corpus, heldout)
             rows.append(row)
-            with open(jl, "a", encoding="utf-8") as f:   # one line per finished run
-                f.write(json.dumps(row) + "\n")
+            try:
+                with open(jl, "a", encoding="utf-8") as f:   # one line per finished run
+                    f.write(json.dumps(row) + "\n")
+            except OSError as e:      # disk full, read-only: one line naming the file
+                raise write_error(str(jl), e, True) from None
             log(f"sweep [{i + 1}/{len(runs)}] {row['name']}: held-out loss {row['heldout_loss']:.4f} "
                 f"(acc {100 * row['heldout_accuracy']:.1f}%), {format_duration(row['wall_time_s'])}; "
                 f"sweep so far {format_duration(time.time() - t0)}")
