@@ -46,7 +46,7 @@ from miniroberta.pretrain.launch import PretrainConfig, RunOptions, train  # noq
 from miniroberta.modeling.tokenizer import read_vocab  # noqa: E402
 from miniroberta.engine.device import device_info, measure_matmul_peak  # noqa: E402
 from miniroberta.pretrain.batches import BatchSource, Stream  # noqa: E402
-from miniroberta.pretrain.trainer import masking_config  # noqa: E402
+from miniroberta.pretrain.setup import masking_config  # noqa: E402
 
 
 def build_data(tmp: str, vocab: str, max_bytes: int) -> str:

@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 
 def run_cell(out: str, **kw) -> dict:
-    from miniroberta.finetune.trainer import FinetuneConfig, run_finetune
+    from miniroberta.finetune import FinetuneConfig, run_finetune
     res_path = os.path.join(out, "result.json")
     if os.path.isfile(res_path):
         return json.load(open(res_path, encoding="utf-8"))
@@ -73,20 +73,21 @@ def inference_speed(model_dir: str, task: str, data_dir: str, repeats: int = 3) 
     import torch
 
     from miniroberta.finetune.inference import predict_logits
-    from miniroberta.finetune.trainer import FinetuneConfig, _prepare_data
+    from miniroberta.finetune import FinetuneConfig
+    from miniroberta.finetune.data import prepare_data
     from miniroberta.interop.checkpoint import load_finetuned
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        d = _prepare_data(FinetuneConfig(pretrained_model_path=model_dir, task=task, data_dir=data_dir),
-                          lambda *a, **k: None)
+        d = prepare_data(FinetuneConfig(pretrained_model_path=model_dir, task=task, data_dir=data_dir),
+                         torch.device("cpu"), lambda *a, **k: None)
         model, _ = load_finetuned(model_dir, "cpu")
         model.float()
-        enc = d["enc_dev"]
+        enc = d.enc_dev
         times = []
         for _ in range(repeats):
             t = time.perf_counter()
-            predict_logits(model, enc, 32, torch.device("cpu"), d["tok"].pad_id)
+            predict_logits(model, enc, 32, torch.device("cpu"), d.tok.pad_id)
             times.append(time.perf_counter() - t)
         return len(enc) / statistics.median(times)
     finally:

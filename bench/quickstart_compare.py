@@ -46,7 +46,7 @@ def main() -> int:
     import torch
 
     from miniroberta.engine.device import device_info
-    from miniroberta.finetune.trainer import FinetuneConfig, run_finetune
+    from miniroberta.finetune import FinetuneConfig, run_finetune
     from miniroberta.study.quickstart import COMPARE
     settings = dict(COMPARE)
     if args.grid_cell:

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from miniroberta import integrity, outputs, utils
+from miniroberta import integrity, utils
 from miniroberta.interop.checkpoint import CheckpointError, load_weights, save_native
 from miniroberta.modeling.config import preset
 

@@ -332,8 +332,5 @@ def collate(instances: Sequence[np.ndarray], indices: Sequence[int], epochs: Seq
                     real_index=real_index, masked_real_index=masked_real_index)
 
 
-# The old name, for importers not yet switched (pretrain/trainer.py); ``engine.trainer.Batch`` is the protocol.
-Batch = MlmBatch
-
-__all__ = ["MaskingConfig", "SpecialIds", "MlmBatch", "Batch", "mask_tokens", "collate", "ordinary_token_ids",
+__all__ = ["MaskingConfig", "SpecialIds", "MlmBatch", "mask_tokens", "collate", "ordinary_token_ids",
            "instance_keys", "position_uniform", "EVAL_EPOCH", "EVAL_SEED", "eval_masking"]

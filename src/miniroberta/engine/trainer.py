@@ -1,6 +1,6 @@
 """The training engine: one loop for pretraining, fine-tuning and distillation.
 
-A *task* (``pretrain.task.MlmTask``, ``finetune.trainer.ClassifierTask``) says what a batch
+A *task* (``pretrain.task.MlmTask``, ``finetune.task.ClassifierTask``) says what a batch
 is, how to compute its summed loss, what to evaluate and which weights file to write; the
 :class:`Trainer` owns everything else -- precision (fp32, or bf16 with fp32 masters), the
 AdamW groups and schedule, gradient accumulation, the loss weighting across micro-batches and

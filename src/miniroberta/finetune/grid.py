@@ -43,7 +43,7 @@ import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import torch
 
@@ -403,7 +403,7 @@ def _say_best(summary: dict[str, Any], say: Callable[[str], None]) -> None:
 
 
 # --------------------------------------------------------------------------------- the grid
-def run_grid(cfg: GridConfig | str | None = None, *legacy_args: Any, **legacy_kw: Any) -> dict[str, Any]:
+def run_grid(cfg: GridConfig) -> dict[str, Any]:
     """Run every pending cell, then summarise; see the module docstring. Returns the summary.
     The grid folder is claimed for the run (a second grid on it fails at once naming the first);
     an existing grid is resumed, or with ``overwrite`` moved aside to ``<out>.old-<time>``.
@@ -411,12 +411,7 @@ def run_grid(cfg: GridConfig | str | None = None, *legacy_args: Any, **legacy_kw
     ``baseline``: also run the same grid (cells, seeds, data, budget) on the same architecture
     from random initialisation, in ``OUT/no-pretraining`` -- the no-pretraining arm that says what
     the pretraining bought; its summary is ``summary["baseline"]`` and ``report`` shows it beside
-    the pretrained model with the difference per task.
-
-    (Deprecated: 0.2's positional/keyword form ``run_grid(model, tasks, data_dir, out_dir, epochs_list=...)``
-    is still accepted and mapped onto a ``GridConfig``.)"""
-    if not isinstance(cfg, GridConfig):
-        cfg = grid_config_from_legacy(cfg, *legacy_args, **legacy_kw)
+    the pretrained model with the difference per task."""
     cfg.validate()
     say = log if cfg.progress else (lambda *_a, **_k: None)
     lrs, why = cfg.learning_rates(bool(cfg.pretrained_model_path))
@@ -452,31 +447,6 @@ def _run_baseline(cfg: GridConfig, summary: dict[str, Any], say: Callable[[str],
     return summary
 
 
-_LEGACY_NAMES = dict(out_dir="out_dir", epochs_list="epochs_num_list", batch_list="batch_size_list",
-                     lr_list="learning_rate_list")
-
-
-def grid_config_from_legacy(pretrained_model_path: str | None = None, tasks: Sequence[str] | str = "all",
-                            data_dir: str | None = None, out_dir: str | None = None, **kw: Any) -> GridConfig:
-    """0.2's ``run_grid`` arguments as a ``GridConfig`` (``amp``/``max_train_tokens`` in ``finetune_overrides``
-    become ``precision``/``max_train_tokens``). For callers not yet moved to ``GridConfig``."""
-    fields = {f.name for f in dataclasses.fields(GridConfig)}
-    args: dict[str, Any] = dict(pretrained_model_path=pretrained_model_path, tasks=tasks, data_dir=data_dir,
-                                out_dir=out_dir)
-    for k, v in kw.items():
-        name = _LEGACY_NAMES.get(k, k)
-        if name not in fields:
-            raise TypeError(f"run_grid() got an unexpected keyword argument {k!r}")
-        args[name] = v
-    overrides = dict(args.pop("finetune_overrides", None) or {})
-    if overrides.pop("amp", False):
-        args["precision"] = "bf16"
-    if "max_train_tokens" in overrides:
-        args["max_train_tokens"] = overrides.pop("max_train_tokens")
-    return GridConfig(**{k: v for k, v in args.items() if v is not None or k == "learning_rate_list"},
-                      finetune_overrides=overrides)
-
-
 # --------------------------------------------------------------------------------- CLI
 def configure(p: argparse.ArgumentParser) -> None:
     """The options are generated from ``GridConfig`` (their defaults, help and checks)."""
@@ -499,5 +469,5 @@ def run(args: argparse.Namespace) -> int:
 
 
 __all__ = ["BASELINE_DIR", "run_grid", "summarize", "Cell", "cell_path", "cell_run_dir", "model_fingerprint",
-           "configure", "run", "grid_config_from_legacy", "set_parent_death_signal", "GridConfig",
+           "configure", "run", "set_parent_death_signal", "GridConfig",
            "DEFAULT_EPOCHS", "DEFAULT_BATCHES", "DEFAULT_LRS"]

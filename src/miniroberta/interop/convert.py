@@ -23,7 +23,6 @@ import argparse
 import os
 import re
 
-import torch
 
 from miniroberta.interop.checkpoint import CheckpointError, load_weights, save_native
 from miniroberta.data.paths import resolve_vocab

@@ -13,7 +13,7 @@ workers, compile, device, time budget ...).
 Launch modes: one process (CPU or one GPU); ``--world_size N`` spawns N local processes
 (NCCL on the GPUs in ``--gpu_ranks``, gloo on CPU without ``--gpu_ranks``); or ``torchrun``
 (its ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``/``MASTER_ADDR`` environment, single or multi-node).
-The training loop itself is in ``miniroberta.pretrain.trainer``.
+One training process is ``miniroberta.pretrain.worker``; what it is built from, ``miniroberta.pretrain.setup``.
 """
 from __future__ import annotations
 
@@ -29,7 +29,8 @@ from typing import Any
 import torch
 import torch.multiprocessing as mp
 
-from miniroberta.pretrain import trainer as train_loop
+from miniroberta.pretrain import worker as train_loop
+from miniroberta.pretrain.setup import Setup, preflight
 from miniroberta.pretrain.config import MASKING, OPTIM, PretrainConfig, PretrainError, RunOptions
 from miniroberta.outputs import claim_output, run_files
 from miniroberta.settings import add_options, from_args
@@ -88,16 +89,16 @@ def train(cfg: PretrainConfig, opts: RunOptions | None = None) -> dict[str, Any]
     ``opts.overwrite`` (move them aside to ``<name>.old-<time>``)."""
     opts = (opts or RunOptions()).validate()
     cfg.validate()
-    train_loop.preflight(cfg, opts)  # fail in the parent, before any process is started
+    setup = preflight(cfg, opts)  # fail in the parent, before any process is started
     if _torchrun_env() and os.environ.get("RANK") != "0":
-        return _train(cfg, opts)     # rank 0 holds the claim
+        return _train(cfg, opts, setup)     # rank 0 holds the claim
     with claim_output(cfg.output_model_path, resume=bool(opts.resume), overwrite=opts.overwrite,
                       related=run_files(cfg.output_model_path), command="pretrain",
                       what="the checkpoints and training state of an earlier run"):
-        return _train(cfg, opts)
+        return _train(cfg, opts, setup)
 
 
-def _train(cfg: PretrainConfig, opts: RunOptions) -> dict[str, Any]:
+def _train(cfg: PretrainConfig, opts: RunOptions, setup: Setup) -> dict[str, Any]:
     if _torchrun_env():
         world = int(os.environ["WORLD_SIZE"])
         if cfg.world_size not in (1, world):
@@ -110,7 +111,7 @@ def _train(cfg: PretrainConfig, opts: RunOptions) -> dict[str, Any]:
             raise ValueError(f"--gpu_ranks {opts.gpu_ranks} lists several GPUs but --world_size is 1")
         ranks, use_cuda = plan_devices(cfg, opts)
         device = f"cuda:{opts.gpu_ranks[0] if opts.gpu_ranks else 0}" if use_cuda else "cpu"
-        return train_loop.run_worker(cfg, opts, rank=0, world_size=1, local_rank=0, device=device)
+        return train_loop.run_worker(cfg, opts, rank=0, world_size=1, local_rank=0, device=device, setup=setup)
 
     ranks, use_cuda = plan_devices(cfg, opts)
     master = opts.master_ip or f"tcp://127.0.0.1:{_free_port()}"

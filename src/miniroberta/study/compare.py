@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from miniroberta.finetune.trainer import FinetuneConfig, run_finetune
+from miniroberta.finetune import FinetuneConfig, run_finetune
 from miniroberta.utils import log
 
 # measured on an idle 2-core Zen 4 with the quickstart's 8,000-step model (docs/quality.md): seed 7, lr 1e-3,

@@ -40,13 +40,13 @@ from miniroberta.data import preprocess as pre_mod
 from miniroberta.data import tasks as task_data
 from miniroberta.data.dataset import MlmDataset
 from miniroberta.engine.device import resolve_device
-from miniroberta.finetune import grid as grid_mod
+from miniroberta.finetune.grid import run_grid
 from miniroberta.finetune import report as report_mod
-from miniroberta.finetune.trainer import FinetuneConfig, run_finetune
+from miniroberta.finetune import FinetuneConfig, GridConfig, run_finetune
 from miniroberta.integrity import update_dir
 from miniroberta.interop import convert as convert_mod
 from miniroberta.interop.cards import scores_from, study_card
-from miniroberta.interop.checkpoint import load_weights
+from miniroberta.interop.checkpoint import load_weights, model_fingerprint
 from miniroberta.optional import have, plots_available
 from miniroberta.outputs import retire
 from miniroberta.pretrain import launch as pretrain_mod
@@ -366,15 +366,15 @@ class Study:
         def fn(resume: bool, fresh: bool) -> dict[str, Any]:
             if fresh:
                 retire(out)
-            overrides: dict[str, Any] = {"precision": self.precision}
-            if g["max_train_tokens"]:
-                overrides["max_train_tokens"] = g["max_train_tokens"]
-            res = grid_mod.run_grid(export["path"], g["tasks"], self.data_dir, out, epochs_list=tuple(g["epochs"]),
-                              batch_list=tuple(g["batch_size"]), lr_list=tuple(g["learning_rate"]),
-                              seeds=tuple(g["seeds"]), vocab_path=self.vocab, seq_length=g["seq_length"],
-                              jobs=g["jobs"], max_train_examples=g["max_train_examples"] or None,
-                              max_dev_examples=g["max_dev_examples"] or None, progress=self.progress,
-                              finetune_overrides=overrides, baseline=g["baseline"])
+            cfg = GridConfig(pretrained_model_path=export["path"], tasks=",".join(g["tasks"]), data_dir=self.data_dir,
+                             out_dir=out, epochs_num_list=tuple(g["epochs"]), batch_size_list=tuple(g["batch_size"]),
+                             learning_rate_list=tuple(g["learning_rate"]), seeds=tuple(g["seeds"]),
+                             vocab_path=self.vocab, seq_length=g["seq_length"], jobs=g["jobs"],
+                             max_train_examples=g["max_train_examples"] or None,
+                             max_dev_examples=g["max_dev_examples"] or None,
+                             max_train_tokens=g["max_train_tokens"] or None, precision=self.precision,
+                             baseline=g["baseline"], progress=self.progress)
+            res = run_grid(cfg)
             out_res = {"path": out, "grid": _jsonable(res), "scores": best_scores(res)}
             if "baseline" in res:
                 out_res.update(baseline_scores=best_scores(res["baseline"]),
@@ -414,7 +414,7 @@ class Study:
             res = run_finetune(cfg)
             model_dir = res["paths"]["model_dir"]
             return {"path": model_dir, "result": res["paths"]["result"], "best_dev_acc": res["best_dev_acc"],
-                    "sha256": grid_mod.model_fingerprint(model_dir)["sha256"]}
+                    "sha256": model_fingerprint(model_dir)["sha256"]}
 
         return self.runner.run(step_id, settings, inputs, fn, outputs=[os.path.join(out, "result.json")])
 

@@ -40,7 +40,7 @@ from miniroberta.outputs import claim_output
 from miniroberta.pretrain.config import PretrainConfig, RunOptions
 from miniroberta.pretrain.heldout import LEFT_PLATEAU_RATIO, left_plateau, unigram_baseline
 from miniroberta.pretrain.launch import train
-from miniroberta.pretrain.trainer import model_config
+from miniroberta.pretrain.setup import model_config
 from miniroberta.settings import add_options, from_args, option, validate
 from miniroberta.study.compare import COMPARE, compare_with_random_init, describe_comparison
 from miniroberta.utils import find_shared_data, format_duration, log
