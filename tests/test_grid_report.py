@@ -184,16 +184,17 @@ def test_report_last_epoch_metric_and_cli_formats(tmp_path, capsys):
 
 
 def test_a_diverged_cell_is_recorded_and_left_out(grid_env, monkeypatch):
-    """Divergence is told by the engine's exception type (TrainingError), not by its message."""
+    """Divergence is told by the engine's exception type (DivergedError), not by its message; any other
+    training error (here one that even mentions a NaN) stops the grid."""
     import miniroberta.finetune.grid as grid
-    from miniroberta.engine.trainer import TrainingError
+    from miniroberta.engine.trainer import DivergedError, TrainingError
     real = grid.run_finetune
 
     def fake(cfg):
         if cfg.learning_rate > 2e-3:
-            raise TrainingError("loss became nan at epoch 1 step 2; lower --learning_rate")
+            raise DivergedError("loss became nan at epoch 1 step 2; lower --learning_rate")
         if cfg.learning_rate < 1e-4:
-            raise RuntimeError("any other error stops the grid")
+            raise TrainingError("any other error stops the grid, even one that says the loss became nan")
         return real(cfg)
 
     monkeypatch.setattr(grid, "run_finetune", fake)

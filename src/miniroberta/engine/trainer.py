@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
@@ -41,6 +41,10 @@ STATE_VERSION = 2
 
 class TrainingError(RuntimeError):
     """Training cannot continue (divergence, bad state)."""
+
+
+class DivergedError(TrainingError):
+    """The loss became NaN or infinite (the message names the last good checkpoint and what to change)."""
 
 
 class Batch(Protocol):
@@ -85,15 +89,44 @@ class LoopOptions:
 
 
 @dataclass
+class Totals:
+    """Sums over the steps of this session (all ranks): summed loss, correct predictions, non-finite
+    losses, loss units (masked tokens, examples), real and padded tokens."""
+    loss: float = 0.0
+    correct: float = 0.0
+    nonfinite: float = 0.0
+    units: float = 0.0
+    real_tokens: float = 0.0
+    padded_tokens: float = 0.0
+
+    def __sub__(self, other: "Totals") -> "Totals":
+        return Totals(*(getattr(self, f) - getattr(other, f) for f in TOTAL_FIELDS))
+
+
+TOTAL_FIELDS = tuple(f.name for f in fields(Totals))
+
+
+@dataclass
 class RunningSums:
-    """Totals since the start of this session: loss/correct/non-finite on the device (no sync
-    per step), units/real/padded tokens on the host (known from the batches)."""
+    """Totals since the start of this session: loss/correct/non-finite on the device (no host sync
+    per step), units/real/padded tokens on the host (known from the batches) -- read as :class:`Totals`."""
     device: torch.Tensor
     host: np.ndarray = field(default_factory=lambda: np.zeros(3))
+    LOSS, CORRECT, NONFINITE = 0, 1, 2
 
     @classmethod
     def on(cls, dev: torch.device) -> "RunningSums":
         return cls(torch.zeros(3, device=dev, dtype=torch.float64))
+
+
+@dataclass
+class StepStats:
+    """What one update consumed (host-side counts; the loss stays on the device until a report)."""
+    step: int              # the update just done (1-based count of updates)
+    units: int
+    real_tokens: int
+    padded_tokens: int
+    lr: float
 
 
 @dataclass
@@ -130,21 +163,25 @@ class Trainer:
         self.last_loss: float | None = None
         self.last_accuracy: float | None = None
         self.sums = RunningSums.on(device)
-        self._reported = np.zeros(6)
+        self._reported = Totals()
+        self._hook_s = 0.0          # seconds of this session spent in the task's hooks and saves, not training
         self._report_t = time.time()
         self.checkpoints: list[str] = []
         self.last_checkpoint: str | None = None
 
     # ------------------------------------------------------------------ one update
-    def train_step(self, micro: Sequence[Batch], task: Task, nan_at: int | None = None) -> None:
+    def train_step(self, micro: Sequence[Batch], task: Task, nan_at: int | None = None) -> StepStats:
+        """One optimizer update over the micro-batches ``micro`` (gradients accumulated, averaged per loss
+        unit over all ranks)."""
         units = sum(b.units for b in micro)
+        lr = self.lr
         if self.distributed:  # the global count of loss terms this update
             count = torch.tensor([float(units)], device=self.device)
             dist.all_reduce(count)
             scale = self.world_size / count.clamp(min=1.0)   # DDP averages gradients over ranks
         else:
             scale = 1.0 / max(1, units)
-        set_lr(self.optimizer, self.lr, self.cfg, self.step + 1)
+        set_lr(self.optimizer, lr, self.cfg, self.step + 1)
         for i, b in enumerate(micro):
             sync = self.forward.no_sync() if self.distributed and i < len(micro) - 1 else contextlib.nullcontext()
             with sync:
@@ -153,9 +190,10 @@ class Trainer:
                     loss_sum = loss_sum * float("nan")
                 (loss_sum * scale).sum().backward()
             with torch.no_grad():
-                self.sums.device[0] += loss_sum.detach().double()
-                self.sums.device[1] += correct
-                self.sums.device[2] += (~torch.isfinite(loss_sum.detach())).double()
+                sums = self.sums.device
+                sums[RunningSums.LOSS] += loss_sum.detach().double()
+                sums[RunningSums.CORRECT] += correct
+                sums[RunningSums.NONFINITE] += (~torch.isfinite(loss_sum.detach())).double()
             self.sums.host += (b.units, b.real_tokens, b.padded_tokens)
         self.precision.grads_to_master()
         if self.cfg.grad_clip > 0:
@@ -165,48 +203,53 @@ class Trainer:
         self.precision.zero_grad()
         self.precision.master_to_model()
         self.step += 1
+        return StepStats(step=self.step, units=units, real_tokens=sum(b.real_tokens for b in micro),
+                         padded_tokens=sum(b.padded_tokens for b in micro), lr=lr)
 
     @property
     def lr(self) -> float:
         return self.cfg.learning_rate * lr_factor(self.step, self.total_steps, self.cfg.warmup)
 
     # ------------------------------------------------------------------ sums, reports
-    def totals(self) -> np.ndarray:
-        """[loss, correct, non-finite, units, real, padded] summed over ranks (collective)."""
+    def totals(self) -> Totals:
+        """This session's sums over all ranks (a collective)."""
         t = torch.cat([self.sums.device, torch.from_numpy(self.sums.host).to(self.device)])
         if self.distributed:
             dist.all_reduce(t)
-        return t.cpu().numpy()
+        return Totals(*(float(x) for x in t.cpu().tolist()))
 
     def check_finite(self, nonfinite: float, log: RunLog, advice: str) -> None:
         if nonfinite > 0:
             log.write("diverged", self.step)
             last = self.last_checkpoint or "(none written yet)"
-            raise TrainingError(f"loss became NaN/inf by step {self.step}; stopping. The last good checkpoint is "
+            raise DivergedError(f"loss became NaN/inf by step {self.step}; stopping. The last good checkpoint is "
                                 f"{last}. {advice}")
 
     def report(self, task: Task, log: RunLog, opts: LoopOptions, t_start: float, session_start: int,
                advice: str) -> dict[str, Any]:
         tot = self.totals()
-        self.check_finite(tot[2], log, advice)
+        self.check_finite(tot.nonfinite, log, advice)
         d = tot - self._reported
         now = time.time()
         dt = max(1e-9, now - self._report_t)
         self._reported, self._report_t = tot, now
-        self.last_loss = float(d[0] / max(1.0, d[3]))
-        self.last_accuracy = float(d[1] / max(1.0, d[3]))
-        real_s, pad_s = d[4] / dt, d[5] / dt
+        self.last_loss = d.loss / max(1.0, d.units)
+        self.last_accuracy = d.correct / max(1.0, d.units)
+        real_s, pad_s = d.real_tokens / dt, d.padded_tokens / dt
         mfu = opts.flops_per_unit * real_s / (opts.peak_flops * self.world_size) if opts.peak_flops else float("nan")
         el = now - t_start
-        eta = el / max(1, self.step - session_start) * (self.total_steps - self.step)
+        # training time per step (evaluations and saves left out) times the steps left, plus what the task says
+        # its evaluations still to come will take (``eta_extra_s``)
+        eta = (el - self._hook_s) / max(1, self.step - session_start) * (self.total_steps - self.step)
         fields = dict(loss=self.last_loss, accuracy=self.last_accuracy, lr=self.lr, real_tokens_per_s=real_s,
-                      padded_tokens_per_s=pad_s, mfu=mfu, elapsed_s=el, eta_s=eta, units=int(d[3]),
-                      tokens_seen=self.tokens_seen + int(tot[4]))
+                      padded_tokens_per_s=pad_s, mfu=mfu, elapsed_s=el, eta_s=eta, units=int(d.units),
+                      tokens_seen=self.tokens_seen + int(tot.real_tokens))
+        t_hook = time.time()
         fields.update(task.report_fields(self, log))
-        # a held-out evaluation is not training: the next interval's tokens/s starts after it (its time still
-        # counts in elapsed and so in the ETA, which is elapsed per step -- evaluations included -- times the
-        # steps left)
+        # a held-out evaluation is not training: the next interval's tokens/s starts after it
         self._report_t = time.time()
+        self._hook_s += self._report_t - t_hook
+        fields["eta_s"] = eta = eta + float(fields.get("eta_extra_s") or 0.0)
         line = ((f"step {self.step}/{self.total_steps} | loss {self.last_loss:.4f} | acc {self.last_accuracy:.3f} | "
                 f"lr {self.lr:.2e} | real tok/s {human_count(real_s)} | padded tok/s {human_count(pad_s)} | ")
                 + (f"MFU {100 * mfu:.1f}% | " if opts.peak_flops else "")
@@ -227,7 +270,7 @@ class Trainer:
             want = 2.0
         elif opts.time_budget_s is not None and time.time() - t_start >= opts.time_budget_s:
             want = 3.0
-        bad = float(self.sums.device[2].item()) if self.device.type == "cpu" else 0.0  # a host read is free on CPU
+        bad = float(self.sums.device[RunningSums.NONFINITE].item()) if self.device.type == "cpu" else 0.0  # free on CPU
         if self.distributed:
             ctl = torch.tensor([want, bad], dtype=torch.float64)
             dist.all_reduce(ctl, op=dist.ReduceOp.MAX, group=self.ctrl_group)
@@ -271,8 +314,8 @@ class Trainer:
     def save(self, task: Task, log: RunLog, state_path: str | None, final: bool, advice: str) -> None:
         """Weights file (the task's) and the training state, rank 0; collective over ranks."""
         tot = self.totals()
-        self.check_finite(tot[2], log, advice)
-        seen = self.tokens_seen + int(tot[4])
+        self.check_finite(tot.nonfinite, log, advice)
+        seen = self.tokens_seen + int(tot.real_tokens)
         self.tokens_at_save = seen
         state = self.state_dict(seen)  # collective (RNG gather)
         if self.rank != 0:
@@ -285,8 +328,9 @@ class Trainer:
             if path not in self.checkpoints:
                 self.checkpoints.append(path)
             self.last_checkpoint = path
-        log.write("checkpoint", self.step, path=path, state=state_path)
-        log.say(f"saved {path or ''}{' and ' if path and state_path else ''}{state_path or ''}")
+        if path or state_path:
+            log.write("checkpoint", self.step, path=path, state=state_path)
+            log.say(f"saved {path or ''}{' and ' if path and state_path else ''}{state_path or ''}")
 
     # ------------------------------------------------------------------ the loop
     def fit(self, task: Task, opts: LoopOptions, log: RunLog, state_path: str | None = None,
@@ -307,7 +351,9 @@ class Trainer:
                 last = self.step == self.total_steps
                 if self.step % opts.report_steps == 0 or last:
                     self.report(task, log, opts, t_start, session_start, advice)
+                t_hook = time.time()
                 task.after_step(self, log)
+                self._hook_s += time.time() - t_hook
                 if stop is not None and not last:
                     stopped = stop
                     if stop is StopReason.TIME_BUDGET and before_stop is not None:
@@ -316,12 +362,15 @@ class Trainer:
                     self.save(task, log, state_path, final=False, advice=advice)
                     break
                 if last or (opts.save_steps and self.step % opts.save_steps == 0):
+                    t_hook = time.time()
                     self.save(task, log, state_path, final=last, advice=advice)
+                    self._hook_s += time.time() - t_hook
         tot = self.totals()
         return FitResult(steps=self.step, stopped=stopped.value if stopped else None, last_loss=self.last_loss,
-                         last_accuracy=self.last_accuracy, tokens_seen=self.tokens_seen + int(tot[4]),
+                         last_accuracy=self.last_accuracy, tokens_seen=self.tokens_seen + int(tot.real_tokens),
                          last_checkpoint=self.last_checkpoint, checkpoints=list(self.checkpoints),
                          wall_time_s=time.time() - t_start)
 
 
-__all__ = ["Trainer", "Task", "Batch", "LoopOptions", "FitResult", "RunningSums", "TrainingError", "STATE_FORMAT"]
+__all__ = ["Trainer", "Task", "Batch", "LoopOptions", "FitResult", "RunningSums", "Totals", "StepStats",
+           "TrainingError", "DivergedError", "STATE_FORMAT"]

@@ -20,7 +20,7 @@ that last-epoch selection would pick is recorded as ``best_by_last_epoch``.
 **Stopping.** SIGTERM or Ctrl-C ends the grid cleanly: a running cell finishes its step, writes its
 training state into its ``.run`` folder and the grid exits saying so; the same command continues (finished
 cells are skipped, a stopped cell resumes exactly). A cell whose loss diverges (the engine's
-``TrainingError``) is a finished, failed cell, left out of the selection.
+``DivergedError``) is a finished, failed cell, left out of the selection.
 
 **Parallel cells** (``--jobs N``): N spawned worker processes, worker i pinned to the i-th of N disjoint
 slices of this process's cores (``engine.threads.pin``) with as many torch threads as its slice has cores --
@@ -50,14 +50,14 @@ import torch
 from miniroberta.data.tasks import cached_encode, default_data_dir, parse_tasks, resolve_task
 from miniroberta.engine.stopping import SignalCatcher
 from miniroberta.engine.threads import available_cores, configure_threads, pin
-from miniroberta.engine.trainer import TrainingError
+from miniroberta.engine.trainer import DivergedError
 from miniroberta.finetune.config import (PRETRAINED_GRID_LRS, TRAINING, FinetuneConfig, FinetuneError, GridConfig,
                                         short_float)
 from miniroberta.finetune.data import load_task_data, reader_key
 from miniroberta.finetune.run import STATE_NAME, add_amp_alias, run_finetune
 from miniroberta.finetune.summary import BASELINE_DIR, Cell, cell_path, summarize
 from miniroberta.interop.checkpoint import load_weights, model_fingerprint
-from miniroberta.interop.export import resolve_vocab
+from miniroberta.data.paths import resolve_vocab
 from miniroberta.modeling.tokenizer import BertTokenizer
 from miniroberta.outputs import claim_output, lock_path, owner_path
 from miniroberta.settings import add_options, from_args
@@ -70,7 +70,7 @@ _CELL_KEYS = ("best_epoch", "best_dev_acc", "last_dev_acc", "macro_f1", "best_de
               "n_train", "n_dev", "n_train_file", "n_dev_file", "note", "subsampled", "labels", "chance",
               "train_time_s", "wall_time_s", "device", "threads", "steps", "train_dropped", "dev_dropped",
               "train_skipped", "dev_skipped", "max_train_examples", "max_train_tokens", "max_dev_examples",
-              "decisions", "thread_policy")
+              "decisions", "thread_policy", "precision")
 
 
 def cell_run_dir(out_dir: str, cell: Cell) -> str:
@@ -136,7 +136,7 @@ def _run_cell(job: CellJob) -> dict[str, Any]:
     now = lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())  # noqa: E731
     try:
         res = _finetune_cell(cfg, job.run_dir)
-    except TrainingError as e:
+    except DivergedError as e:
         # diverged (e.g. lr 3e-4 on a large model): a finished, failed cell, left out of the summary
         cell = dict(head, failed=str(e), fingerprint=job.fingerprint, seq_length=cfg.seq_length,
                     cell_wall_time_s=time.time() - t0, finished_at=now())

@@ -172,7 +172,7 @@ class ClassifierTask:
         logits = predict_logits(self.model, self.enc_dev, self.eval_bs, self.device, self.pad_id)
         m = classification_metrics(self.y_dev, logits.argmax(1), self.num_labels)
         self._eval_s = time.time() - t_ev
-        rec = dict(epoch=epoch, train_loss=float((tot[0] - self._mark[0]) / max(1.0, tot[3] - self._mark[1])),
+        rec = dict(epoch=epoch, train_loss=(tot.loss - self._mark[0]) / max(1.0, tot.units - self._mark[1]),
                    dev_loss=mean_cross_entropy(logits, self.y_dev), dev_acc=m["acc"], dev_macro_f1=m["macro_f1"],
                    dev_correct=m["correct"], dev_total=m["total"], train_time_s=ep_time, eval_time_s=self._eval_s,
                    train_examples_per_s=self._epoch_counts[0] / max(ep_time, 1e-9),
@@ -186,7 +186,7 @@ class ClassifierTask:
         if improved:
             self.best = dict(rec, confusion=m["confusion"], predictions=logits.argmax(1).tolist())
             self.best_state = trainer.precision.state_dict()
-        self._mark = (float(tot[0]), float(tot[3]))
+        self._mark = (tot.loss, tot.units)
         self._epoch_t0 = time.time()
         self._epoch_counts = [0, 0]
 
@@ -195,7 +195,7 @@ class ClassifierTask:
         """Called by the engine as it writes the training state: note the running epoch's sums (they go into
         the state). The best epoch's weights are written once training ends (``finetune.run``)."""
         tot = trainer.totals()
-        self._partial_at_save = (float(tot[0]) - self._mark[0], float(tot[3]) - self._mark[1])
+        self._partial_at_save = (tot.loss - self._mark[0], tot.units - self._mark[1])
         self._saved_at = time.monotonic()
         return None
 
