@@ -12,11 +12,12 @@ Training time is read from each run's own metrics (``elapsed_s`` of its last rep
 is excluded. Pair efficiency = 2 x t_alone(policy under test... see ``--ref``) / t_pair: 1.0 means the
 two runs together finished as much work per second as one run alone on the whole machine; 0.5 means
 sharing wasted half of it. Policies: ``runtime`` (OMP_WAIT_POLICY empty: libgomp's default spin-then-sleep),
-``PASSIVE`` (miniroberta's default: waiting threads sleep at once), ``ACTIVE``.
+``PASSIVE`` (waiting threads sleep at once), ``ACTIVE``, ``spin=N`` (``GOMP_SPINCOUNT=N``: spin N times, then sleep).
 Writes ``bench/results/threads.json`` with the CPU model and flags.
 
     python bench/bench_threads.py                  # 3 rounds x (alone, pair) x 3 policies, 300 steps each
     python bench/bench_threads.py --steps 60 --repeats 1 --policies PASSIVE   # a smoke test
+    python bench/bench_threads.py --alone_only --repeats 9 --policies runtime spin=1000   # alone speed only
 """
 from __future__ import annotations
 
@@ -48,9 +49,13 @@ def build_data(tmp: str, vocab: str) -> str:
 
 def start(tmp: str, tag: str, ds: str, vocab: str, steps: int, policy: str) -> tuple[subprocess.Popen, str]:
     out = os.path.join(tmp, tag, "m.bin")
-    env = {**os.environ, "OMP_WAIT_POLICY": "" if policy == "runtime" else policy, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("OMP_NUM_THREADS", None)
     env.pop("GOMP_SPINCOUNT", None)
+    if policy.startswith("spin="):        # libgomp's default policy with a spin count of N before sleeping
+        env.update(OMP_WAIT_POLICY="", GOMP_SPINCOUNT=policy.split("=", 1)[1])
+    else:
+        env["OMP_WAIT_POLICY"] = "" if policy == "runtime" else policy
     cmd = [sys.executable, "-m", "miniroberta.cli", "pretrain", "--dataset_path", ds, "--vocab_path", vocab,
            "--config_path", "tiny", "--output_model_path", out, "--total_steps", str(steps), "--batch_size", "32",
            "--learning_rate", "1e-3", "--report_steps", str(max(1, steps // 6)), "--save_checkpoint_steps",
@@ -66,9 +71,11 @@ def train_seconds(proc: subprocess.Popen, out: str) -> float:
     return max(r["elapsed_s"] for r in recs if r.get("event") == "report")
 
 
-def one_round(tmp: str, ds: str, vocab: str, steps: int, policy: str, k: int) -> dict:
+def one_round(tmp: str, ds: str, vocab: str, steps: int, policy: str, k: int, alone_only: bool = False) -> dict:
     p, o = start(tmp, f"{policy}-alone-{k}", ds, vocab, steps, policy)
     alone = train_seconds(p, o)
+    if alone_only:
+        return {"alone_s": alone}
     runs = [start(tmp, f"{policy}-pair{i}-{k}", ds, vocab, steps, policy) for i in range(2)]
     pair = [train_seconds(p, o) for p, o in runs]
     return {"alone_s": alone, "pair_s": max(pair), "pair_each_s": pair}
@@ -79,9 +86,14 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=300, help="training steps per run")
     ap.add_argument("--repeats", type=int, default=3, help="rounds; medians are reported")
     ap.add_argument("--policies", nargs="+", default=["runtime", "PASSIVE", "ACTIVE"])
+    ap.add_argument("--alone_only", action="store_true",
+                    help="only the runs alone (more rounds for the same time: the alone-speed question)")
     ap.add_argument("--vocab", default=str(DATA / "vocab" / "google_zh_vocab.txt"))
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "threads.json"))
+    ap.add_argument("--out", default=None,
+                    help="result file (default bench/results/threads.json, or threads_alone.json with --alone_only)")
     args = ap.parse_args()
+    if args.out is None:
+        args.out = str(ROOT / "bench" / "results" / ("threads_alone.json" if args.alone_only else "threads.json"))
     t0 = time.time()
     res: dict = {"machine": {"cpu": cpu_info(), "cores_available": len(available_cores())}, "steps": args.steps,
                  "repeats": args.repeats, "rounds": {p: [] for p in args.policies}, "summary": {}}
@@ -89,24 +101,27 @@ def main() -> int:
         ds = build_data(tmp, args.vocab)
         for k in range(args.repeats):
             for pol in args.policies:     # interleaved: every policy once per round
-                r = one_round(tmp, ds, args.vocab, args.steps, pol, k)
+                r = one_round(tmp, ds, args.vocab, args.steps, pol, k, args.alone_only)
                 res["rounds"][pol].append(r)
-                print(f"round {k} {pol:<8} alone {r['alone_s']:6.1f} s   pair {r['pair_s']:6.1f} s "
-                      f"({r['pair_each_s'][0]:.1f}, {r['pair_each_s'][1]:.1f})", flush=True)
+                pair = "" if args.alone_only else (f"   pair {r['pair_s']:6.1f} s "
+                                                   f"({r['pair_each_s'][0]:.1f}, {r['pair_each_s'][1]:.1f})")
+                print(f"round {k} {pol:<8} alone {r['alone_s']:6.1f} s{pair}", flush=True)
     ref = "runtime" if "runtime" in args.policies else args.policies[0]
     t_ref = statistics.median(r["alone_s"] for r in res["rounds"][ref])
     for pol, rounds in res["rounds"].items():
         a = statistics.median(r["alone_s"] for r in rounds)
-        pr = statistics.median(r["pair_s"] for r in rounds)
-        res["summary"][pol] = {"alone_s": a, "pair_s": pr, "pair_efficiency": 2 * a / pr,
-                               "pair_efficiency_vs_ref_alone": 2 * t_ref / pr,
-                               "alone_vs_ref": t_ref / a}
+        res["summary"][pol] = {"alone_s": a, "alone_vs_ref": t_ref / a,
+                               "alone_range_s": [min(r["alone_s"] for r in rounds), max(r["alone_s"] for r in rounds)]}
+        if not args.alone_only:
+            pr = statistics.median(r["pair_s"] for r in rounds)
+            res["summary"][pol].update(pair_s=pr, pair_efficiency=2 * a / pr, pair_efficiency_vs_ref_alone=2 * t_ref / pr)
     res["reference_policy"] = ref
     res["wall_s"] = time.time() - t0
     print(f"\n{'policy':<9} {'alone s':>8} {'pair s':>8} {'pair eff.':>10} {'alone speed vs ' + ref:>22}")
     for pol, s in res["summary"].items():
-        print(f"{pol:<9} {s['alone_s']:>8.1f} {s['pair_s']:>8.1f} {s['pair_efficiency_vs_ref_alone']:>10.2f} "
-              f"{s['alone_vs_ref']:>22.3f}")
+        pair_s = f"{s['pair_s']:>8.1f}" if "pair_s" in s else f"{'-':>8}"
+        eff = f"{s['pair_efficiency_vs_ref_alone']:>10.2f}" if "pair_s" in s else f"{'-':>10}"
+        print(f"{pol:<9} {s['alone_s']:>8.1f} {pair_s} {eff} {s['alone_vs_ref']:>22.3f}")
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out + ".tmp", "w", encoding="utf-8") as f:
         json.dump(res, f, indent=2)

@@ -247,19 +247,22 @@ def test_bias_correction_changes_the_first_updates():
 
 
 def test_thread_policy_keeps_the_users_setting_and_sizes_threads_from_the_affinity_mask(monkeypatch):
-    """OMP_WAIT_POLICY defaults to PASSIVE (set by `import miniroberta`, before torch starts OpenMP) unless
-    the user set it; threads = the cores this process may use, shared among the processes of one command."""
+    """`import miniroberta` (before torch starts OpenMP) sets a short OpenMP spin count unless the user chose a
+    wait policy or a spin count; threads = the cores this process may use, shared among one command's processes."""
     import os
     import subprocess
     import sys
     from miniroberta.engine import threads
-    code = "import miniroberta, os; print(os.environ.get('OMP_WAIT_POLICY'))"
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stdout.strip()
-    assert out == "PASSIVE"
-    out = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
-                         capture_output=True, text=True).stdout.strip()
-    assert out == "ACTIVE"
+    code = "import miniroberta, os; print(os.environ.get('GOMP_SPINCOUNT'), os.environ.get('OMP_WAIT_POLICY'))"
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+
+    def policy(**extra):
+        return subprocess.run([sys.executable, "-c", code], env={**env, **extra}, capture_output=True,
+                              text=True).stdout.strip()
+    assert policy() == f"{threads.DEFAULT_SPINCOUNT} None"
+    assert policy(OMP_WAIT_POLICY="ACTIVE") == "None ACTIVE"
+    assert policy(OMP_WAIT_POLICY="") == "None"     # an empty setting is the user's choice too: no spin count added
+    assert policy(GOMP_SPINCOUNT="20k") == "20k None"
     monkeypatch.setattr(threads, "available_cores", lambda: [0, 1, 2, 3])
     assert threads.default_threads() == 4 and threads.default_threads(share=2) == 2
     assert threads.default_threads(share=8) == 1

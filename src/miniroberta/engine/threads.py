@@ -1,20 +1,26 @@
-"""How many threads a process uses, and how its OpenMP threads wait: fair on shared cores.
+"""How many threads a process uses, and how long its OpenMP threads spin: fair on shared cores.
 
-Two facts measured on this project's 2-core machines (``bench/bench_threads.py``):
+Measured on this project's 2-core machines (``bench/bench_threads.py``, docs/performance.md):
 
-* OpenMP's default wait policy lets an idle worker thread spin for a while before it sleeps. With one
-  process per machine that saves a wake-up; with two (two training runs, a grid's workers, tests beside a
-  run) the spinning threads take the cores the other process's working threads need, and both crawl
-  (two tiny pretraining runs side by side: 0.50 of the ideal throughput). The passive policy puts waiting
-  threads to sleep at once. It has to be in the environment before the OpenMP runtime starts, i.e. before
-  ``import torch``: :func:`set_wait_policy` is called by ``import miniroberta`` (and so by the CLI before
-  any command imports torch) and keeps a value the user set.
+* OpenMP (libgomp, which torch's CPU wheels use) lets a thread that waits for work spin 300,000 times
+  before it sleeps. With one process per machine that saves a wake-up between two operations; with two
+  (two training runs, a run beside the test suite) the spinning threads take the cores the other
+  process's working threads need, and both crawl: two tiny pretraining runs side by side delivered
+  0.38-0.44 of one run's throughput. Sleeping at once (``OMP_WAIT_POLICY=PASSIVE``) fixes the pair
+  (1.14) but makes every wake-up a system call, which in this project's VMs cost a run alone 11-25 %.
+  A short spin (``GOMP_SPINCOUNT``, :data:`DEFAULT_SPINCOUNT` = 1000) keeps the waits between back-to-back
+  operations spinning and gives the core away soon when another process needs it: pair 1.11, a run alone
+  1.10x the runtime default's speed (its long spins also took the core from the batch-preparation
+  thread). It has to be in the
+  environment before the OpenMP runtime starts, i.e. before ``import torch``: :func:`set_wait_policy`
+  is called by ``import miniroberta`` (and so by the CLI before any command imports torch) and leaves
+  alone a policy or spin count the user set.
 * The thread count is the number of cores this process may run on (its CPU affinity mask, which
   ``taskset``, cgroups' cpusets and :func:`pin` narrow), divided among the processes one command starts
   on the same machine (DDP ranks, grid workers) -- never more threads than cores.
 
-The policy changes speed only, never results: torch's CPU kernels give the same numbers for a given
-thread count, and the count does not depend on load.
+Both change speed only: the thread count does not depend on load, and the spin count changes no
+arithmetic (bf16 with several threads is not bit-reproducible run to run anyway: docs/performance.md).
 """
 from __future__ import annotations
 
@@ -22,13 +28,25 @@ import os
 from typing import Any
 
 WAIT_POLICY_ENV = "OMP_WAIT_POLICY"
-DEFAULT_WAIT_POLICY = "PASSIVE"
+SPINCOUNT_ENV = "GOMP_SPINCOUNT"
+DEFAULT_SPINCOUNT = "1000"
 
 
-def set_wait_policy(policy: str = DEFAULT_WAIT_POLICY) -> str:
-    """Put ``OMP_WAIT_POLICY`` in the environment unless the user set it; returns the value in force.
-    Takes effect only in a process whose OpenMP runtime has not started yet (and in its children)."""
-    return os.environ.setdefault(WAIT_POLICY_ENV, policy)
+def set_wait_policy(spincount: str = DEFAULT_SPINCOUNT) -> str:
+    """Put ``GOMP_SPINCOUNT`` in the environment unless the user chose a wait policy or a spin count;
+    returns what is in force. Takes effect only in a process whose OpenMP runtime has not started yet
+    (and in its children)."""
+    if WAIT_POLICY_ENV in os.environ or SPINCOUNT_ENV in os.environ:   # the user's choice (even an empty one)
+        return describe_policy()
+    os.environ[SPINCOUNT_ENV] = spincount
+    return describe_policy()
+
+
+def describe_policy() -> str:
+    pol, spin = os.environ.get(WAIT_POLICY_ENV), os.environ.get(SPINCOUNT_ENV)
+    if spin:
+        return f"{SPINCOUNT_ENV}={spin}" + (f", {WAIT_POLICY_ENV}={pol}" if pol else "")
+    return f"{WAIT_POLICY_ENV}={pol}" if pol else "the OpenMP runtime's default"
 
 
 def available_cores() -> list[int]:
@@ -67,9 +85,8 @@ def configure_threads(threads: int | None = None, share: int = 1) -> dict[str, A
         raise ValueError(f"--threads must be >= 1, got {threads}")
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
-    return {"threads": n, "cores": len(available_cores()), "share": share,
-            "omp_wait_policy": os.environ.get(WAIT_POLICY_ENV, "(runtime default)")}
+    return {"threads": n, "cores": len(available_cores()), "share": share, "openmp_wait": describe_policy()}
 
 
-__all__ = ["set_wait_policy", "available_cores", "default_threads", "pin", "configure_threads",
-           "DEFAULT_WAIT_POLICY", "WAIT_POLICY_ENV"]
+__all__ = ["set_wait_policy", "describe_policy", "available_cores", "default_threads", "pin", "configure_threads",
+           "DEFAULT_SPINCOUNT", "WAIT_POLICY_ENV", "SPINCOUNT_ENV"]
