@@ -2,18 +2,19 @@
 
 The public API (``miniroberta.api``, loaded on first use so that ``import miniroberta`` stays light)::
 
-    from miniroberta import pipeline, fill_mask, embed, classify, preprocess, pretrain, finetune, export
+    from miniroberta import pipeline, fill_mask, embed, classify, preprocess, run_pretrain, run_finetune, export
 """
 from miniroberta.engine.threads import set_wait_policy as _set_wait_policy
 
 __version__ = "0.1.0"
 
-# OpenMP threads that wait sleep instead of spinning, so that two jobs on one machine do not stall each
-# other (docs/performance.md); it must be set before torch starts its OpenMP runtime, so here, first.
+# OpenMP threads that wait spin only briefly before they sleep, so that two jobs on one machine do not stall
+# each other (engine/threads.py, docs/performance.md); it must be set before torch starts its OpenMP runtime,
+# so here, first.
 _set_wait_policy()
 
 _API = ("Pipeline", "pipeline", "fill_mask", "embed", "classify", "load_model", "load_tokenizer", "BertTokenizer",
-        "preprocess", "pretrain", "finetune", "export", "PretrainConfig", "RunOptions", "FinetuneConfig")
+        "preprocess", "run_pretrain", "run_finetune", "export", "PretrainConfig", "RunOptions", "FinetuneConfig")
 
 
 def __getattr__(name: str):

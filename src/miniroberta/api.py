@@ -11,14 +11,15 @@ Inference (a model directory of ``convert``/``quickstart``/``finetune``, or an O
 
 Training, with the same settings (and defaults, help and checks) as the commands::
 
-    from miniroberta import preprocess, pretrain, export, finetune
+    from miniroberta import preprocess, run_pretrain, export, run_finetune
     preprocess("corpus.txt", "vocab.txt", "ds_seq128", seq_length=128)
-    pretrain(dataset_path="ds_seq128", vocab_path="vocab.txt", output_model_path="ckpt/model.bin",
+    run_pretrain(dataset_path="ds_seq128", vocab_path="vocab.txt", output_model_path="ckpt/model.bin",
              config_path="tiny", total_steps=2000, learning_rate=1e-3, report_steps=100)
     export("ckpt/model.bin-2000", "hf_tiny", vocab_path="vocab.txt")
-    finetune(pretrained_model_path="hf_tiny", task="chnsenticorp", output_dir="runs/chnsenticorp")
+    run_finetune(pretrained_model_path="hf_tiny", task="chnsenticorp", output_dir="runs/chnsenticorp")
 
-``pretrain`` takes every field of :class:`PretrainConfig` (results) and :class:`RunOptions` (speed) as
+(``run_pretrain`` / ``run_finetune``: ``miniroberta.pretrain`` and ``miniroberta.finetune`` are the subpackages.)
+``run_pretrain`` takes every field of :class:`PretrainConfig` (results) and :class:`RunOptions` (speed) as
 keywords and sorts them; each function returns what the command writes in its summary.
 """
 from __future__ import annotations
@@ -29,7 +30,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from miniroberta.data.preprocess import build_dataset
-from miniroberta.finetune import FinetuneConfig, run_finetune
+from miniroberta.finetune import FinetuneConfig
+from miniroberta.finetune import run_finetune as _run_finetune
 from miniroberta.infer.pipelines import classify as _classify
 from miniroberta.infer.pipelines import embed as _embed
 from miniroberta.infer.pipelines import fill_mask as _fill_mask
@@ -58,6 +60,8 @@ class Pipeline:
             return _fill_mask(self.backend, self.tokenizer, inputs, **kw)
         if self.task == "embed":
             single = isinstance(inputs, str)
+            if kw.get("seq_length") is None:     # 128 (the commands' default), or less for a shorter model
+                kw["seq_length"] = min(128, self.backend.info.max_length)
             out = _embed(self.backend, self.tokenizer, [inputs] if single else list(inputs), **kw)
             return out[0] if single else out
         single = isinstance(inputs, str)
@@ -89,8 +93,9 @@ def fill_mask(model: "str | Pipeline", texts: str | Sequence[str], top_k: int = 
 
 
 def embed(model: "str | Pipeline", texts: str | Sequence[str], pooling: str = "cls",
-          seq_length: int = 128) -> np.ndarray:
-    """Sentence features (``cls`` or ``mean`` pooling: (N, H); ``sequence``: (N, seq_length, H))."""
+          seq_length: int | None = None) -> np.ndarray:
+    """Sentence features (``cls`` or ``mean`` pooling: (N, H); ``sequence``: (N, seq_length, H));
+    ``seq_length``: 128, or the model's maximum when that is shorter."""
     return _pipe("embed", model)(texts, pooling=pooling, seq_length=seq_length)
 
 
@@ -113,15 +118,15 @@ def _split(settings: dict[str, Any]) -> tuple[PretrainConfig, RunOptions]:
     return cfg, RunOptions(**{k: v for k, v in settings.items() if k not in names})
 
 
-def pretrain(**settings: Any) -> dict[str, Any]:
+def run_pretrain(**settings: Any) -> dict[str, Any]:
     """``miniroberta pretrain`` with the fields of ``PretrainConfig`` and ``RunOptions`` as keywords."""
     cfg, opts = _split(settings)
     return train(cfg, opts)
 
 
-def finetune(**settings: Any) -> dict[str, Any]:
+def run_finetune(**settings: Any) -> dict[str, Any]:
     """``miniroberta finetune`` with the fields of ``FinetuneConfig`` as keywords; returns its result."""
-    return run_finetune(FinetuneConfig(**settings))
+    return _run_finetune(FinetuneConfig(**settings))
 
 
 def export(checkpoint: str, output_dir: str, vocab_path: str | None = None, **kw: Any) -> str:
@@ -131,4 +136,4 @@ def export(checkpoint: str, output_dir: str, vocab_path: str | None = None, **kw
 
 
 __all__ = ["Pipeline", "pipeline", "fill_mask", "embed", "classify", "load_model", "load_tokenizer", "BertTokenizer",
-           "preprocess", "pretrain", "finetune", "export", "PretrainConfig", "RunOptions", "FinetuneConfig"]
+           "preprocess", "run_pretrain", "run_finetune", "export", "PretrainConfig", "RunOptions", "FinetuneConfig"]
