@@ -194,7 +194,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> str:
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> str:
     """``torch.save`` to a temp file, rename, then record the hash (for training-state files)."""
-    import torch
+    import torch  # noqa: PLC0415 -- the integrity checks of datasets and exports run where torch is not loaded
     buf = io.BytesIO()
     torch.save(obj, buf)
     return atomic_write_bytes(path, buf.getvalue())
@@ -202,7 +202,7 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> str:
 
 def verified_torch_load(path: str | os.PathLike, **kw: Any) -> Any:
     """``verify_file`` then ``torch.load`` (``map_location='cpu'``, ``weights_only=True`` by default)."""
-    import torch
+    import torch  # noqa: PLC0415 -- see atomic_torch_save
     verify_file(path)
     kw.setdefault("map_location", "cpu")
     kw.setdefault("weights_only", True)

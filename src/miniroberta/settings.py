@@ -193,6 +193,8 @@ def add_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: 
         elif item is not None:
             kw.update(nargs="*" if optional or d in ([], ()) else "+", type=m["parse"] or _scalar_of(item),
                       default=None if d is MISSING else (list(d) if isinstance(d, (list, tuple)) else d))
+            if d is MISSING:
+                kw["required"] = True
             if m.get("repeatable"):   # argparse copies the default before extending it
                 kw.update(action="extend", nargs="+")
         else:

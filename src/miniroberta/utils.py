@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import sys
 import tempfile
@@ -18,7 +19,6 @@ from typing import IO, Any, Callable, Iterator
 
 # The data-root resolver lives in data/paths.py (which imports nothing from the package); this is its old
 # name, kept for the callers not yet switched (study/quickstart.py, study/sweep.py, interop/export.py, data/tasks.py).
-from miniroberta.data.paths import find_data_root as find_shared_data  # noqa: F401
 
 
 def fsync_dir(path: str) -> None:
@@ -217,7 +217,6 @@ def terminate_as_exit() -> Iterator[None]:
     """SIGTERM raises ``SystemExit(143)`` while the block runs, so ``finally`` clauses and the atomic
     writers' cleanup run (temp files and folders are removed at once, not left for the next run); the
     previous handler is restored after. A no-op outside the main thread."""
-    import signal
 
     def handler(signum: int, frame: Any) -> None:
         raise SystemExit(128 + signum)

@@ -18,6 +18,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
+from miniroberta.data.tasks import read_examples, resolve_task, write_train_texts
+
 DEFAULT_N = 20
 _WS = re.compile(r"\s+")
 
@@ -56,15 +58,14 @@ class EvalSpans:
 def task_spans(tasks: Sequence[str], data_dir: str | None = None, splits: Sequence[str] = ("dev", "test"),
                n: int = DEFAULT_N) -> EvalSpans:
     """Spans of the dev (and test, where the task has one) texts of the named fine-tuning tasks."""
-    from miniroberta.data import tasks as T
     es = EvalSpans(n=n)
     for task in tasks:
-        files = T.resolve_task(task, data_dir)
+        files = resolve_task(task, data_dir)
         for split in splits:
             path = files.dev_path if split == "dev" else files.test_path if split == "test" else None
             if not path or not os.path.isfile(path):
                 continue
-            data = T.read_examples(path, text_fields=files.text_fields, label_field=files.label_field,
+            data = read_examples(path, text_fields=files.text_fields, label_field=files.label_field,
                                    require_label=False, id_field=files.id_field)
             for fld in data.texts:
                 for text, line in zip(fld, data.lines):
@@ -133,7 +134,6 @@ def task_train_texts(tasks: Sequence[str], spans: EvalSpans, out_dir: str, data_
 
     Returns the :func:`decontaminate` report with ``written`` (what ``write_train_texts`` returned) and
     ``file`` (the one output file's entry: ``out``, ``kept``, ``removed``, ``bytes``)."""
-    from miniroberta.data.tasks import write_train_texts
     raw_dir = os.path.join(out_dir, "all")
     written = write_train_texts(tasks, os.path.join(raw_dir, "task_train_texts.txt"), data_dir,
                                 max_examples=max_examples)

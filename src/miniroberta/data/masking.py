@@ -165,7 +165,7 @@ class MlmBatch:
         return self.real_tokens != self.padded_tokens
 
     def to_torch(self, device=None, pin: bool = False) -> dict:
-        import torch
+        import torch  # noqa: PLC0415 -- preprocessing's worker processes import this module and never torch
         out = {}
         for name in ("input_ids", "attention_mask", "token_type_ids", "masked_positions", "labels", "real_index",
                      "masked_real_index"):

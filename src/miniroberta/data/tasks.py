@@ -30,7 +30,8 @@ import numpy as np
 
 from miniroberta.integrity import atomic_write_bytes, verify_file
 from miniroberta.textio import read_text_lines
-from miniroberta.utils import OutputWriteError, atomic_write, find_shared_data, log, sha256_bytes, sha256_file
+from miniroberta.data.paths import default_tasks_dir, default_vocab_path
+from miniroberta.utils import OutputWriteError, atomic_write, log, sha256_bytes, sha256_file
 
 CACHE_VERSION = "2"     # 2: entries carry a SHA-256 manifest and are checked when read
 
@@ -79,17 +80,8 @@ TASK_NAMES = tuple(TASKS)   # the reference order: the report's columns, ``--tas
 
 
 def default_data_dir() -> str:
-    """``$MINIROBERTA_DATA_DIR`` (a tasks folder), else ``tasks/`` of ``utils.find_shared_data()``
-    (``$MINIROBERTA_DATA`` or ``../shared/data`` beside the repository)."""
-    env = os.environ.get("MINIROBERTA_DATA_DIR")
-    if env:
-        return env
-    data = find_shared_data()
-    return str((data if data is not None else Path(__file__).resolve().parents[2].parent / "shared" / "data") / "tasks")
-
-
-def default_vocab_path() -> str:
-    return str(Path(default_data_dir()).parent / "vocab" / "google_zh_vocab.txt")
+    """The tasks folder: ``$MINIROBERTA_DATA_DIR``, else ``<data root>/tasks`` (``data.paths``)."""
+    return str(default_tasks_dir())
 
 
 def parse_tasks(spec: str | Sequence[str]) -> list[str]:

@@ -20,7 +20,7 @@ from miniroberta.data.tasks import (Encoded, LabelMap, TaskData, TaskFiles, cach
                                     read_transfer, resolve_task, subsample, subsample_tokens)
 from miniroberta.finetune.config import FinetuneConfig
 from miniroberta.finetune.teacher import teacher_logits
-from miniroberta.interop.export import resolve_vocab
+from miniroberta.data.paths import resolve_vocab
 from miniroberta.modeling.tokenizer import BertTokenizer
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -42,22 +42,39 @@ def to_device(device: torch.device, *arrays: np.ndarray) -> list[torch.Tensor]:
     return [torch.from_numpy(a).to(device, non_blocking=True) for a in arrays]
 
 
+def in_length_order(enc: Encoded, batch_size: int, pad_id: int, num_labels: int | None,
+                    run: "Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]") -> np.ndarray:
+    """``run(ids, types, mask) -> logits`` over ``enc`` in length-sorted batches (less padding), the
+    logits (N, num_labels; None: from the first batch) put back in the original order as float32 -- the one loop of every classifier
+    inference (fine-tuning's dev passes, the teacher's logits, ``predict``, the server)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    order = np.argsort(enc.lengths(), kind="stable")
+    out = np.zeros((len(enc), num_labels), dtype=np.float32) if num_labels else None
+    for s in range(0, len(order), batch_size):
+        idx = order[s:s + batch_size]
+        logits = run(*enc.batch(idx, pad_id))
+        if out is None:                      # the number of classes from the first batch
+            out = np.zeros((len(enc), logits.shape[1]), dtype=np.float32)
+        out[idx] = logits
+    return out if out is not None else np.zeros((0, num_labels or 0), dtype=np.float32)
+
+
 @torch.no_grad()
 def predict_logits(model: BertForSequenceClassification, enc: Encoded, batch_size: int,
                    device: torch.device, pad_id: int = 0) -> np.ndarray:
-    """Logits (N, num_labels) as float32 in the original order, in the model's own precision;
-    batches are length-sorted for speed."""
+    """Logits (N, num_labels) as float32 in the original order, in the model's own precision."""
     was = model.training
     model.eval()
-    order = np.argsort(enc.lengths(), kind="stable")
-    out = np.zeros((len(enc), model.num_labels), dtype=np.float32)
-    for s in range(0, len(order), batch_size):
-        idx = order[s:s + batch_size]
-        ids, types, mask = to_device(device, *enc.batch(idx, pad_id))
-        logits = model(ids, attention_mask=mask, token_type_ids=types).logits
-        out[idx] = logits.float().cpu().numpy()
-    model.train(was)
-    return out
+
+    def run(ids: np.ndarray, types: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        i, t, m = to_device(device, ids, types, mask)
+        return model(i, attention_mask=m, token_type_ids=t).logits.float().cpu().numpy()
+
+    try:
+        return in_length_order(enc, batch_size, pad_id, model.num_labels, run)
+    finally:
+        model.train(was)
 
 
 def majority_class(gold: np.ndarray, num_labels: int) -> tuple[int, float]:
@@ -91,5 +108,5 @@ def write_predictions(path: str, ids: Sequence[Any], labels: Sequence[str], subm
     return path
 
 
-__all__ = ["classification_metrics", "mean_cross_entropy", "predict_logits", "to_device", "majority_class",
+__all__ = ["classification_metrics", "mean_cross_entropy", "predict_logits", "in_length_order", "to_device", "majority_class",
            "at_chance", "write_predictions"]

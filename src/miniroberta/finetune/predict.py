@@ -20,10 +20,10 @@ from typing import Any, Sequence
 from miniroberta.data.tasks import TASKS, encode_data, read_examples
 from miniroberta.engine.threads import configure_threads
 from miniroberta.finetune.inference import write_predictions
-from miniroberta.infer.backends import Backend, OnnxBackend, TorchBackend, vocab_beside_onnx
+from miniroberta.infer.backends import Backend, OnnxBackend, TorchBackend, check_onnx_vocab, vocab_beside_onnx
 from miniroberta.infer.pipelines import classify_logits, softmax
 from miniroberta.interop.checkpoint import find_model_dir, load_finetuned
-from miniroberta.interop.export import resolve_vocab
+from miniroberta.data.paths import resolve_vocab
 from miniroberta.modeling.tokenizer import BertTokenizer
 from miniroberta.outputs import claim_output
 from miniroberta.settings import add_options, from_args, option, validate
@@ -74,7 +74,7 @@ def _backend(model_path: str | None, onnx: str | None, vocab_path: str | None, d
             raise ValueError(f"{onnx} is a {backend.task} export, not a classifier")
         ft = dict(backend.meta.get("finetune") or {}, labels=backend.info.labels,
                   seq_length=backend.info.seq_length, truncation=backend.info.truncation)
-        return backend, ft, vocab_path or vocab_beside_onnx(onnx)
+        return backend, ft, check_onnx_vocab(onnx, vocab_path) if vocab_path else vocab_beside_onnx(onnx)
     if model_path:
         model, ft = load_finetuned(model_path, device)
         return TorchBackend(model, "classify", labels=ft["labels"]), ft, resolve_vocab(ft["model_dir"], vocab_path)

@@ -353,9 +353,9 @@ def label_offsets(points: list[tuple[float, float]]) -> list[tuple[float, float,
 def draw_score_vs_size(rows: list[dict[str, Any]]) -> Any:
     """The figure of ``plot_score_vs_size`` (None when fewer than two full scores): only six-task Scores
     are drawn -- a partial mean is not comparable on this axis; the legend says how many were left out."""
-    import matplotlib
+    import matplotlib  # noqa: PLC0415 -- optional (matplotlib): plots only
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415 -- optional (matplotlib): plots only
     sized = [r for r in rows if r.get("kind") != "delta" and r.get("num_parameters")]
     pts = [r for r in sized if r["score"] is not None]
     partial = [r for r in sized if r["score"] is None and r["score_partial"] is not None]
@@ -402,7 +402,7 @@ def plot_score_vs_size(rows: list[dict[str, Any]], path: str) -> str | None:
     fig = draw_score_vs_size(rows)
     if fig is None:
         return None
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415 -- optional (matplotlib): plots only
     with atomic_write(path, "wb") as f:
         fig.savefig(f, format="png", bbox_inches="tight")
     plt.close(fig)

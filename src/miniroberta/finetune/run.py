@@ -50,6 +50,7 @@ from miniroberta.finetune.inference import (at_chance, classification_metrics, m
 from miniroberta.finetune.task import TASK_STATE_VERSION, ClassifierTask
 from miniroberta.integrity import IntegrityError, expected, verified_torch_load
 from miniroberta.interop.checkpoint import load_into, load_weights, save_native
+from miniroberta.interop.cards import classifier_card
 from miniroberta.interop.export import write_hf_dir
 from miniroberta.modeling.bert import BertForSequenceClassification, init_weights
 from miniroberta.modeling.config import ModelConfig, load_config, replace
@@ -77,8 +78,7 @@ def build_classifier(cfg: FinetuneConfig, id2label: dict[int, str]) -> tuple[Ber
                                 "initialised model, a no-pretraining baseline)")
         model_config, sd = load_config(cfg.config_path), None
     if cfg.layer_norm_type and cfg.layer_norm_type != model_config.layer_norm_type:
-        model_config = replace(model_config, layer_norm_type=cfg.layer_norm_type,
-                               layer_norm_eps=1e-6 if cfg.layer_norm_type == "uer" else 1e-12)
+        model_config = model_config.with_layer_norm(cfg.layer_norm_type)
     changes: dict[str, Any] = {"id2label": id2label}
     if cfg.dropout is not None:
         changes.update(hidden_dropout_prob=cfg.dropout, attention_probs_dropout_prob=cfg.dropout)
@@ -96,12 +96,26 @@ def build_classifier(cfg: FinetuneConfig, id2label: dict[int, str]) -> tuple[Ber
     return model, info
 
 
+def classifier_card_text(model_config: ModelConfig, ft_meta: dict[str, Any], result: dict[str, Any],
+                         cfg: FinetuneConfig) -> str:
+    """The hub-ready model card of the fine-tuned classifier (``interop.cards.classifier_card``): label names
+    and meanings, the train subsample, dev accuracy and macro-F1, the base model by name, the settings."""
+    base = result["model"].get("pretrained_model_path")
+    return classifier_card(
+        model_config, task=ft_meta["task"], labels=ft_meta["labels"], dev_accuracy=result["best_dev_acc"],
+        dev_macro_f1=result["best_dev_macro_f1"], n_train=result["n_train"], n_train_total=result["n_train_file"],
+        n_dev=result["n_dev"], n_dev_total=result["n_dev_file"],
+        base_model=os.path.basename(os.path.normpath(base)) if base else None, pretrained=bool(base),
+        settings={"epochs": cfg.epochs_num, "batch_size": cfg.batch_size, "learning_rate": cfg.learning_rate,
+                  "seq_length": cfg.seq_length, "seed": cfg.seed, "precision": result["precision"]},
+        note=result.get("note") or "", data_dir=cfg.data_dir)
+
+
 def save_classifier(state: dict[str, torch.Tensor], model_config: ModelConfig, vocab_path: str, out: str,
-                    ft_meta: dict[str, Any]) -> str:
-    card = (f"# {model_config.name} fine-tuned on {ft_meta['task']}\n\nBertForSequenceClassification written by "
-            f"`miniroberta finetune`; best epoch {ft_meta['best_epoch']}, dev accuracy "
-            f"{ft_meta['best_dev_acc']:.4f}. Labels: {', '.join(ft_meta['labels'][:20])}"
-            f"{' ...' if len(ft_meta['labels']) > 20 else ''}.\n")
+                    ft_meta: dict[str, Any], card: str | None = None) -> str:
+    card = card or (f"# {model_config.name} fine-tuned on {ft_meta['task']}\n\nBertForSequenceClassification "
+                    f"written by `miniroberta finetune`; best epoch {ft_meta['best_epoch']}, dev accuracy "
+                    f"{ft_meta['best_dev_acc']:.4f}.\n")
     write_hf_dir(state, model_config, vocab_path, out, architecture="BertForSequenceClassification", card=card,
                  extra_files={"finetune.json": json.dumps(ft_meta, indent=2, ensure_ascii=False)})
     return os.path.abspath(out)
@@ -327,11 +341,14 @@ def _finish(run: dict[str, Any], out_dir: str | None, metrics_path: str | None,
                    max_train_examples=cfg.max_train_examples, n_train=task.n, n_train_file=len(data.train))
     model.load_state_dict(task.best_state)  # (into the model's own precision) for the test predictions
     paths = result["paths"]
+    card = classifier_card_text(model.config, ft_meta, result, cfg) if (cfg.output_dir and cfg.save_model) \
+        or cfg.export_hf else None
     if cfg.output_dir and cfg.save_model:
         paths["model_dir"] = save_classifier(task.best_state, model.config, data.vocab_path,
-                                             os.path.join(out_dir, "model"), ft_meta)
+                                             os.path.join(out_dir, "model"), ft_meta, card)
     if cfg.export_hf:
-        paths["export_hf"] = save_classifier(task.best_state, model.config, data.vocab_path, cfg.export_hf, ft_meta)
+        paths["export_hf"] = save_classifier(task.best_state, model.config, data.vocab_path, cfg.export_hf, ft_meta,
+                                             card)
     if cfg.output_model_path:
         save_native(cfg.output_model_path, task.best_state, model.config, meta=ft_meta)
         paths["output_model_path"] = os.path.abspath(cfg.output_model_path)

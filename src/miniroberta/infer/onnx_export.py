@@ -40,6 +40,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from miniroberta.data.paths import data_root
 from miniroberta.data.tasks import TASKS as CLUE_TASKS
 from miniroberta.data.tasks import LabelMap, default_data_dir, encode_data, read_examples
 from miniroberta.infer.backends import INPUT_NAMES, OUTPUT_NAMES, TASKS, Backend, OnnxBackend, TorchBackend, \
@@ -47,7 +48,7 @@ from miniroberta.infer.backends import INPUT_NAMES, OUTPUT_NAMES, TASKS, Backend
 from miniroberta.infer.config import ExportConfig
 from miniroberta.infer.pipelines import _pad, classify_logits, embed, load_backend
 from miniroberta.interop.checkpoint import find_model_dir
-from miniroberta.interop.export import SPECIAL_TOKENS_MAP, shared_data_dir, tokenizer_config
+from miniroberta.interop.export import SPECIAL_TOKENS_MAP, tokenizer_config
 from miniroberta.modeling.tokenizer import BertTokenizer
 from miniroberta.outputs import claim_output
 from miniroberta.settings import add_options, from_args
@@ -176,7 +177,7 @@ def quantize_int8(src: str, dst: str) -> None:
 
 # ------------------------------------------------------------------------- quantization cost
 def _corpus_texts(n: int, seed: int = 0) -> list[str]:
-    corpus = sorted((shared_data_dir() / "corpus").glob("*.txt"))
+    corpus = sorted((data_root() / "corpus").glob("*.txt"))
     lines: list[str] = []
     if corpus:
         with open(corpus[0], encoding="utf-8") as f:

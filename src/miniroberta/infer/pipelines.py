@@ -23,10 +23,11 @@ import numpy as np
 import torch
 
 from miniroberta.data.tasks import Encoded, TaskData, encode_data
+from miniroberta.finetune.inference import in_length_order
 from miniroberta.infer.backends import Backend, OnnxBackend, TorchBackend, check_onnx_vocab, vocab_beside_onnx
 from miniroberta.infer.config import POOLINGS, EmbedConfig, FillMaskConfig, ModelSource
 from miniroberta.interop.checkpoint import load_finetuned, load_model
-from miniroberta.interop.export import resolve_vocab
+from miniroberta.data.paths import resolve_vocab
 from miniroberta.modeling.tokenizer import BertTokenizer
 from miniroberta.outputs import claim_output
 from miniroberta.settings import add_options, from_args
@@ -198,20 +199,10 @@ def encode_classify(tokenizer: BertTokenizer, items: Sequence[ClassifyItem], seq
 
 def classify_logits(model: "torch.nn.Module | Backend", enc: Encoded, batch_size: int = 64,
                     pad_id: int = 0) -> np.ndarray:
-    """Logits (N, num_labels) in the original order; batches are length-sorted for speed."""
+    """Logits (N, num_labels) in the original order (``finetune.inference.in_length_order``)."""
     backend = as_backend(model, "classify")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    order = np.argsort(enc.lengths(), kind="stable")
-    out: np.ndarray | None = None
-    for s in range(0, len(order), batch_size):
-        idx = order[s:s + batch_size]
-        ids, types, mask = enc.batch(idx, pad_id)
-        logits = backend.run(ids, mask, types)
-        if out is None:
-            out = np.zeros((len(enc), logits.shape[1]), dtype=np.float32)
-        out[idx] = logits
-    return out if out is not None else np.zeros((0, len(backend.info.labels)), dtype=np.float32)
+    return in_length_order(enc, batch_size, pad_id, len(backend.info.labels) or None,
+                           lambda ids, types, mask: backend.run(ids, mask, types))
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -216,7 +216,7 @@ def load_model(path: str | os.PathLike, kind: str = "mlm", config_path: str | No
 
     cfg, sd, meta = load_weights(path, config_path=config_path, layers_num=layers_num)
     if layer_norm_type and layer_norm_type != cfg.layer_norm_type:
-        cfg = replace(cfg, layer_norm_type=layer_norm_type, layer_norm_eps=1e-6 if layer_norm_type == "uer" else 1e-12)
+        cfg = cfg.with_layer_norm(layer_norm_type)
     has_pooler = any(k.startswith("bert.pooler.") for k in sd)
     if kind == "mlm":
         model = BertForMaskedLM(cfg, add_pooling_layer=has_pooler)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -24,8 +23,9 @@ from miniroberta.modeling.bert import TIED_KEYS, BertForMaskedLM, BertForSequenc
 from miniroberta.modeling.config import ModelConfig
 from miniroberta.modeling.tokenizer import read_vocab
 from miniroberta.integrity import atomic_torch_save, atomic_write_bytes, record_dir, update_dir
-from miniroberta.utils import (atomic_dir, atomic_write, atomic_write_json, atomic_write_text, find_shared_data, log,
-                              sha256_file, write_error)
+from miniroberta.data.paths import resolve_vocab
+from miniroberta.utils import (atomic_dir, atomic_write, atomic_write_json, atomic_write_text, log,
+                              write_error)
 
 SPECIAL_TOKENS_MAP = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
                       "mask_token": "[MASK]"}
@@ -100,47 +100,6 @@ _MLM_HEAD = ("cls.predictions.transform.dense.weight", "cls.predictions.transfor
 _POOLER = ("bert.pooler.dense.weight", "bert.pooler.dense.bias")
 _NSP = ("cls.seq_relationship.weight", "cls.seq_relationship.bias")
 _CLASSIFIER = ("classifier.weight", "classifier.bias")
-
-
-def shared_data_dir() -> Path:
-    """The data folder (see ``utils.find_shared_data``), or ``../shared/data`` beside the checkout."""
-    return Path(find_shared_data() or Path(__file__).resolve().parents[2].parent / "shared" / "data")
-
-
-def default_vocab_candidates(input_path: str | os.PathLike | None) -> list[str]:
-    cands = []
-    if input_path is not None:
-        p = os.path.abspath(os.fspath(input_path))
-        d = p if os.path.isdir(p) else os.path.dirname(p)
-        cands.append(os.path.join(d, "vocab.txt"))
-    cands.append(os.path.join("..", "shared", "data", "vocab", "google_zh_vocab.txt"))
-    cands.append(str(shared_data_dir() / "vocab" / "google_zh_vocab.txt"))
-    return cands
-
-
-def resolve_vocab(input_path: str | os.PathLike | None, vocab_path: str | None = None,
-                  meta: dict[str, Any] | None = None) -> str:
-    """``--vocab_path`` if given; else ``vocab.txt`` beside (or inside) the input; else the vocab path
-    recorded in the checkpoint meta; else ``../shared/data/vocab/google_zh_vocab.txt``. When the
-    checkpoint recorded the vocab's SHA-256, the chosen file must match it."""
-    if vocab_path:
-        if not os.path.isfile(vocab_path):
-            raise FileNotFoundError(f"--vocab_path {vocab_path}: no such file")
-        chosen = vocab_path
-    else:
-        cands = default_vocab_candidates(input_path)
-        recorded = (meta or {}).get("vocab_path")
-        if isinstance(recorded, str):
-            cands.insert(1, recorded)
-        found = [c for c in cands if os.path.isfile(c)]
-        if not found:
-            raise FileNotFoundError(f"no vocab found for {input_path} (looked for {cands}); pass --vocab_path")
-        chosen = found[0]
-    want = (meta or {}).get("vocab_sha256")
-    if isinstance(want, str) and want and sha256_file(chosen) != want:
-        raise ValueError(f"{chosen}: SHA-256 differs from the vocab the checkpoint was trained with "
-                         f"({want[:12]}...); pass --vocab_path with that vocab")
-    return chosen
 
 
 def select_for_type(state_dict: dict[str, torch.Tensor], type: str = "mlm",
@@ -267,4 +226,4 @@ def _check_fits(sd: dict[str, torch.Tensor], cfg: ModelConfig, type: str, source
 
 __all__ = ["write_hf_dir", "write_hf_files", "tokenizer_config", "SPECIAL_TOKENS_MAP", "export_checkpoint",
            "model_card", "public_text", "resolve_vocab", "select_for_type", "EXPORT_TYPES", "ARCHITECTURES",
-           "shared_data_dir"]
+]

@@ -28,6 +28,8 @@ anything left over, missing or misshaped is an error that names it.
 """
 from __future__ import annotations
 
+from collections import Counter
+
 import re
 from typing import Any
 
@@ -323,7 +325,6 @@ def model_sizes(hf: dict[str, torch.Tensor]) -> tuple[int, int]:
 
 def _vote(values: Any) -> int:
     """The most common of ``values`` (ties: the first seen)."""
-    from collections import Counter
     c = Counter(int(v) for v in values)
     return c.most_common(1)[0][0]
 

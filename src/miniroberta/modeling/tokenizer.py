@@ -12,7 +12,7 @@ from typing import Iterable, Sequence
 from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers
 from tokenizers.models import WordPiece
 
-from miniroberta.utils import sha256_file
+from miniroberta.utils import atomic_write_text, sha256_file
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
@@ -166,7 +166,6 @@ class BertTokenizer:
                                  max_length, truncation)
 
     def save_vocab(self, directory: str | os.PathLike) -> str:
-        from miniroberta.utils import atomic_write_text
         out = os.path.join(os.fspath(directory), "vocab.txt")
         atomic_write_text(out, "".join(t + "\n" for t in self.ids_to_tokens))
         return out

@@ -50,10 +50,10 @@ class Stream:
 class BatchSource:
     """Micro-batches for one rank from micro-batch ``j0`` on, prepared ahead in threads."""
 
-    def __init__(self, ds: MlmDataset, stream: Stream, special: SpecialIds, mcfg: MaskingConfig,
+    def __init__(self, ds: MlmDataset, stream: Stream, special: SpecialIds, masking: MaskingConfig,
                  batch_size: int, world: int, rank: int, j0: int, workers: int, pad_multiple: int,
                  pin: bool = False) -> None:
-        self.ds, self.stream, self.special, self.mcfg = ds, stream, special, mcfg
+        self.ds, self.stream, self.special, self.masking = ds, stream, special, masking
         self.B, self.W, self.rank, self.j = batch_size, world, rank, j0
         self.pad_multiple = pad_multiple
         self.pin = pin  # also prepare pinned CPU tensors (for non-blocking copies to a GPU)
@@ -64,8 +64,8 @@ class BatchSource:
     def make(self, j: int) -> MlmBatch:
         idx, ep = self.stream.items((j * self.W + self.rank) * self.B, self.B)
         inst = [self.ds[int(i)] for i in idx]
-        ws = [self.ds.word_start_flags(int(i)) for i in idx] if self.mcfg.whole_word else None
-        b = collate(inst, idx, ep, self.special, self.mcfg, ws, self.pad_multiple)
+        ws = [self.ds.word_start_flags(int(i)) for i in idx] if self.masking.whole_word else None
+        b = collate(inst, idx, ep, self.special, self.masking, ws, self.pad_multiple)
         if self.pin:
             b.pinned = b.to_torch(None, pin=True)
         return b

@@ -33,10 +33,10 @@ def token_counts(ds: MlmDataset, vocab_size: int, special: SpecialIds, block: in
     return counts
 
 
-def unigram_baseline(train: MlmDataset, heldout: MlmDataset, special: SpecialIds, mcfg: MaskingConfig,
+def unigram_baseline(train: MlmDataset, heldout: MlmDataset, special: SpecialIds, masking: MaskingConfig,
                      vocab_size: int, max_instances: int | None = None, batch_size: int = 256) -> dict[str, Any]:
     """Held-out MLM loss and accuracy of the unigram predictor (add-one smoothed frequencies of
-    ``train``) on the masked positions of ``heldout`` under ``mcfg`` (pass ``eval_masking()``, as the
+    ``train``) on the masked positions of ``heldout`` under ``masking`` (pass ``eval_masking()``, as the
     training run's evaluation does). Returns ``{loss, mlm_accuracy, masked_tokens, top_token}``."""
     counts = token_counts(train, vocab_size, special).astype(np.float64) + 1.0
     for s in (special.cls, special.sep, special.pad):
@@ -48,7 +48,7 @@ def unigram_baseline(train: MlmDataset, heldout: MlmDataset, special: SpecialIds
     correct = masked = 0
     for a in range(0, n, batch_size):
         idx = np.arange(a, min(n, a + batch_size))
-        b = collate([heldout[int(i)] for i in idx], idx, EVAL_EPOCH, special, mcfg, None, 8)
+        b = collate([heldout[int(i)] for i in idx], idx, EVAL_EPOCH, special, masking, None, 8)
         labels = np.asarray(b.labels, dtype=np.int64)
         nll -= float(logp[labels].sum())
         correct += int((labels == top).sum())

@@ -133,9 +133,9 @@ def load_teacher(cfg: PretrainConfig, mc: ModelConfig, vocab_sha: str, dev: torc
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, ds: MlmDataset, special: SpecialIds, mcfg: MaskingConfig, batch_size: int,
+def evaluate(model: torch.nn.Module, ds: MlmDataset, special: SpecialIds, masking: MaskingConfig, batch_size: int,
              dev: torch.device, max_instances: int, pad_multiple: int, step: int = 0) -> dict[str, Any]:
-    """Held-out MLM loss/accuracy with fixed masks (mask epoch ``EVAL_EPOCH``; ``mcfg`` is
+    """Held-out MLM loss/accuracy with fixed masks (mask epoch ``EVAL_EPOCH``; ``masking`` is
     ``eval_masking()`` in training runs: every chosen position is ``[MASK]``), in dataset order,
     in the model's own precision."""
     was = model.training
@@ -145,8 +145,8 @@ def evaluate(model: torch.nn.Module, ds: MlmDataset, special: SpecialIds, mcfg: 
     for a in range(0, n, batch_size):
         idx = np.arange(a, min(n, a + batch_size))
         inst = [ds[int(i)] for i in idx]
-        ws = [ds.word_start_flags(int(i)) for i in idx] if mcfg.whole_word else None
-        b = collate(inst, idx, EVAL_EPOCH, special, mcfg, ws, pad_multiple)
+        ws = [ds.word_start_flags(int(i)) for i in idx] if masking.whole_word else None
+        b = collate(inst, idx, EVAL_EPOCH, special, masking, ws, pad_multiple)
         t = b.to_torch(dev)
         logits = model(t["input_ids"], t["attention_mask"] if b.has_padding else None, None,
                        masked_positions=t["masked_positions"]).logits

@@ -65,9 +65,9 @@ def loss_ylim(values: list[float], min_span: float = MIN_LOSS_SPAN) -> tuple[flo
 def plot_loss_curves(metrics: dict[str, dict[str, str]], out_png: str) -> str:
     """One panel per stage that ran, one colour per model: the training MLM loss (solid) and the
     held-out loss with fixed all-[MASK] masks (dashed, dots), against step; one y-range for all panels."""
-    import matplotlib
+    import matplotlib  # noqa: PLC0415 -- optional (matplotlib): plots only
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415 -- optional (matplotlib): plots only
 
     stages = [s for s in STAGES if any(s in p for p in metrics.values())]
     fig, axes = plt.subplots(1, len(stages), figsize=(5.5 * len(stages), 4), squeeze=False)

@@ -1,7 +1,7 @@
 """The held-out text of a study: the fixed yardstick every pretraining stage is scored on, never trained on.
 
 ``data.heldout`` names a file. :func:`resolve_heldout` looks for it, in order: as given (a path), in the
-corpus directory, then in the data folder's ``corpus/`` (``utils.find_shared_data``) -- so a study on the
+corpus directory, then in the data folder's ``corpus/`` (``data.paths.find_data_root``) -- so a study on the
 user's own corpus (``--corpus FILE``) is still scored on the shared held-out file when it is there. A file
 found inside the training corpus is left out of it.
 
@@ -19,7 +19,8 @@ import hashlib
 import os
 from typing import Any
 
-from miniroberta.utils import atomic_write, find_shared_data, write_error
+from miniroberta.data.paths import find_data_root
+from miniroberta.utils import atomic_write, write_error
 
 HELDOUT_BYTES = 400_000       # the held-out file's first 400 kB are scored
 HELDOUT_WINDOWS = 2048        # windows scored per evaluation
@@ -51,10 +52,10 @@ def _candidates(spec: str, corpus: str, data_root: str | os.PathLike | None) -> 
 def resolve_heldout(spec: str, corpus: str, files: list[str],
                     data_root: str | os.PathLike | None | bool = True) -> HeldoutPlan:
     """Where the held-out text of a study on ``corpus`` (its ``files``) comes from; see the module docstring.
-    ``data_root``: the data folder to look in (True: ``find_shared_data()``; None/False: none)."""
+    ``data_root``: the data folder to look in (True: ``find_data_root()``; None/False: none)."""
     if not spec:
         return HeldoutPlan("none", None, "data.heldout is \"\": no held-out text is scored")
-    root = find_shared_data() if data_root is True else (data_root or None)
+    root = find_data_root() if data_root is True else (data_root or None)
     cands = _candidates(spec, corpus, root)
     found = next((os.path.abspath(c) for c in cands if os.path.isfile(c)), None)
     real = {os.path.realpath(f) for f in files}

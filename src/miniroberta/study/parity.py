@@ -17,9 +17,9 @@ from miniroberta.study.steps import versions
 def quiet_transformers() -> Iterator[None]:
     """No transformers / huggingface_hub progress bars (``Loading weights: 100%|...``) in a study's log while
     the block runs; the previous settings are restored after."""
-    import transformers.utils.logging as tlog
+    import transformers.utils.logging as tlog  # noqa: PLC0415 -- optional (transformers): the parity check only
     try:
-        import huggingface_hub.utils as hub
+        import huggingface_hub.utils as hub  # noqa: PLC0415 -- optional (transformers): the parity check only
     except ImportError:  # pragma: no cover - transformers requires it
         hub = None
     was_t = tlog.is_progress_bar_enabled()
@@ -45,7 +45,7 @@ def quiet_transformers() -> Iterator[None]:
 def parity_check(checkpoint: str, hf_dir: str, vocab: str, texts: list[str], atol: float = 1e-4) -> dict[str, Any]:
     """MLM logits of transformers' ``BertForMaskedLM.from_pretrained(hf_dir)`` vs our model from the
     native checkpoint, on ``texts`` (padded batch). Records max |diff| and argmax agreement."""
-    from transformers import BertForMaskedLM as HFBertForMaskedLM   # optional: miniroberta[hf]
+    from transformers import BertForMaskedLM as HFBertForMaskedLM  # noqa: PLC0415 -- optional (transformers): the parity check only
 
     ours, _ = load_model(checkpoint, "mlm")
     ours.eval()

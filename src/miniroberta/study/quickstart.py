@@ -43,7 +43,8 @@ from miniroberta.pretrain.launch import train
 from miniroberta.pretrain.setup import model_config
 from miniroberta.settings import add_options, from_args, option, validate
 from miniroberta.study.compare import COMPARE, compare_with_random_init, describe_comparison
-from miniroberta.utils import find_shared_data, format_duration, log
+from miniroberta.data.paths import find_data_root
+from miniroberta.utils import format_duration, log
 
 # The recipe (measured; docs/quality.md "The quickstart"): cpu-hour's stage-1 recipe found by `miniroberta sweep`
 # -- batch 32, lr 1.5e-3, warmup 0.05, UER init, one document per window on the general corpus -- for 8,000
@@ -272,7 +273,7 @@ def fill_mask_predictions(model_dir: str, sentences) -> list[list[dict[str, Any]
 
 # ------------------------------------------------------------------------------------------ the command
 def resolve_paths(cfg: QuickstartConfig) -> tuple[Path | None, str]:
-    data = find_shared_data()
+    data = find_data_root()
     vocab = cfg.vocab or (str(Path(data) / "vocab" / "google_zh_vocab.txt") if data else None)
     if not vocab or not os.path.isfile(vocab):
         raise FileNotFoundError(f"no vocab found ({vocab or 'looked for ../shared/data/vocab/google_zh_vocab.txt'}); "

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Iterable
 
-from miniroberta.data.tasks import TASK_NAMES
+from miniroberta.data.tasks import TASK_NAMES, TaskDataError
+from miniroberta.data.tasks import parse_tasks as _parse_tasks
 from miniroberta.engine.precision import resolve_precision
 from miniroberta.modeling.config import ALIASES, ConfigError, preset_names
 from miniroberta.pretrain.config import PretrainConfig, RunOptions
@@ -485,14 +486,11 @@ def data_parallel_plan(recipe_world: int, launched: int, key: str) -> tuple[int,
 
 
 def parse_tasks(spec: str) -> list[str]:
-    """``all`` or a comma list of task names."""
-    if spec.strip().lower() == "all":
-        return list(TASKS)
-    tasks = [t.strip() for t in spec.split(",") if t.strip()]
-    unknown = [t for t in tasks if t not in TASKS]
-    if unknown or not tasks:
-        raise RecipeError(f"--tasks {spec!r}: unknown task(s) {unknown}; use 'all' or a comma list of {', '.join(TASKS)}")
-    return tasks
+    """``all`` or task names (``data.tasks.parse_tasks``: the one rule), as a recipe error."""
+    try:
+        return _parse_tasks(spec)
+    except TaskDataError as e:
+        raise RecipeError(f"--tasks {spec!r}: {e}") from None
 
 
 def dumps_toml(recipe: dict[str, Any]) -> str:

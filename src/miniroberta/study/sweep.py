@@ -39,7 +39,8 @@ from miniroberta.outputs import claim_output
 from miniroberta.pretrain.config import PretrainConfig, RunOptions
 from miniroberta.pretrain.launch import train
 from miniroberta.settings import add_options, from_args, help_text, option, validate
-from miniroberta.utils import (atomic_write, atomic_write_text, find_shared_data, format_duration, log, sha256_bytes,
+from miniroberta.data.paths import find_data_root
+from miniroberta.utils import (atomic_write, atomic_write_text, format_duration, log, sha256_bytes,
                                write_error)
 
 # what a variant may change: the settings that change the result of a pretraining run
@@ -162,9 +163,9 @@ def render_table(rows: list[dict[str, Any]], base: dict[str, Any]) -> str:
 def plot(rows: list[dict[str, Any]], path: str) -> str | None:
     if not rows or not plots_available("sweep", "sweep.png"):
         return None
-    import matplotlib
+    import matplotlib  # noqa: PLC0415 -- optional (matplotlib): plots only
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415 -- optional (matplotlib): plots only
     fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
     for r in sorted(rows, key=lambda r: r["heldout_loss"]):
         pts = [c for c in r["curve"] if c.get("tokens")]     # the step-0 point (ln V) would squash the rest
@@ -224,7 +225,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def _default_data(args: argparse.Namespace) -> tuple[Any, str, str]:
-    data = find_shared_data()
+    data = find_data_root()
     vocab = args.vocab or (str(data / "vocab" / "google_zh_vocab.txt") if data else None)
     if not vocab or not os.path.isfile(vocab):
         raise FileNotFoundError("no vocab found; pass --vocab VOCAB.txt")

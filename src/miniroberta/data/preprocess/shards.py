@@ -79,7 +79,7 @@ def init_worker(opts: WorkerOptions, tmpdir: str, stop_event: Any, limit_threads
     _W.update(opts=opts, tmpdir=tmpdir, stop=stop_event, tok=CorpusTokenizer(vocab, lowercase=opts.lowercase),
               cls=vocab["[CLS]"], sep=vocab["[SEP]"], unk=vocab["[UNK]"], dtype=token_dtype(len(vocab)))
     if opts.whole_word_masking:
-        import jieba                      # optional until whole-word masking is asked for
+        import jieba  # noqa: PLC0415 -- optional (jieba): whole-word masking only
         jieba.setLogLevel(logging.WARNING)
         jieba.initialize()
 

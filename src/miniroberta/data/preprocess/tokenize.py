@@ -246,7 +246,7 @@ def word_start_bits(line: str, offsets: Sequence[int], word_ids: Sequence[int | 
 
 
 def jieba_word_starts(line: str) -> list[int]:
-    import jieba
+    import jieba  # noqa: PLC0415 -- optional (jieba): whole-word masking only
     starts = []
     pos = 0
     for w in jieba.cut(line):
