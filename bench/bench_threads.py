@@ -110,7 +110,9 @@ def main() -> int:
     t_ref = statistics.median(r["alone_s"] for r in res["rounds"][ref])
     for pol, rounds in res["rounds"].items():
         a = statistics.median(r["alone_s"] for r in rounds)
+        paired = [ref_r["alone_s"] / r["alone_s"] for ref_r, r in zip(res["rounds"][ref], rounds)]
         res["summary"][pol] = {"alone_s": a, "alone_vs_ref": t_ref / a,
+                               "alone_vs_ref_paired_median": statistics.median(paired),   # same round, one ratio each
                                "alone_range_s": [min(r["alone_s"] for r in rounds), max(r["alone_s"] for r in rounds)]}
         if not args.alone_only:
             pr = statistics.median(r["pair_s"] for r in rounds)
