@@ -67,3 +67,59 @@ def test_readme_test_command_is_what_ci_runs():
     assert "python -m pytest -q" in readme
     assert "python -m pytest -q" in ci
     assert 'pip install -q -e ".[test]"' in ci and 'pip install -e ".[test]"' in readme
+
+
+DATA = ROOT.parent / "shared" / "data"
+
+
+def _python_api_block() -> str:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Python API", 1)[1]
+    return re.findall(r"```python\n(.*?)```", section, flags=re.S)[0]
+
+
+def _shrink(code: str, data: Path) -> str:
+    """The README's example at a test's budget: each replacement must apply (a README edit fails here first)."""
+    subs = [('D = "../shared/data"', f"D = {str(data)!r}"),
+            ('"ds_seq128")', '"ds_seq128", max_bytes=300_000, progress=False)'),
+            ("total_steps=2000", "total_steps=30, progress=False"),
+            ('"ckpt/model.bin-2000"', '"ckpt/model.bin-30"'),
+            ('output_dir="runs/chnsenticorp")',
+             'output_dir="runs/chnsenticorp", max_train_examples=64, max_dev_examples=64, epochs_num=1, '
+             'run_test=False, progress=False)')]
+    for old, new in subs:
+        assert code.count(old) == 1, f"the README's Python API example no longer has {old!r}: update this test"
+        code = code.replace(old, new)
+    return code
+
+
+@pytest.mark.skipif(not (DATA / "corpus" / "cluecorpussmall_sampled.txt").is_file()
+                    or not (DATA / "tasks" / "chnsenticorp").is_dir(), reason="../shared/data is not present")
+def test_readme_python_api_example_runs(tmp_path, monkeypatch):
+    """Every line of the README's Python API example runs as written (smaller budgets), and what its comments say
+    each call returns is what it returns."""
+    import torch
+
+    from miniroberta.interop.checkpoint import save_native
+    from miniroberta.interop.export import export_checkpoint
+    from miniroberta.modeling.bert import build_mlm
+    from miniroberta.modeling.config import preset
+
+    vocab = DATA / "vocab" / "google_zh_vocab.txt"
+    monkeypatch.chdir(tmp_path)
+    cfg = preset("tiny")                     # stands in for the quickstart's model (same shape, random weights)
+    save_native(str(tmp_path / "qs.bin"), build_mlm(cfg, seed=0).state_dict(), cfg, {"step": 0})
+    export_checkpoint(str(tmp_path / "qs.bin"), "quickstart_out/hf_model", vocab_path=str(vocab), type="mlm")
+    ns: dict = {}
+    torch_threads = torch.get_num_threads()
+    try:
+        exec(compile(_shrink(_python_api_block(), DATA), "README.md:Python API", "exec"), ns)
+    finally:
+        torch.set_num_threads(torch_threads)
+    top = ns["fill_mask"]("quickstart_out/hf_model", "中国的首都是[MASK]京。", top_k=3)
+    assert len(top) == 3 and set(top[0]) == {"score", "token", "token_str", "sequence"}
+    assert ns["embed"]("quickstart_out/hf_model", ["今天天气很好"], pooling="mean").shape == (1, 128)
+    assert isinstance(ns["result"], dict)
+    labels = ns["classify"]("runs/chnsenticorp", ["这家酒店很好", "服务太差了"])
+    assert len(labels) == 2 and {"label", "score", "scores"} <= set(labels[0])
+    assert (tmp_path / "hf_tiny" / "config.json").is_file()
