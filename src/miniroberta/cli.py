@@ -92,7 +92,7 @@ def _top_parser() -> argparse.ArgumentParser:
         epilog=f"commands:\n{lines}\n\n`miniroberta COMMAND --help` for a command's options; "
                f"options accept UER-py's underscore spelling and the dashed one.")
     p.add_argument("--version", action="version", version=f"miniroberta {__version__}")
-    p.add_argument("command", nargs="?", choices=list(COMMANDS), metavar="COMMAND")
+    p.add_argument("command", nargs="?", choices=list(COMMANDS), metavar="COMMAND", help="one of the commands below")
     return p
 
 
