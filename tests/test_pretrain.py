@@ -414,6 +414,20 @@ def test_pretrain_with_the_student_as_its_own_teacher_adds_nothing(data, tmp_pat
     assert distilled > plain + 1e-3
 
 
+def test_distillation_with_the_padded_forward_equals_the_unpadded_one(data, tmp_path):
+    """`--teacher` with `--no_unpad`: the teacher runs the padded forward like the student (it got the unpadded
+    forward's positional arguments before: masked positions as token types), and the loss matches `--unpad`."""
+    teacher = train(cfg_for(data, tmp_path / "t" / "m.bin", total_steps=3, dropout=0.0, seed=99), opts())
+
+    def first_loss(out, unpad):
+        r = train(cfg_for(data, out, total_steps=1, dropout=0.0, teacher_path=teacher["last_checkpoint"],
+                          distill_alpha=1.0), opts(report_steps=1, unpad=unpad))
+        recs = [json.loads(l) for l in open(r["metrics_path"])]
+        return next(x["loss"] for x in recs if x.get("event") == "report")
+    assert first_loss(tmp_path / "p" / "m.bin", unpad=False) == pytest.approx(
+        first_loss(tmp_path / "u" / "m.bin", unpad=True), abs=1e-4)
+
+
 def test_general_distillation_under_ddp_and_resume(data, tmp_path):
     """`pretrain --teacher` in two gloo processes equals one process with twice the batch (the teacher
     sees each rank's masked batch), and a stopped distillation run resumes bit-identically."""

@@ -62,7 +62,7 @@ class Pipeline:
             single = isinstance(inputs, str)
             if kw.get("seq_length") is None:     # 128 (the commands' default), or less for a shorter model
                 kw["seq_length"] = min(128, self.backend.info.max_length)
-            out = _embed(self.backend, self.tokenizer, [inputs] if single else list(inputs), **kw)
+            out = _embed(self.backend, self.tokenizer, [inputs] if isinstance(inputs, str) else list(inputs), **kw)
             return out[0] if single else out
         single = isinstance(inputs, str)
         res = _classify(self.backend, self.tokenizer, [inputs] if single else list(inputs), **kw)

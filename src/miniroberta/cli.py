@@ -138,7 +138,7 @@ def configure_presets(p: argparse.ArgumentParser) -> None:
 
 def run_presets(args: argparse.Namespace) -> int:
     rev = {v: k for k, v in ALIASES.items()}
-    rows = []
+    rows: list[dict] = []
     for n in preset_names():
         c = preset(n, vocab_size=args.vocab_size)
         rows.append(dict(name=n, alias=rev.get(n, ""), layers=c.num_hidden_layers, hidden=c.hidden_size,

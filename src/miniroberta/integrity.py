@@ -161,7 +161,7 @@ def verify_file(path: str | os.PathLike) -> bool:
     ``IntegrityError`` naming the file when the size or hash differ."""
     path = os.fspath(path)
     entry, m = expected(path)
-    if entry is None:
+    if entry is None or m is None:
         return False
     _check(path, entry, m)
     return True

@@ -92,11 +92,12 @@ def free_space(path: str) -> int | None:
 def _human_bytes(n: int | None) -> str:
     if n is None:
         return "unknown"
+    x = float(n)
     for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000.0
-    return f"{n:.1f} TB"
+        if x < 1000 or unit == "TB":
+            return f"{x:.0f} {unit}" if unit == "B" else f"{x:.1f} {unit}"
+        x /= 1000.0
+    return f"{x:.1f} TB"
 
 
 def write_error(path: str, e: OSError, existed: bool) -> OSError | OutputWriteError:

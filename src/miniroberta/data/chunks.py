@@ -169,7 +169,7 @@ class ChunkVerifier:
             b = min(n, max(0, -(-(hi - self.header) // self.itemsize)))
             if b > a:
                 self.check(a, b)
-        if hashlib.sha256(self.raw[lo:hi]).hexdigest() != self.expected[c]:
+        if hashlib.sha256(self.raw[lo:hi].data).hexdigest() != self.expected[c]:   # .data: the bytes, no copy
             raise DatasetError(f"{self.path}: bytes {lo:,}-{hi:,} (chunk {c + 1} of {len(self.ok)}) differ from the "
                                f"SHA-256 recorded when the dataset was written; the file is damaged -- re-run "
                                f"`miniroberta preprocess` with --overwrite to rebuild {self.dataset}")

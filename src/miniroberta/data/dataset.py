@@ -77,8 +77,9 @@ class MlmDataset:
     def __init__(self, path: str | os.PathLike, verify: bool = True) -> None:
         self.path = os.fspath(path)
         self.manifest = self._read_manifest()
-        hashes = self.manifest.get(chunks.KEY)
-        self.verified = bool(verify and isinstance(hashes, dict))
+        found = self.manifest.get(chunks.KEY)
+        hashes: dict[str, Any] = found if isinstance(found, dict) else {}
+        self.verified = bool(verify and isinstance(found, dict))
         if self.verified:
             chunks.check_sizes(self.path, hashes)
         try:

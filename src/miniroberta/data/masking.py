@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -164,9 +164,10 @@ class MlmBatch:
     def has_padding(self) -> bool:
         return self.real_tokens != self.padded_tokens
 
-    def to_torch(self, device=None, pin: bool = False) -> dict:
+    def to_torch(self, device=None, pin: bool = False) -> dict[str, Any]:
+        """The arrays as torch tensors by field name (``real_index``/``masked_real_index`` may be None)."""
         import torch  # noqa: PLC0415 -- preprocessing's worker processes import this module and never torch
-        out = {}
+        out: dict[str, Any] = {}
         for name in ("input_ids", "attention_mask", "token_type_ids", "masked_positions", "labels", "real_index",
                      "masked_real_index"):
             a = getattr(self, name)
@@ -301,11 +302,11 @@ def _select_spans(cand: np.ndarray, u_sel: np.ndarray, u_span: np.ndarray, k: np
     return selected, unit_start
 
 
-def collate(instances: Sequence[np.ndarray], indices: Sequence[int], epochs: Sequence[int] | int,
-            special: SpecialIds, cfg: MaskingConfig, word_starts: Sequence[np.ndarray] | None = None,
-            pad_to_multiple_of: int = 1) -> MlmBatch:
+def collate(instances: Sequence[np.ndarray], indices: Sequence[int] | np.ndarray,
+            epochs: Sequence[int] | np.ndarray | int, special: SpecialIds, cfg: MaskingConfig,
+            word_starts: Sequence[np.ndarray | None] | None = None, pad_to_multiple_of: int = 1) -> MlmBatch:
     """Pad ``instances`` to the batch's longest (rounded up to ``pad_to_multiple_of``), mask
-    them and return a :class:`MlmBatch`."""
+    them and return a :class:`MlmBatch`. ``word_starts``: one flag array per instance (whole-word masking)."""
     lengths = np.array([len(x) for x in instances], dtype=np.int64)
     B = len(instances)
     T = int(lengths.max()) if B else 0
@@ -315,11 +316,15 @@ def collate(instances: Sequence[np.ndarray], indices: Sequence[int], epochs: Seq
     ws = np.zeros((B, T), dtype=bool) if word_starts is not None else None
     for i, x in enumerate(instances):
         ids[i, : len(x)] = x
-        if ws is not None:
-            ws[i, : len(x)] = word_starts[i]
-    indices = np.asarray(indices, dtype=np.int64)
+        if ws is not None and word_starts is not None:
+            flags = word_starts[i]
+            if flags is None:
+                raise ValueError("collate: whole-word masking without word starts for an instance "
+                                 "(the dataset has no word_starts.npy)")
+            ws[i, : len(x)] = flags
+    index_arr = np.asarray(indices, dtype=np.int64)
     epochs_arr = np.broadcast_to(np.asarray(epochs, dtype=np.int64), (B,)).copy()
-    masked, selected = mask_tokens(ids, lengths, indices, epochs_arr, special, cfg, ws)
+    masked, selected = mask_tokens(ids, lengths, index_arr, epochs_arr, special, cfg, ws)
     attn = (np.arange(T)[None, :] < lengths[:, None]).astype(np.int64)
     flat = np.flatnonzero(selected.reshape(-1))
     real_index = masked_real_index = None
@@ -328,7 +333,7 @@ def collate(instances: Sequence[np.ndarray], indices: Sequence[int], epochs: Seq
         masked_real_index = np.searchsorted(real_index, flat).astype(np.int64)
     return MlmBatch(input_ids=masked, attention_mask=attn, token_type_ids=np.zeros((B, T), dtype=np.int64),
                     masked_positions=flat.astype(np.int64), labels=ids.reshape(-1)[flat],
-                    real_tokens=int(lengths.sum()), padded_tokens=B * T, indices=indices, epochs=epochs_arr,
+                    real_tokens=int(lengths.sum()), padded_tokens=B * T, indices=index_arr, epochs=epochs_arr,
                     real_index=real_index, masked_real_index=masked_real_index)
 
 

@@ -487,8 +487,8 @@ class Encoded:
     def lengths(self) -> np.ndarray:
         return np.diff(self.offsets)
 
-    def subset(self, idx: Sequence[int]) -> "Encoded":
-        idx = np.asarray(idx, dtype=np.int64)
+    def subset(self, indices: Sequence[int] | np.ndarray) -> "Encoded":
+        idx = np.asarray(indices, dtype=np.int64)
         lens = self.lengths()[idx]
         offs = np.zeros(len(idx) + 1, dtype=np.int64)
         np.cumsum(lens, out=offs[1:])
@@ -506,7 +506,7 @@ class Encoded:
         h = hashlib.sha256()
         for arr in (self.ids, self.offsets, self.type_split):
             h.update(str(arr.dtype).encode())
-            h.update(np.ascontiguousarray(arr).view(np.uint8))
+            h.update(np.ascontiguousarray(arr).view(np.uint8).data)
         return h.hexdigest()
 
     def problem(self, vocab_size: int) -> str | None:
@@ -521,7 +521,7 @@ class Encoded:
             return f"token ids outside the vocabulary (0..{vocab_size - 1})"
         return None
 
-    def batch(self, idx: Sequence[int], pad_id: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def batch(self, idx: Sequence[int] | np.ndarray, pad_id: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Padded to the batch's longest: (input_ids, token_type_ids, attention_mask) int64 arrays."""
         lens = self.lengths()[np.asarray(idx)]
         longest = int(lens.max())

@@ -32,8 +32,9 @@ class OptimConfig:
             raise ValueError("weight_decay and grad_clip must be >= 0")
 
 
-def param_groups(named_params: Iterable[tuple[str, torch.nn.Parameter]], weight_decay: float) -> list[dict]:
-    decay, no_decay = [], []
+def param_groups(named_params: Iterable[tuple[str, torch.Tensor]], weight_decay: float) -> list[dict]:
+    decay: list[torch.Tensor] = []
+    no_decay: list[torch.Tensor] = []
     for _, p in named_params:
         if p.requires_grad:
             (decay if p.ndim >= 2 else no_decay).append(p)
@@ -43,11 +44,12 @@ def param_groups(named_params: Iterable[tuple[str, torch.nn.Parameter]], weight_
 def build_adamw(groups: list[dict], cfg: OptimConfig) -> torch.optim.Optimizer:
     """torch AdamW (bias-corrected), the fused kernel where the device has one: on CPU it is
     several times faster than the loop over tensors for the 21128 x H embedding table."""
-    kw = dict(lr=cfg.learning_rate, betas=tuple(cfg.betas), eps=cfg.adam_eps)
+    b1, b2 = cfg.betas
+    lr, eps = cfg.learning_rate, cfg.adam_eps
     try:
-        return torch.optim.AdamW(groups, fused=True, **kw)
+        return torch.optim.AdamW(groups, lr=lr, betas=(b1, b2), eps=eps, fused=True)
     except (RuntimeError, TypeError, ValueError):
-        return torch.optim.AdamW(groups, **kw)
+        return torch.optim.AdamW(groups, lr=lr, betas=(b1, b2), eps=eps)
 
 
 def lr_factor(step: int, total: int, warmup: float) -> float:

@@ -71,14 +71,18 @@ class Precision:
         one kernel per parameter made bf16 slower than fp32 for tiny models on a GPU)."""
         if self.kind == "fp32":
             return
-        have = [(p, m) for (_, p), (_, m) in zip(self.params, self.master) if p.grad is not None]
+        dst: list[torch.Tensor] = []
+        src: list[torch.Tensor] = []
         for (_, p), (_, m) in zip(self.params, self.master):
             if p.grad is None:
                 m.grad = None
-            elif m.grad is None or m.grad.shape != p.shape:
+                continue
+            if m.grad is None or m.grad.shape != p.shape:
                 m.grad = torch.empty_like(m)
-        if have:
-            torch._foreach_copy_([m.grad for _, m in have], [p.grad for p, _ in have])
+            dst.append(m.grad)
+            src.append(p.grad)
+        if dst:
+            torch._foreach_copy_(dst, src)
         for _, p in self.params:
             p.grad = None
 

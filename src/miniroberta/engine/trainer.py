@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence, TypeVar, cast
 
 import numpy as np
 import torch
@@ -48,18 +48,28 @@ class DivergedError(TrainingError):
 
 
 class Batch(Protocol):
-    units: int            # loss terms in this micro-batch (masked tokens, examples)
-    real_tokens: int
-    padded_tokens: int
+    @property
+    def units(self) -> int:
+        """Loss terms in this micro-batch (masked tokens, examples)."""
+
+    @property
+    def real_tokens(self) -> int: ...
+
+    @property
+    def padded_tokens(self) -> int: ...
 
 
-class Task(Protocol):
+BatchT = TypeVar("BatchT", bound=Batch)
+
+
+class Task(Protocol[BatchT]):
+    """Generic in its batch type: ``loss`` takes the batches that ``batches`` returns."""
     name: str
 
-    def batches(self, step: int) -> Sequence[Batch]:
+    def batches(self, step: int) -> Sequence[BatchT]:
         """The micro-batches of update ``step`` (0-based) on this rank: a function of the step."""
 
-    def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    def loss(self, model: nn.Module, batch: BatchT) -> tuple[torch.Tensor, torch.Tensor]:
         """(summed loss over the batch's units, number of correct predictions)."""
 
     def after_step(self, trainer: "Trainer", log: RunLog) -> None:
@@ -170,11 +180,12 @@ class Trainer:
         self.last_checkpoint: str | None = None
 
     # ------------------------------------------------------------------ one update
-    def train_step(self, micro: Sequence[Batch], task: Task, nan_at: int | None = None) -> StepStats:
+    def train_step(self, micro: Sequence[BatchT], task: Task[BatchT], nan_at: int | None = None) -> StepStats:
         """One optimizer update over the micro-batches ``micro`` (gradients accumulated, averaged per loss
         unit over all ranks)."""
         units = sum(b.units for b in micro)
         lr = self.lr
+        scale: torch.Tensor | float
         if self.distributed:  # the global count of loss terms this update
             count = torch.tensor([float(units)], device=self.device)
             dist.all_reduce(count)
@@ -183,7 +194,9 @@ class Trainer:
             scale = 1.0 / max(1, units)
         set_lr(self.optimizer, lr, self.cfg, self.step + 1)
         for i, b in enumerate(micro):
-            sync = self.forward.no_sync() if self.distributed and i < len(micro) - 1 else contextlib.nullcontext()
+            # DDP-wrapped when distributed (torch.compile's wrapper forwards the attribute)
+            last = i == len(micro) - 1
+            sync = cast(DDP, self.forward).no_sync() if self.distributed and not last else contextlib.nullcontext()
             with sync:
                 loss_sum, correct = task.loss(self.forward, b)
                 if nan_at is not None and self.step + 1 == nan_at:
@@ -225,7 +238,7 @@ class Trainer:
             raise DivergedError(f"loss became NaN/inf by step {self.step}; stopping. The last good checkpoint is "
                                 f"{last}. {advice}")
 
-    def report(self, task: Task, log: RunLog, opts: LoopOptions, t_start: float, session_start: int,
+    def report(self, task: Task[Any], log: RunLog, opts: LoopOptions, t_start: float, session_start: int,
                advice: str) -> dict[str, Any]:
         tot = self.totals()
         self.check_finite(tot.nonfinite, log, advice)
@@ -311,7 +324,7 @@ class Trainer:
             if self.device.type == "cuda" and "cuda" in rng[self.rank]:
                 torch.cuda.set_rng_state(rng[self.rank]["cuda"], self.device)
 
-    def save(self, task: Task, log: RunLog, state_path: str | None, final: bool, advice: str) -> None:
+    def save(self, task: Task[Any], log: RunLog, state_path: str | None, final: bool, advice: str) -> None:
         """Weights file (the task's) and the training state, rank 0; collective over ranks."""
         tot = self.totals()
         self.check_finite(tot.nonfinite, log, advice)
@@ -333,7 +346,7 @@ class Trainer:
             log.say(f"saved {path or ''}{' and ' if path and state_path else ''}{state_path or ''}")
 
     # ------------------------------------------------------------------ the loop
-    def fit(self, task: Task, opts: LoopOptions, log: RunLog, state_path: str | None = None,
+    def fit(self, task: Task[BatchT], opts: LoopOptions, log: RunLog, state_path: str | None = None,
             advice: str = "Lower the learning rate or set a gradient clip.",
             before_stop: Callable[["Trainer", RunLog], None] | None = None) -> FitResult:
         """Train until ``total_steps`` or an early stop; report, save and stop as ``opts`` say.

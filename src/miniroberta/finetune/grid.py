@@ -331,6 +331,8 @@ def _pretokenize(jobs: list[CellJob]) -> None:
     seen: set[str] = set()
     for job in jobs:
         c = job.config
+        if c.task is None:   # every cell names its task (cell_config)
+            raise ValueError(f"grid cell {c.output_dir}: no task")
         if c.task in seen:
             continue
         seen.add(c.task)
@@ -424,6 +426,8 @@ def run_grid(cfg: GridConfig) -> dict[str, Any]:
 
 
 def _run_baseline(cfg: GridConfig, summary: dict[str, Any], say: Callable[[str], None]) -> dict[str, Any]:
+    if cfg.pretrained_model_path is None:   # GridConfig.problems() refuses --baseline without it
+        raise ValueError("--baseline needs --pretrained_model_path")
     base_dir = os.path.join(cfg.out_dir, BASELINE_DIR)
     os.makedirs(base_dir, exist_ok=True)
     model_config, _, _ = load_weights(cfg.pretrained_model_path, config_path=cfg.config_path)

@@ -86,10 +86,10 @@ def _collect(path: str) -> list[tuple[str, dict[str, Any]]]:
     found = sorted(p.glob("**/summary.json")) + sorted(p.glob("**/result.json"))
     if not found:
         raise ValueError(f"{path}: holds no summary.json (grid) or result.json (finetune)")
-    out: list[tuple[str, dict[str, Any]]] = []
+    collected: list[tuple[str, dict[str, Any]]] = []
     for f in found:
-        out.extend(_collect(str(f)))
-    return out
+        collected.extend(_collect(str(f)))
+    return collected
 
 
 def _with_baseline(summary: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:

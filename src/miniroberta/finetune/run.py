@@ -206,6 +206,13 @@ def _claim(cfg: FinetuneConfig, out_dir: str | None) -> Any:
                         what="a fine-tuned model", related=related)
 
 
+def _learning_rate(cfg: FinetuneConfig) -> float:
+    """The run's learning rate: ``FinetuneConfig.resolved()`` fills in the preset's when none was given."""
+    if cfg.learning_rate is None:
+        raise FinetuneError("no learning rate: the settings were not resolved (FinetuneConfig.resolved())")
+    return cfg.learning_rate
+
+
 def _start_line(cfg: FinetuneConfig, data: FinetuneData, task: ClassifierTask, model_config: ModelConfig,
                 n_params: int, device: torch.device, precision: str, why: str, decisions: dict, step: int) -> str:
     lr = decisions["learning_rate"]
@@ -213,7 +220,7 @@ def _start_line(cfg: FinetuneConfig, data: FinetuneData, task: ClassifierTask, m
             + f" {data.files.name}: {task.n} train / {len(data.enc_dev)} dev examples, {len(data.labels)} labels, "
             f"model {model_config.name} ({n_params / 1e6:.1f}M params, {decisions['init']['value']} init) on "
             f"{device}, precision {precision} ({why}); {cfg.epochs_num} epochs x {task.steps_per_epoch} steps, "
-            f"batch {cfg.batch_size}, lr {short_float(cfg.learning_rate)} ({lr['reason']})"
+            f"batch {cfg.batch_size}, lr {short_float(_learning_rate(cfg))} ({lr['reason']})"
             + (f"; resumed at step {step}" if step else ""))
 
 
@@ -227,6 +234,7 @@ def _run(cfg: FinetuneConfig, decisions: dict[str, Any], threads: dict[str, Any]
     st = load_resume_state(state_path) if cfg.resume else None
     data = prepare_data(cfg, device, say)
     if st is not None:
+        assert state_path is not None   # load_resume_state refuses a missing state path
         check_resume(st, state_path, cfg, data)
     model, init_info = build_classifier(cfg, data.labels.id2label)
     model_config = model.config
@@ -235,12 +243,13 @@ def _run(cfg: FinetuneConfig, decisions: dict[str, Any], threads: dict[str, Any]
                             f"{model_config.vocab_size}; pass --vocab_path with the vocab the model was pretrained "
                             f"with")
     if st is not None:
+        assert state_path is not None   # load_resume_state refuses a missing state path
         load_into(model, st["model"], state_path)
     model.to(device).train()
     n_params = sum(p.numel() for p in model.parameters())
     precision, why = (st["precision"], "as the training state") if st is not None else \
         resolve_precision(cfg.precision, device)
-    advice = (f"Lower --learning_rate (now {short_float(cfg.learning_rate)}) and run again.")
+    advice = (f"Lower --learning_rate (now {short_float(_learning_rate(cfg))}) and run again.")
     task = ClassifierTask(cfg, model, data, device, state_path=state_path, advice=advice)
     total_steps = task.steps_per_epoch * cfg.epochs_num
     trainer = Trainer(model, optim=cfg.optim(), total_steps=total_steps, device=device, precision=precision,
@@ -345,7 +354,7 @@ def _finish(run: dict[str, Any], out_dir: str | None, metrics_path: str | None,
         or cfg.export_hf else None
     if cfg.output_dir and cfg.save_model:
         paths["model_dir"] = save_classifier(task.best_state, model.config, data.vocab_path,
-                                             os.path.join(out_dir, "model"), ft_meta, card)
+                                             os.path.join(cfg.output_dir, "model"), ft_meta, card)
     if cfg.export_hf:
         paths["export_hf"] = save_classifier(task.best_state, model.config, data.vocab_path, cfg.export_hf, ft_meta,
                                              card)
@@ -357,7 +366,8 @@ def _finish(run: dict[str, Any], out_dir: str | None, metrics_path: str | None,
         result["test"] = _run_test(model, data, cfg, test_path, task.eval_bs, run["device"], out_dir)
     result["wall_time_s"] = time.time() - run["t_start"]
     if out_dir:
-        paths["metrics"] = os.path.abspath(metrics_path)
+        if metrics_path is not None:   # set whenever out_dir is
+            paths["metrics"] = os.path.abspath(metrics_path)
         paths["result"] = os.path.abspath(os.path.join(out_dir, "result.json"))
         atomic_write_json(os.path.join(out_dir, "result.json"), result)
     say(f"best epoch {best['epoch']}: dev acc {best['dev_acc']:.4f}, macro-F1 {best['dev_macro_f1']:.4f}; "

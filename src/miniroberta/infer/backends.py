@@ -22,13 +22,14 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 
 from miniroberta.integrity import IntegrityError
-from miniroberta.modeling.bert import attention_bias
+from miniroberta.modeling.bert import BertForSequenceClassification, BertLayer, attention_bias
+from miniroberta.modeling.config import ModelConfig
 from miniroberta.utils import log, sha256_file
 
 TASKS = ("fill-mask", "embed", "classify")
@@ -56,7 +57,7 @@ class ClassifierHead(torch.nn.Module):
     values still see every token). Same parameters and the same result as the full forward, to
     float rounding (``export-onnx`` checks 1e-4); for a 2-layer model it skips ~40 % of the work."""
 
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(self, model: BertForSequenceClassification) -> None:
         super().__init__()
         self.model = model
         self.config = model.config
@@ -66,15 +67,17 @@ class ClassifierHead(torch.nn.Module):
         bert = self.model.bert
         mask = attention_bias(attention_mask)
         x = bert.embeddings(input_ids, token_type_ids)
-        layers = list(bert.encoder.layer)
+        layers = cast(list[BertLayer], list(bert.encoder.layer))   # a ModuleList of BertLayer
         for layer in layers[:-1]:
             x = layer(x, mask)
         cls = _cls_only_layer(layers[-1], x, mask)                 # (B, 1, H)
+        if bert.pooler is None:
+            raise ValueError("ClassifierHead: the model has no pooler (built with add_pooling_layer=False)")
         pooled = torch.tanh(bert.pooler.dense(cls[:, 0]))
         return self.model.classifier(self.model.dropout(pooled))
 
 
-def _cls_only_layer(layer: torch.nn.Module, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+def _cls_only_layer(layer: BertLayer, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """``BertLayer.forward`` with the query (and everything after attention) at position 0 only."""
     sa = layer.attention.self
     B, T, H = x.shape
@@ -118,15 +121,17 @@ class TorchBackend(Backend):
     def __init__(self, model: torch.nn.Module, task: str, labels: list[str] | None = None,
                  seq_length: int = 128, truncation: str = "longest_first") -> None:
         if task == "embed" and hasattr(model, "bert"):
-            model = model.bert
-        cfg = model.config
+            model = cast(torch.nn.Module, model.bert)
+        cfg = cast(ModelConfig, model.config)   # a plain attribute; nn.Module.__getattr__ types it Tensor | Module
         super().__init__(HeadInfo(task, cfg.max_position_embeddings, cfg.vocab_size, cfg.hidden_size,
                                   list(labels or []), seq_length, truncation))
         if task == "fill-mask" and not hasattr(model, "cls"):
             raise ValueError("fill-mask needs a model with an MLM head (BertForMaskedLM)")
         if task == "classify" and not hasattr(model, "classifier"):
             raise ValueError("classify needs a sequence classifier (BertForSequenceClassification)")
-        self.model = (ClassifierHead(model) if task == "classify" else model).eval()
+        # (checked above: a classifier has .classifier)
+        head = ClassifierHead(cast(BertForSequenceClassification, model)) if task == "classify" else model
+        self.model = head.eval()
         self.device = next(model.parameters()).device
 
     def _t(self, a: np.ndarray) -> torch.Tensor:

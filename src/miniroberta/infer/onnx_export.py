@@ -113,7 +113,7 @@ def sample_inputs(tok: BertTokenizer, task: str, max_length: int) -> dict[str, n
     tt = np.zeros_like(ids)
     for i, (r, t) in enumerate(zip(rows, types)):
         ids[i, :len(r)], mask[i, :len(r)], tt[i, :len(t)] = r, 1, t
-    feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": tt}
+    feed: dict[str, np.ndarray] = {"input_ids": ids, "attention_mask": mask, "token_type_ids": tt}
     if task == "fill-mask":
         feed["masked_positions"] = np.flatnonzero(ids.reshape(-1) == tok.mask_id).astype(np.int64)
     return feed
@@ -139,26 +139,28 @@ def export_graph(backend: TorchBackend, tok: BertTokenizer, path: str, opset: in
                                  opset_version=opset, dynamo=True, dynamic_shapes=tuple(shapes),
                                  external_data=False, verbose=False, optimize=True)
     quiet.setLevel(level)
+    if prog is None:   # dynamo=True returns the program; None is the legacy exporter's answer
+        raise RuntimeError(f"torch.onnx.export gave no ONNX program for {path}")
     prog.save(path, external_data=False)
 
 
 def parity(torch_backend: Backend, onnx_backend: Backend, feed: dict[str, np.ndarray]) -> float:
     """Max |difference| of the two backends' outputs on ``feed``, also for each row alone
     (batch 1, no padding) so the dynamic axes are exercised."""
-    args = [feed[n] for n in INPUT_NAMES]
+    ids, mask, types = (feed[n] for n in INPUT_NAMES)
     pos = feed.get("masked_positions")
-    worst = float(np.abs(torch_backend.run(*args, pos) - onnx_backend.run(*args, pos)).max())
-    ids, mask, types = args
+    worst = float(np.abs(torch_backend.run(ids, mask, types, pos) - onnx_backend.run(ids, mask, types, pos)).max())
     for r in range(ids.shape[0]):
         n = int(mask[r].sum())
-        one = [a[r:r + 1, :n] for a in args]
+        one = (ids[r:r + 1, :n], mask[r:r + 1, :n], types[r:r + 1, :n])
         p = None
         if pos is not None:  # this row's masked positions, re-indexed for a (1, n) batch
             T = ids.shape[1]
             p = np.array([q - r * T for q in pos if r * T <= q < (r + 1) * T], dtype=np.int64)
             if len(p) == 0:
                 continue
-        worst = max(worst, float(np.abs(torch_backend.run(*one, p) - onnx_backend.run(*one, p)).max()))
+        diff = torch_backend.run(*one, positions=p) - onnx_backend.run(*one, positions=p)
+        worst = max(worst, float(np.abs(diff).max()))
     return worst
 
 
@@ -213,10 +215,10 @@ def measure_fill_mask(fp32: Backend, int8: Backend, tok: BertTokenizer, texts: S
     agree = hit32 = hit8 = 0
     for s in range(0, len(rows), 32):
         part = rows[s:s + 32]
-        ids, mask = _pad(part, tok.pad_id)
-        pos = np.flatnonzero(ids.reshape(-1) == tok.mask_id)
-        a = fp32.run(ids, mask, np.zeros_like(ids), pos).argmax(-1)
-        b = int8.run(ids, mask, np.zeros_like(ids), pos).argmax(-1)
+        batch_ids, mask = _pad(part, tok.pad_id)
+        pos = np.flatnonzero(batch_ids.reshape(-1) == tok.mask_id)
+        a = fp32.run(batch_ids, mask, np.zeros_like(batch_ids), pos).argmax(-1)
+        b = int8.run(batch_ids, mask, np.zeros_like(batch_ids), pos).argmax(-1)
         gold = np.array(truth[s:s + 32])
         agree += int((a == b).sum())
         hit32 += int((a == gold).sum())

@@ -218,6 +218,7 @@ def load_model(path: str | os.PathLike, kind: str = "mlm", config_path: str | No
     if layer_norm_type and layer_norm_type != cfg.layer_norm_type:
         cfg = cfg.with_layer_norm(layer_norm_type)
     has_pooler = any(k.startswith("bert.pooler.") for k in sd)
+    model: BertForMaskedLM | BertModel | BertForSequenceClassification
     if kind == "mlm":
         model = BertForMaskedLM(cfg, add_pooling_layer=has_pooler)
         load_into(model, sd, str(path), allow_unexpected=("cls.seq_relationship.", "classifier."))
@@ -266,7 +267,9 @@ def load_finetuned(path: str, device: str | None = None) -> tuple[BertForSequenc
     model = BertForSequenceClassification(cfg)
     load_into(model, sd, path, allow_unexpected=("cls.",))
     model.to(device or "cpu").eval()
-    ft.setdefault("labels", [cfg.id2label[i] for i in range(cfg.num_labels)])
+    id2label = cfg.id2label   # set above (from the config or the labels), never None here
+    assert id2label is not None
+    ft.setdefault("labels", [id2label[i] for i in range(cfg.num_labels)])
     ft["model_dir"] = path
     return model, ft
 

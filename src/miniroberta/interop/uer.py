@@ -346,7 +346,7 @@ def infer_config(hf_sd: dict[str, torch.Tensor], config_spec: Any = None, source
     extra: dict[str, Any] = {}
     if "classifier.weight" in hf_sd:
         extra["num_labels"] = int(hf_sd["classifier.weight"].shape[0])
-    shapes = dict(vocab_size=int(V), hidden_size=int(H), num_hidden_layers=L, intermediate_size=int(I),
+    shapes: dict[str, Any] = dict(vocab_size=int(V), hidden_size=int(H), num_hidden_layers=L, intermediate_size=int(I),
                   max_position_embeddings=int(P), type_vocab_size=int(T))
     try:
         if config_spec is None:

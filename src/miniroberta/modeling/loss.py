@@ -119,6 +119,8 @@ class _LinearCrossEntropySum(torch.autograd.Function):
         dlogits, db = _grad_logits(logits, bias, labels, lse, grad.float())
         dx = dlogits @ weight if ctx.needs_input_grad[0] else None
         dw = (dlogits.t() @ x).to(ctx.weight_dtype) if ctx.needs_input_grad[1] else None
+        if db is None:   # _grad_logits returns the bias gradient whenever it is given a bias
+            raise RuntimeError("linear_cross_entropy_sum: no bias gradient")
         return dx, dw, db.to(bias.dtype), None, None
 
 

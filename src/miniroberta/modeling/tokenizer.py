@@ -68,7 +68,8 @@ class BertTokenizer:
         self.vocab_path = os.fspath(vocab_path)
         self.vocab = read_vocab(self.vocab_path)
         self.lowercase = lowercase
-        self.ids_to_tokens = [None] * len(self.vocab)
+        # read_vocab numbers the lines 0..n-1 and refuses duplicates: every id gets its token
+        self.ids_to_tokens: list[str] = [""] * len(self.vocab)
         for t, i in self.vocab.items():
             self.ids_to_tokens[i] = t
         tok = Tokenizer(WordPiece(self.vocab, unk_token="[UNK]", max_input_chars_per_word=max_input_chars_per_word))
@@ -83,7 +84,7 @@ class BertTokenizer:
         self.cls_id = self.vocab["[CLS]"]
         self.sep_id = self.vocab["[SEP]"]
         self.mask_id = self.vocab["[MASK]"]
-        self._sha = None
+        self._sha: str | None = None
 
     # ------------------------------------------------------------------ basics
     def __len__(self) -> int:

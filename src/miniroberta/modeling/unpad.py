@@ -27,11 +27,13 @@ calling a function) keeps DDP and ``torch.compile`` working: they see the same p
 """
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from miniroberta.modeling.bert import attention
+from miniroberta.modeling.bert import (BertForMaskedLM, BertForSequenceClassification, BertLayer, attention)
 from miniroberta.modeling.loss import linear_cross_entropy_sum
 
 
@@ -76,7 +78,9 @@ def bucket_real_index(real_index: torch.Tensor, attention_mask: torch.Tensor) ->
 class _Unpadded(nn.Module):
     """Embeddings and encoder of ``model.bert`` on the packed real tokens."""
 
-    def __init__(self, model: nn.Module, bucket: bool = False) -> None:
+    model: BertForMaskedLM | BertForSequenceClassification
+
+    def __init__(self, model: BertForMaskedLM | BertForSequenceClassification, bucket: bool = False) -> None:
         super().__init__()
         self.model = model
         self.bucket = bucket
@@ -102,7 +106,8 @@ class _Unpadded(nn.Module):
         B, T = attention_mask.shape
         H = x.shape[-1]
         mask = attention_mask.bool()[:, None, None, :]
-        for layer in self.model.bert.encoder.layer:
+        # nn.ModuleList iterates as nn.Module; its items are BertLayer
+        for layer in cast(list[BertLayer], self.model.bert.encoder.layer):
             sa = layer.attention.self
             nh, hd = sa.num_heads, sa.head_dim
             w = torch.cat([sa.query.weight, sa.key.weight, sa.value.weight])
@@ -120,6 +125,11 @@ class _Unpadded(nn.Module):
 
 class UnpaddedMLM(_Unpadded):
     """``BertForMaskedLM`` training forward: logits of the masked positions only."""
+
+    model: BertForMaskedLM
+
+    def __init__(self, model: BertForMaskedLM, bucket: bool = False) -> None:
+        super().__init__(model, bucket)
 
     def head(self, x: torch.Tensor, masked_real_index: torch.Tensor) -> torch.Tensor:
         """(M, V) MLM logits of the masked positions."""
@@ -149,6 +159,8 @@ class UnpaddedMLM(_Unpadded):
         if real_index is None:   # no padding: every position is real
             real_index = torch.arange(B * T, device=input_ids.device)
             masked_real_index = masked_positions
+        elif masked_real_index is None:
+            raise ValueError("UnpaddedMLM: real_index given without masked_real_index")
         if attention_mask is None:
             attention_mask = torch.ones(B, T, dtype=torch.long, device=input_ids.device)
         if labels is not None and self._bucketing(input_ids):
@@ -163,6 +175,11 @@ class UnpaddedClassifier(_Unpadded):
     """``BertForSequenceClassification`` forward on the packed real tokens: the pooler and the
     classifier read the ``[CLS]`` rows (the first real token of every sequence)."""
 
+    model: BertForSequenceClassification
+
+    def __init__(self, model: BertForSequenceClassification, bucket: bool = False) -> None:
+        super().__init__(model, bucket)
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None,
                 real_index: torch.Tensor, cls_rows: torch.Tensor) -> torch.Tensor:
         """Logits (B, num_labels). ``cls_rows``: where each sequence's first token sits in
@@ -171,6 +188,8 @@ class UnpaddedClassifier(_Unpadded):
         if self._bucketing(input_ids):   # cls_rows index the real tokens, which stay first
             real_index = bucket_real_index(real_index, attention_mask)
         x = self.encode(self.embed(input_ids, real_index, token_type_ids), attention_mask, real_index)
+        if m.bert.pooler is None:
+            raise ValueError("UnpaddedClassifier: the model has no pooler (built with add_pooling_layer=False)")
         pooled = torch.tanh(m.bert.pooler.dense(gather_rows(x, cls_rows)))
         return m.classifier(m.dropout(pooled))
 

@@ -53,7 +53,8 @@ class MlmTask:
 
     def loss(self, model: nn.Module, b: MlmBatch) -> tuple[torch.Tensor, torch.Tensor]:
         if b.pinned is not None:
-            t = {k: (v.to(self.device, non_blocking=True) if v is not None else None) for k, v in b.pinned.items()}
+            t: dict[str, Any] = {k: (v.to(self.device, non_blocking=True) if v is not None else None)
+                                 for k, v in b.pinned.items()}
         else:
             t = b.to_torch(self.device)
         mask = t["attention_mask"] if b.has_padding else None
@@ -65,19 +66,28 @@ class MlmTask:
         logits = model(t["input_ids"], mask, None, masked_positions=t["masked_positions"]).logits
         return cross_entropy_sum(logits, t["labels"])
 
-    def distill_loss(self, model: nn.Module, t: dict[str, torch.Tensor],
+    def _logits(self, model: nn.Module, t: dict[str, Any], mask: torch.Tensor | None) -> torch.Tensor:
+        """(M, V) logits of the masked positions, by the unpadded or the padded forward."""
+        if self.opts.unpad:
+            return model(t["input_ids"], mask, t["masked_positions"], t["real_index"], t["masked_real_index"])
+        return model(t["input_ids"], mask, None, masked_positions=t["masked_positions"]).logits
+
+    def distill_loss(self, model: nn.Module, t: dict[str, Any],
                      mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """MLM loss + distill_alpha * T^2 * KL(teacher || student), summed over the masked
-        positions; the teacher sees the same masked input, in inference mode."""
-        args = (t["input_ids"], mask, t["masked_positions"], t["real_index"], t["masked_real_index"])
-        logits = model(*args) if self.opts.unpad else \
-            model(t["input_ids"], mask, None, masked_positions=t["masked_positions"]).logits
+        positions; the teacher sees the same masked input, in inference mode (wrapped like the student:
+        the unpadded forward, or the padded model with ``--no_unpad``)."""
+        if self.teacher is None:
+            raise ValueError("distill_loss needs a teacher (--teacher)")
+        logits = self._logits(model, t, mask)
         with torch.no_grad():
-            teacher = self.teacher(*args)
+            teacher = self._logits(self.teacher, t, mask)
         ce, correct = cross_entropy_sum(logits, t["labels"])
         return ce + self.cfg.distill_alpha * kl_div_sum(logits, teacher, self.cfg.distill_temperature), correct
 
     def evaluate(self, trainer: Trainer, log: RunLog) -> dict[str, Any]:
+        if self.eval_ds is None or self.eval_mcfg is None:
+            raise ValueError("evaluate needs a held-out dataset and its masking")
         self.last_eval = evaluate(self.model, self.eval_ds, self.special, self.eval_mcfg, self.cfg.batch_size,
                                   self.device, self.opts.eval_max_instances, self.opts.pad_to_multiple_of,
                                   step=trainer.step)
@@ -118,6 +128,8 @@ class MlmTask:
 def load_teacher(cfg: PretrainConfig, mc: ModelConfig, vocab_sha: str, dev: torch.device, opts: RunOptions) -> nn.Module:
     """The frozen MLM teacher (same vocabulary), wrapped like the student's forward."""
     path = cfg.teacher_path
+    if path is None:
+        raise PretrainError("load_teacher: no --teacher given")
     try:
         teacher = load_model(path, "mlm")[0]
     except (CheckpointError, ConfigError, FileNotFoundError) as e:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.distributed as dist
@@ -21,7 +21,7 @@ from miniroberta.engine.precision import resolve_precision
 from miniroberta.engine.threads import configure_threads
 from miniroberta.engine.trainer import LoopOptions, Trainer, TrainingError
 from miniroberta.interop.checkpoint import CheckpointError, load_into, load_weights
-from miniroberta.modeling.bert import build_mlm, flops_per_token
+from miniroberta.modeling.bert import BertForMaskedLM, build_mlm, flops_per_token
 from miniroberta.modeling.config import ConfigError
 from miniroberta.modeling.unpad import UnpaddedMLM
 from miniroberta.pretrain.batches import BatchSource, Stream
@@ -67,7 +67,7 @@ def worker_from_env(cfg: PretrainConfig, opts: RunOptions) -> dict[str, Any]:
 
 
 
-def _initial_model(cfg: PretrainConfig, setup: Setup, st: dict[str, Any] | None, dev: torch.device) -> nn.Module:
+def _initial_model(cfg: PretrainConfig, setup: Setup, st: dict[str, Any] | None, dev: torch.device) -> BertForMaskedLM:
     """The model to train: from the training state (resume), else from --pretrained_model_path, else fresh."""
     model = build_mlm(setup.model, init=cfg.init, seed=cfg.seed)
     if st is not None:
@@ -113,7 +113,8 @@ def _build(cfg: PretrainConfig, opts: RunOptions, setup: Setup, st: dict[str, An
     trainer = Trainer(model, optim=cfg.optim(), total_steps=cfg.total_steps, device=dev, precision=precision,
                       forward=forward, rank=rank, world_size=world_size)
     if opts.compile:
-        trainer.forward = torch.compile(trainer.forward, dynamic=True)
+        # compiling a module gives an OptimizedModule (an nn.Module); the stubs type the result as a callable
+        trainer.forward = cast(nn.Module, torch.compile(trainer.forward, dynamic=True))
     # the teacher is built before the dropout RNG is seeded or restored: building it draws random numbers
     # (its init before the weights are loaded), which would otherwise shift a resumed run's dropout masks
     teacher = load_teacher(cfg, setup.model, setup.vocab_sha, dev, opts) if cfg.teacher_path else None

@@ -25,8 +25,8 @@ from miniroberta.utils import log
 
 # measured on an idle 2-core Zen 4 with the quickstart's 8,000-step model (docs/quality.md): seed 7, lr 1e-3,
 # 3 epochs: pretrained 21.9 %, random init 6.1 % (random init's best of 1e-4 / 3e-4 / 1e-3 is used below)
-COMPARE = dict(task="iflytek", seeds=3, epochs_num=3, batch_size=32, seq_length=128, max_train_examples=None,
-               learning_rate_pretrained=1e-3, learning_rate_random=1e-3)
+COMPARE: dict[str, Any] = dict(task="iflytek", seeds=3, epochs_num=3, batch_size=32, seq_length=128,
+                               max_train_examples=None, learning_rate_pretrained=1e-3, learning_rate_random=1e-3)
 
 
 def mcnemar_exact(a_right: Sequence[bool], b_right: Sequence[bool]) -> dict[str, Any]:

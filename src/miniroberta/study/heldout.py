@@ -35,6 +35,12 @@ class HeldoutPlan:
     file: str | None
     why: str
 
+    def file_path(self) -> str:
+        """The held-out file of a ``file`` plan."""
+        if self.file is None:
+            raise ValueError(f"held-out plan {self.kind!r} has no file ({self.why})")
+        return self.file
+
 
 def _candidates(spec: str, corpus: str, data_root: str | os.PathLike | None) -> list[str]:
     cands = [spec]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from types import ModuleType
 from typing import Any, Iterator
 
 import torch
@@ -18,6 +19,7 @@ def quiet_transformers() -> Iterator[None]:
     """No transformers / huggingface_hub progress bars (``Loading weights: 100%|...``) in a study's log while
     the block runs; the previous settings are restored after."""
     import transformers.utils.logging as tlog  # noqa: PLC0415 -- optional (transformers): the parity check only
+    hub: ModuleType | None
     try:
         import huggingface_hub.utils as hub  # noqa: PLC0415 -- optional (transformers): the parity check only
     except ImportError:  # pragma: no cover - transformers requires it
@@ -34,7 +36,7 @@ def quiet_transformers() -> Iterator[None]:
     finally:
         if was_t:
             tlog.enable_progress_bar()
-        if was_h:
+        if was_h and hub is not None:
             hub.enable_progress_bars()
         if env is None:
             os.environ.pop("HF_HUB_DISABLE_PROGRESS_BARS", None)

@@ -87,7 +87,8 @@ class Study:
         self.held = resolve_heldout(d["heldout"], self.corpus, self.corpus_files)
         self.heldout_file = self.held.file
         if self.held.kind == "file":   # never trained on
-            self.corpus_files = [f for f in self.corpus_files if os.path.realpath(f) != os.path.realpath(self.heldout_file)]
+            held = self.held.file_path()
+            self.corpus_files = [f for f in self.corpus_files if os.path.realpath(f) != os.path.realpath(held)]
         self.device = resolve_device("auto")
         self.precision, self.precision_reason = study_precision(recipe, self.device)
         self._hashes: dict[str, str] = {}
@@ -171,11 +172,11 @@ class Study:
                                outputs=[os.path.join(out, "decontamination.json")])
 
     def task_files(self, tasks: list[str], splits: tuple[str, ...]) -> list[str]:
-        out = []
+        out: list[str] = []
         for t in tasks:
             tf = task_data.resolve_task(t, self.data_dir)
             paths = {"train": tf.train_path, "dev": tf.dev_path, "test": tf.test_path}
-            out += [paths[s] for s in splits if paths[s] and os.path.isfile(paths[s])]
+            out += [p for p in (paths[s] for s in splits) if p and os.path.isfile(p)]
         return out
 
     def task_text(self) -> dict[str, Any] | None:
@@ -247,17 +248,18 @@ class Study:
 
     def heldout(self) -> dict[str, Any] | None:
         """The held-out file as a dataset (seq 128, the first 400 kB): the fixed yardstick of every stage."""
-        if not self.heldout_file:
+        held = self.heldout_file
+        if not held:
             return None
         settings = {"seq_length": HELDOUT_SEQ, "max_bytes": HELDOUT_BYTES}
-        inputs = {"heldout": hash_files([self.heldout_file]), "vocab": self.vocab_hash()}
+        inputs = {"heldout": hash_files([held]), "vocab": self.vocab_hash()}
         out = self.paths.heldout
 
         def fn(resume: bool, fresh: bool) -> dict[str, Any]:
-            pre_mod.build_dataset(self.heldout_file, self.vocab, out, seq_length=HELDOUT_SEQ, max_bytes=HELDOUT_BYTES,
+            pre_mod.build_dataset(held, self.vocab, out, seq_length=HELDOUT_SEQ, max_bytes=HELDOUT_BYTES,
                                   overwrite=True, progress=False)
             ds = MlmDataset(out)
-            return {"path": out, "file": self.heldout_file, "content_hash": ds.content_hash,
+            return {"path": out, "file": held, "content_hash": ds.content_hash,
                     "num_instances": len(ds)}
 
         return self.runner.run("preprocess-heldout", settings, inputs, fn, outputs=[os.path.join(out, "manifest.json")])
@@ -645,7 +647,7 @@ def fresh_rendezvous(index: int) -> Iterator[None]:
         yield
         return
     saved = {k: os.environ.get(k) for k in ("MASTER_PORT", "TORCHELASTIC_USE_AGENT_STORE")}
-    base = int(os.environ.get("MINIROBERTA_BASE_MASTER_PORT") or saved["MASTER_PORT"])
+    base = int(os.environ.get("MINIROBERTA_BASE_MASTER_PORT") or os.environ["MASTER_PORT"])
     os.environ["MINIROBERTA_BASE_MASTER_PORT"] = str(base)
     os.environ["MASTER_PORT"] = str(base + index)
     os.environ["TORCHELASTIC_USE_AGENT_STORE"] = "False"

@@ -198,7 +198,8 @@ class _Plan:
         self.files = corpus_files(corpus)
         self.held = resolve_heldout(d["heldout"], corpus, self.files)
         if self.held.kind == "file":
-            self.files = [f for f in self.files if os.path.realpath(f) != os.path.realpath(self.held.file)]
+            held = self.held.file_path()
+            self.files = [f for f in self.files if os.path.realpath(f) != os.path.realpath(held)]
         self.vocab = os.path.abspath(d["vocab"])
         self.V = len(read_vocab(self.vocab))
         total = sum(os.path.getsize(f) for f in self.files)

@@ -52,7 +52,7 @@ from miniroberta.utils import format_duration, log
 # accuracy 0.140 (unigram baseline 0.046); at 6,000 of those steps 0.124, at 4,000 0.081, at 2,000 still on the
 # plateau (0.047). What lost: the review slice + chnsenticorp train texts, packed, lr 1e-3 -- still on the plateau
 # after 6,000 steps (c3 accuracy 0.043); batch 16 at lr 1.06e-3 for 8,000 steps: 0.047.
-RECIPE = dict(learning_rate=1.5e-3, batch_size=32, warmup=0.05, init="uer", seq_length=128)
+RECIPE: dict[str, Any] = dict(learning_rate=1.5e-3, batch_size=32, warmup=0.05, init="uer", seq_length=128)
 DEFAULT_STEPS = 8000
 HELDOUT_FILE = "c3_documents.txt"
 HELDOUT_BYTES = 400_000          # -> 2,068 windows of 128; the first 2,000 are scored

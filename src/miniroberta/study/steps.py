@@ -80,7 +80,7 @@ class Runner:
             self.events = JsonlWriter(os.path.join(self.out, "events.jsonl") if rank == 0 else None)
         except OSError as e:     # disk full, read-only, permission: one line naming the folder
             raise write_error(self.out, e, True) from None
-        self.env = {"versions": versions(), "git_revision": git_revision(), "host": platform.node(),
+        self.env: dict[str, Any] = {"versions": versions(), "git_revision": git_revision(), "host": platform.node(),
                     "world_size": world_size}
         self.actions: dict[str, str] = {}
 
@@ -89,6 +89,14 @@ class Runner:
 
     def read_manifest(self, step_id: str) -> dict[str, Any] | None:
         return read_manifest(self.steps_dir, step_id)  # a torn one cannot happen (atomic writes): "not run"
+
+    def done_manifest(self, step_id: str) -> dict[str, Any]:
+        """The manifest of a step that ``state`` found (it must still be readable)."""
+        m = self.read_manifest(step_id)
+        if m is None:
+            raise StepError(f"[{step_id}] its manifest {os.path.join(self.steps_dir, step_id + '.json')} disappeared "
+                            f"or became unreadable while the study ran")
+        return m
 
     def event(self, step_id: str, action: str, **kw: Any) -> None:
         self.actions[step_id] = action if action != "done" else self.actions.get(step_id, action)
@@ -128,14 +136,14 @@ class Runner:
                 return self.wait_done(step_id, fingerprint)
             st = self.state(step_id, fingerprint)
             if st == "cached":
-                return self.read_manifest(step_id)["result"]
+                return self.done_manifest(step_id)["result"]
             fn(st == "resume", False)  # rank 0 cleans and records; we only join the collective work
             return self.wait_done(step_id, fingerprint)
         st = self.state(step_id, fingerprint)
-        if st == "cached" and complete is not None and not complete(self.read_manifest(step_id)):
+        if st == "cached" and complete is not None and not complete(self.done_manifest(step_id)):
             st = "resume"
         if st == "cached":
-            m = self.read_manifest(step_id)
+            m = self.done_manifest(step_id)
             missing = [p for p in (m.get("outputs") or []) if not os.path.exists(p)]
             if not missing:
                 self.event(step_id, "skip")

@@ -29,7 +29,7 @@ import shutil
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from miniroberta.data.dataset import MlmDataset
 from miniroberta.data.preprocess import build_dataset
@@ -44,7 +44,8 @@ from miniroberta.utils import (atomic_write, atomic_write_text, format_duration,
                                write_error)
 
 # what a variant may change: the settings that change the result of a pretraining run
-KEYS = {"learning_rate": float, "batch_size": int, "warmup": float, "seq_length": int, "mask_rate": float,
+KEYS: dict[str, Callable[[str], Any]] = {
+        "learning_rate": float, "batch_size": int, "warmup": float, "seq_length": int, "mask_rate": float,
         "init": str, "weight_decay": float, "correct_bias": lambda v: str(v).lower() in ("1", "true", "yes"),
         "dropout": float, "grad_clip": float}
 DEFAULT_BASE = {"learning_rate": 5e-4, "batch_size": 32, "warmup": 0.05, "seq_length": 128, "mask_rate": 0.15,

@@ -26,7 +26,7 @@ class Assembled:
     chunk_hashes: dict[str, Any]     # the manifest's ``chunk_hashes``
 
 
-def _write_npy_header(f: Any, dtype: np.dtype, n: int) -> None:
+def _write_npy_header(f: Any, dtype: np.dtype | type[np.generic], n: int) -> None:
     np.lib.format.write_array_header_1_0(
         f, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": (n,)})
 

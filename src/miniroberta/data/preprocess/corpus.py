@@ -29,11 +29,7 @@ class ByteRange:
 
 def resolve_corpus(corpus_path: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
     """A file, a directory (all ``*.txt`` in sorted order) or a list of files -> list of files."""
-    if isinstance(corpus_path, (list, tuple)):
-        files = [os.fspath(p) for p in corpus_path]
-        if not files:
-            raise ValueError("the corpus file list is empty; pass at least one corpus file")
-    else:
+    if isinstance(corpus_path, (str, os.PathLike)):
         p = os.fspath(corpus_path)
         if os.path.isdir(p):
             files = sorted(os.path.join(p, n) for n in os.listdir(p)
@@ -42,6 +38,10 @@ def resolve_corpus(corpus_path: str | os.PathLike | Sequence[str | os.PathLike])
                 raise ValueError(f"{p}: the corpus directory holds no *.txt files (one document per line)")
         else:
             files = [p]
+    else:
+        files = [os.fspath(f) for f in corpus_path]
+        if not files:
+            raise ValueError("the corpus file list is empty; pass at least one corpus file")
     for f in files:
         if not os.path.isfile(f):
             raise FileNotFoundError(f"corpus file {f!r} does not exist (pass --corpus_path with a text file, "

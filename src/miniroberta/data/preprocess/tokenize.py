@@ -199,9 +199,9 @@ class CorpusTokenizer:
             flat = np.concatenate(pieces) if pieces else flat
         return flat, counts
 
-    def encode_with_word_ids(self, lines: Sequence[str]) -> list[tuple[list[int], list[int], list[int]]]:
+    def encode_with_word_ids(self, lines: Sequence[str]) -> list[tuple[list[int], list[int], list[int | None]]]:
         """(ids, start char offsets, pre-token word index) per line, from the full Rust pipeline."""
-        out = []
+        out: list[tuple[list[int], list[int], list[int | None]]] = []
         for e in self.rust.encode_batch(list(lines), add_special_tokens=False):
             out.append((e.ids, [o[0] for o in e.offsets], e.word_ids))
         return out
