@@ -121,8 +121,8 @@ def _scalar_of(tp: Any) -> Any:
 def _default(f: Field) -> Any:
     if f.default is not MISSING:
         return f.default
-    if f.default_factory is not MISSING:  # type: ignore[misc]
-        return f.default_factory()  # type: ignore[misc]
+    if f.default_factory is not MISSING:
+        return f.default_factory()
     return MISSING
 
 
