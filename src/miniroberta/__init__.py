@@ -5,8 +5,7 @@ The public API (``miniroberta.api``, loaded on first use so that ``import miniro
     from miniroberta import pipeline, fill_mask, embed, classify, preprocess, run_pretrain, run_finetune, export
 """
 from miniroberta.engine.threads import set_wait_policy as _set_wait_policy
-
-__version__ = "0.1.0"
+from miniroberta.version import __version__
 
 # OpenMP threads that wait spin only briefly before they sleep, so that two jobs on one machine do not stall
 # each other (engine/threads.py, docs/performance.md); it must be set before torch starts its OpenMP runtime,

@@ -13,7 +13,7 @@ import json
 import os
 import sys
 
-from miniroberta import __version__
+from miniroberta.version import __version__
 from miniroberta.modeling.config import ALIASES, preset, preset_names
 
 # name -> (module, configure function, run function, one-line help)

@@ -29,7 +29,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from miniroberta import __version__
+from miniroberta.version import __version__
 from miniroberta.data import chunks
 from miniroberta.data.chunks import DatasetError
 from miniroberta.utils import atomic_dir, log, sha256_bytes

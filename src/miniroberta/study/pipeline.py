@@ -34,7 +34,7 @@ import time
 import uuid
 from typing import Any, Iterator
 
-from miniroberta import __version__
+from miniroberta.version import __version__
 from miniroberta.data import decontam
 from miniroberta.data import preprocess as pre_mod
 from miniroberta.data import tasks as task_data

@@ -21,7 +21,7 @@ import time
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Callable
 
-from miniroberta import __version__
+from miniroberta.version import __version__
 from miniroberta.utils import JsonlWriter, atomic_write_json, format_duration, log, write_error
 
 STEP_FORMAT = "miniroberta-reproduce-step/1"
